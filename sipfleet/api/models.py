@@ -1,0 +1,419 @@
+"""The sipfleet API: one source of truth for the SipAccount resource and the agent contract.
+
+Everything users write (``SipAccountSpec``), everything agents and the operator report
+(``SipAccountStatus``), and what the operator hands an agent (``AgentAssignment``) is defined here.
+``sipfleet.api.crd`` generates ``crds/sipaccounts.sipfleet.io.yaml`` from these models, and a test fails
+when the committed CRD and the models disagree.
+
+Conventions (Kubernetes API style): camelCase on the wire, snake_case in Python, frozen models,
+unknown fields rejected. Secrets never appear in any of these models: specs name a Secret, agents
+resolve it at run time and keep the password in memory only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "sipfleet.io"
+VERSION = "v1alpha1"
+KIND = "SipAccount"
+PLURAL = "sipaccounts"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Hard limits of the pjsua2 wheels (see shared/docs/sip-facts.md): PJSUA_MAX_ACC and PJSUA_MAX_CALLS.
+MAX_ACCOUNTS_PER_AGENT = 8
+MAX_CALLS_PER_AGENT = 4
+
+# A SIP or SIPS URI with a host part. Deliberately strict enough to catch typos at admission
+# (missing scheme, spaces, angle brackets) without trying to be a full RFC 3261 grammar.
+SIP_URI_PATTERN = r"^sips?:([^@\s<>;]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\s<>;=]+(=[^\s<>;]+)?)*$"
+# An address of record needs a user part.
+AOR_PATTERN = r"^sips?:[^@\s<>;:]+@[A-Za-z0-9.\-\[\]]+(:[0-9]{1,5})?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+_SIP_URI_RE = re.compile(SIP_URI_PATTERN)
+
+
+class ApiModel(BaseModel):
+    """Base for every API model: camelCase aliases, immutable, no unknown fields."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+    )
+
+    def to_api(self) -> dict:
+        """The JSON-ready wire form (camelCase, defaults included, ``None`` dropped)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+SipUri = Annotated[str, Field(pattern=SIP_URI_PATTERN, max_length=256)]
+
+Transport = Literal["udp", "tcp", "tls"]
+RouteMode = Literal["prevent", "account"]
+
+
+# --------------------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------------------
+
+
+class CredentialsRef(ApiModel):
+    """Where the digest credentials live: a Secret in the SipAccount's namespace."""
+
+    secret_name: str = Field(
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="Name of a Secret in the same namespace holding the digest credentials.",
+    )
+    username_key: str = Field(
+        "username", pattern=SECRET_KEY_PATTERN, max_length=253,
+        description="Key in the Secret holding the authentication user name.",
+    )
+    password_key: str = Field(
+        "password", pattern=SECRET_KEY_PATTERN, max_length=253,
+        description="Key in the Secret holding the password.",
+    )
+    realm: str = Field("*", min_length=1, max_length=253, description="Digest realm; '*' answers any realm.")
+
+
+class RegistrationSettings(ApiModel):
+    """REGISTER timers. Defaults suit production; pjsua's own defaults wait up to 5 minutes after a failure."""
+
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.firstRetryIntervalSeconds <= self.retryIntervalSeconds",
+                    "message": "firstRetryIntervalSeconds must not exceed retryIntervalSeconds",
+                    "fieldPath": ".firstRetryIntervalSeconds",
+                },
+                {
+                    "rule": "self.jitterSeconds < self.retryIntervalSeconds",
+                    "message": "jitterSeconds must be smaller than retryIntervalSeconds",
+                    "fieldPath": ".jitterSeconds",
+                },
+            ]
+        }
+    )
+
+    expires_seconds: int = Field(300, ge=60, le=86400, description="Requested registration expiry.")
+    retry_interval_seconds: int = Field(
+        30, ge=5, le=3600, description="Wait before retrying after a failed registration."
+    )
+    first_retry_interval_seconds: int = Field(
+        2, ge=0, le=3600, description="Wait before the first retry after a transport failure or drop."
+    )
+    jitter_seconds: int = Field(3, ge=0, le=600, description="Random extra wait added to retries.")
+
+
+class IncomingCallPolicy(ApiModel):
+    """What the agent does with an incoming INVITE."""
+
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.policy == 'reject' || self.rejectCode == 486",
+                    "message": "rejectCode applies only to policy 'reject'",
+                    "fieldPath": ".rejectCode",
+                },
+                {
+                    "rule": "self.policy == 'answer' || self.answerDelayMs == 0",
+                    "message": "answerDelayMs applies only to policy 'answer'",
+                    "fieldPath": ".answerDelayMs",
+                },
+            ]
+        }
+    )
+
+    policy: Literal["answer", "ring", "reject"] = Field(
+        "answer", description="answer (200 after answerDelayMs), ring (180 until the caller gives up), reject."
+    )
+    answer_delay_ms: int = Field(0, ge=0, le=60000, description="Ring this long before answering.")
+    reject_code: int = Field(486, ge=400, le=699, description="Final response code for policy 'reject'.")
+
+
+class DriftSettings(ApiModel):
+    """How route drift is handled (see docs/architecture.md, 'Drift repair ladder')."""
+
+    self_heal: bool = Field(
+        False,
+        description="Let the agent re-create a drifted account on its own, before the operator's ladder.",
+    )
+    repair_timeout_seconds: int = Field(
+        10, ge=1, le=600, description="How long a repair request may take before the agent pod is restarted."
+    )
+    max_pod_restarts: int = Field(
+        2, ge=0, le=10, description="Pod restarts tried before the account is marked Degraded and backs off."
+    )
+
+
+class AgentPlacement(ApiModel):
+    dedicated: bool = Field(False, description="Run this account in an agent pod of its own.")
+
+
+class SipAccountSpec(ApiModel):
+    """Desired state: this SIP identity registers with this registrar through this ordered proxy route."""
+
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.transport != 'tls' || (self.route.size() > 0 ? "
+                    "self.route.all(r, r.startsWith('sips:') || r.contains(';transport=tls')) : "
+                    "(self.registrar.startsWith('sips:') || self.registrar.contains(';transport=tls')))",
+                    "message": "transport tls needs a sips: or ;transport=tls route (or registrar when the route is empty)",
+                    "fieldPath": ".transport",
+                },
+                {
+                    "rule": "self.transport == 'tls' || (!self.registrar.startsWith('sips:') "
+                    "&& self.route.all(r, !r.startsWith('sips:')))",
+                    "message": "sips: URIs need transport tls",
+                    "fieldPath": ".transport",
+                },
+                {
+                    "rule": "self.routeMode != 'prevent' || self.route.size() > 0",
+                    "message": "routeMode prevent needs at least one proxy in route",
+                    "fieldPath": ".routeMode",
+                },
+            ]
+        }
+    )
+
+    aor: str = Field(
+        pattern=AOR_PATTERN, max_length=256,
+        description="Address of record, e.g. sip:alice@example.com.",
+    )
+    registrar: SipUri = Field(description="Registrar URI (the REGISTER request URI), e.g. sip:registrar.example.com.")
+    route: list[SipUri] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Ordered outbound proxy route; the first entry is the first hop. Use ;lr URIs.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    transport: Transport = Field("udp", description="Transport used towards the first hop.")
+    route_mode: RouteMode = Field(
+        "prevent",
+        description=(
+            "prevent: the route is the agent's global outbound proxy, which held against every known drift "
+            "path; account: the route is set per account, drift can happen and is detected and repaired."
+        ),
+    )
+    credentials: CredentialsRef
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    agent: AgentPlacement = Field(default_factory=AgentPlacement)
+
+    @field_validator("route")
+    @classmethod
+    def _route_unique(cls, route: list[str]) -> list[str]:
+        if len(set(route)) != len(route):
+            raise ValueError("route entries must be unique")
+        return route
+
+
+# --------------------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------------------
+
+ConditionType = Literal["Ready", "Registered", "RouteInSync", "AgentReady", "Degraded"]
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field("", max_length=32768)
+    observed_generation: int | None = Field(None, ge=0)
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
+
+
+RegistrationState = Literal["Registering", "Registered", "Failed", "Unregistered"]
+
+
+class RegistrationStatus(ApiModel):
+    """Written by the agent on state changes only (not on every refresh)."""
+
+    state: RegistrationState
+    code: int | None = Field(None, description="Last final SIP response code to REGISTER (0: no response).")
+    reason: str | None = Field(None, max_length=1024, description="Reason phrase or local error.")
+    expires_seconds: int | None = Field(None, description="Expiry granted by the registrar.")
+    registered_since: str | None = Field(None, description="When the current registration was first granted.")
+    last_failure: str | None = Field(None, description="When the last failed attempt ended.")
+
+
+class SentRequest(ApiModel):
+    """One request as the agent really put it on the wire (from pjsip's transmit log)."""
+
+    method: str
+    transport: str = Field(description="udp, tcp or tls, as sent.")
+    destination: str = Field(description="ip:port the request was sent to.")
+    request_uri: str
+    route: list[str] = Field(default_factory=list, description="Route header values, in order.")
+    at: str
+
+
+RepairMethod = Literal["recreate-account", "restart-pod"]
+RepairTrigger = Literal["self-heal", "operator", "user", "reregister"]
+
+
+class RepairRecord(ApiModel):
+    method: RepairMethod
+    trigger: RepairTrigger
+    token: str | None = None
+    drift_seen_at: str | None = None
+    started_at: str
+    completed_at: str | None = None
+    duration_ms: float | None = Field(None, description="From drift seen (or start) to the first REGISTER via the route.")
+    result: Literal["repaired", "failed", "in-progress"] = "in-progress"
+
+
+class RouteStatus(ApiModel):
+    """Desired and effective route. Written by the agent; ``effective`` is measured, never copied from config."""
+
+    mode: RouteMode
+    desired: list[str] = Field(default_factory=list, description="Configured route, then Service-Route (RFC 3608).")
+    effective: list[str] = Field(
+        default_factory=list, description="Route header values of the last REGISTER actually sent."
+    )
+    service_route: list[str] = Field(default_factory=list, description="Service-Route of the last 2xx to REGISTER.")
+    first_hop: str | None = Field(None, description="proto:ip:port the last REGISTER was sent to.")
+    response_from: str | None = Field(None, description="ip:port the last final response to REGISTER came from.")
+    request_uri: str | None = None
+    in_sync: bool | None = Field(None, description="Whether the effective route matches the desired one.")
+    observed_at: str | None = None
+    last_drift_at: str | None = None
+    last_repair: RepairRecord | None = None
+    repair_history: list[RepairRecord] = Field(default_factory=list, max_length=10)
+
+
+class AgentRef(ApiModel):
+    """Written by the agent: who hosts this account and which requests it has acknowledged."""
+
+    name: str | None = Field(None, description="Agent (workload) name.")
+    pod: str | None = None
+    version: str | None = None
+    repair_token_ack: str | None = Field(None, description="Last repair token the agent carried out.")
+    reregister_token_ack: str | None = Field(None, description="Last re-registration token the agent carried out.")
+
+
+class LadderStatus(ApiModel):
+    """Written by the operator: where the drift repair ladder stands for this account."""
+
+    phase: Literal["Idle", "RepairRequested", "PodRestarted", "Degraded"] = "Idle"
+    attempts: int = 0
+    token: str | None = None
+    requested_at: str | None = None
+    next_attempt_at: str | None = None
+    last_method: RepairMethod | None = None
+    last_duration_ms: float | None = None
+
+
+class SipAccountStatus(ApiModel):
+    """Status. Field ownership: the agent writes registration/route/agent, the operator everything else."""
+
+    model_config = ApiModel.model_config | ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    registration: RegistrationStatus | None = None
+    route: RouteStatus | None = None
+    agent: AgentRef | None = None
+    ladder: LadderStatus | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# agent contract: what the operator hands an agent (ConfigMap) or a person writes (standalone file)
+# --------------------------------------------------------------------------------------------------
+
+
+class AgentCredentials(ApiModel):
+    """How an agent finds one account's credentials: a Secret (in cluster) or files (standalone)."""
+
+    model_config = ApiModel.model_config | ConfigDict(json_schema_extra=None)
+
+    username: str | None = Field(None, description="Literal user name (not secret).")
+    username_file: str | None = None
+    password_file: str | None = None
+    secret_name: str | None = None
+    username_key: str = "username"
+    password_key: str = "password"
+    secret_version: str | None = Field(None, description="Secret resourceVersion; a change makes the agent re-read.")
+    realm: str = "*"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "AgentCredentials":
+        if self.secret_name:
+            return self
+        if not self.password_file:
+            raise ValueError("credentials need secretName or passwordFile")
+        if not (self.username or self.username_file):
+            raise ValueError("credentials need username or usernameFile with passwordFile")
+        return self
+
+
+class AgentAccount(ApiModel):
+    """One account an agent hosts."""
+
+    name: str = Field(description="SipAccount name (standalone: any unique label).")
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    aor: str = Field(pattern=AOR_PATTERN)
+    registrar: SipUri
+    route: list[SipUri] = Field(default_factory=list, max_length=4)
+    transport: Transport = "udp"
+    route_mode: RouteMode = "prevent"
+    credentials: AgentCredentials
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
+    self_heal: bool = False
+    repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
+    reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")
+
+    def route_key(self) -> tuple[str, tuple[str, ...]]:
+        """Accounts can share an agent only when this key is equal (the prevention is per process)."""
+        return (self.transport, tuple(self.route))
+
+
+class AgentSettings(ApiModel):
+    sip_address: str = Field("127.0.0.1", description="Local IP the SIP transports bind to.")
+    sip_port: int = Field(0, ge=0, le=65535, description="Local SIP port; 0 picks a free one.")
+    http_address: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz, /metrics.")
+    self_heal: bool = False
+    status_debounce_ms: int = Field(200, ge=0, le=60000)
+    ip_change_poll_ms: int = Field(1000, ge=100, le=60000, description="How often local addresses are checked.")
+    unregister_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class AgentAssignment(ApiModel):
+    """The whole desired state of one agent. In cluster: ConfigMap key ``assignment.json``."""
+
+    agent: str = Field(description="Agent name.")
+    settings: AgentSettings = Field(default_factory=AgentSettings)
+    accounts: list[AgentAccount] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_AGENT)
+
+    @model_validator(mode="after")
+    def _shared_route(self) -> "AgentAssignment":
+        keys = {a.route_key() for a in self.accounts}
+        if len(keys) > 1:
+            raise ValueError("all accounts of one agent must share transport and route")
+        names = [(a.namespace, a.name) for a in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError("account names must be unique within an agent")
+        return self
+
+
+def is_sip_uri(value: str) -> bool:
+    return bool(_SIP_URI_RE.match(value))

@@ -1,0 +1,6 @@
+"""Shared fixtures. Each fixture module is owned by the part it exercises."""
+
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.lab",
+]

@@ -1,0 +1,66 @@
+"""The committed CRD is generated from the API models; this fails when they disagree."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sipfleet.api import crd, models
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crd_matches_models():
+    assert crd.check(ROOT) is None, crd.check(ROOT)
+
+
+def test_check_detects_a_stale_crd(tmp_path):
+    crd.write(tmp_path)
+    path = crd.crd_paths(tmp_path)[0]
+    path.write_text(path.read_text().replace("maxItems: 4", "maxItems: 5"))
+    assert "differs" in crd.check(tmp_path)
+
+
+def test_schema_is_structural_enough():
+    schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    text = repr(schema)
+    for forbidden in ("$ref", "anyOf", "'title'", "$defs", "'const'"):
+        assert forbidden not in text
+    spec = schema["properties"]["spec"]
+    assert spec["required"] == ["aor", "registrar", "credentials"]
+    assert spec["properties"]["registration"]["default"] == {}
+    assert "x-kubernetes-validations" in spec
+
+
+def test_spec_defaults_and_aliases():
+    spec = models.SipAccountSpec.model_validate(
+        {"aor": "sip:alice@example.com", "registrar": "sip:example.com", "route": ["sip:p.example.com;lr"],
+         "credentials": {"secretName": "alice"}}
+    )
+    wire = spec.to_api()
+    assert wire["routeMode"] == "prevent"
+    assert wire["registration"]["expiresSeconds"] == 300
+    assert wire["credentials"] == {"secretName": "alice", "usernameKey": "username",
+                                   "passwordKey": "password", "realm": "*"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"aor": "alice@example.com"},
+    {"registrar": "registrar.example.com"},
+    {"route": ["sip:p.example.com;lr", "sip:p.example.com;lr"]},
+    {"transport": "sctp"},
+])
+def test_spec_rejects_bad_values(bad):
+    base = {"aor": "sip:alice@example.com", "registrar": "sip:example.com", "credentials": {"secretName": "a"}}
+    with pytest.raises(ValidationError):
+        models.SipAccountSpec.model_validate(base | bad)
+
+
+def test_assignment_refuses_mixed_routes():
+    acc = {"name": "a", "aor": "sip:a@x.test", "registrar": "sip:x.test", "route": ["sip:p.test;lr"],
+           "credentials": {"secretName": "a"}}
+    other = acc | {"name": "b", "route": ["sip:q.test;lr"]}
+    with pytest.raises(ValidationError, match="share transport and route"):
+        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc, other]})
+    with pytest.raises(ValidationError):
+        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc | {"name": f"n{i}"} for i in range(9)]})
