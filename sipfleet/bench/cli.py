@@ -1,13 +1,18 @@
-"""Placeholder until its issue lands: says so instead of pretending."""
+"""`sipfleet bench ...`: benchmarks that print numbers (never asserted as timings).
+
+Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet``;
+each exposes ``register(subparsers)`` adding its own subcommands.
+"""
+
+from __future__ import annotations
 
 import argparse
-import sys
+import importlib
+
+GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.fleet"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(func=_not_yet)
-
-
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"sipfleet {args.command}: not yet implemented", file=sys.stderr)
-    return 2
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    for module in GROUPS:
+        importlib.import_module(module).register(sub)
