@@ -1,13 +1,169 @@
-"""Placeholder until its issue lands: says so instead of pretending."""
+"""`sipfleet cluster build | up | down | status | kubeconfig | logs | kubectl`."""
+
+from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(func=_not_yet)
+    sub = parser.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND")
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--name", default="default", help="cluster name (default: %(default)s)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("build", "build (or find) the pinned control-plane binaries, kubectl and helm", _build)
+    p.add_argument("components", nargs="*", help="only these (default: all)")
+    p = add("up", "start the local cluster (idempotent) and wait until it is ready", _up)
+    p.add_argument("--fresh", action="store_true", help="drop etcd data and pods first")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    p.add_argument("--no-node", action="store_true", help="do not start the node runner")
+    p = add("down", "stop the local cluster (logs are kept)", _down)
+    p.add_argument("--purge", action="store_true", help="also delete etcd data, certificates and kubeconfigs")
+    p = add("status", "show components, ports, kubeconfig and node readiness", _status)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add("kubeconfig", "print the admin kubeconfig path (export KUBECONFIG=$(sipfleet cluster kubeconfig))",
+        _kubeconfig)
+    p = add("logs", "print a container's log (written by the node runner)", _logs)
+    p.add_argument("pod")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-c", "--container", default=None)
+    p.add_argument("-p", "--previous", action="store_true", help="the previous (crashed) container's log")
+    p = add("kubectl", "run the pinned kubectl against the cluster: sipfleet cluster kubectl -- get pods", _kubectl)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=_help(parser))
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"sipfleet {args.command}: not yet implemented", file=sys.stderr)
-    return 2
+def _help(parser: argparse.ArgumentParser):
+    def run(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return run
+
+
+def _err(msg: str) -> int:
+    print(f"sipfleet cluster: {msg}", file=sys.stderr)
+    return 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from . import kubebin
+
+    t0 = time.monotonic()
+    try:
+        paths = kubebin.ensure(args.components or kubebin.ALL)
+    except kubebin.KubebinError as e:
+        return _err(str(e))
+    for name, path in paths.items():
+        print(f"{name:<25} {path}")
+    print(f"ready in {time.monotonic() - t0:.2f} s ({', '.join(f'{k} {v}' for k, v in kubebin.versions().items())})")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from . import kubebin
+    from .cluster import ClusterError, LocalCluster
+
+    c = LocalCluster(args.name)
+    t0 = time.monotonic()
+    was_running = c.running() and not args.fresh
+    try:
+        c.up(fresh=args.fresh, timeout=args.timeout, node=False if args.no_node else None)
+    except (ClusterError, kubebin.KubebinError) as e:
+        return _err(str(e))
+    except KeyboardInterrupt:
+        print("sipfleet cluster: interrupted; stopped what was started", file=sys.stderr)
+        return 130
+    what = "already running" if was_running else f"ready in {time.monotonic() - t0:.1f} s"
+    print(f"cluster {c.name!r} {what}: {c.server}", file=sys.stderr)
+    print(f"export KUBECONFIG={c.kubeconfig}", file=sys.stderr)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster
+
+    c = LocalCluster(args.name)
+    killed = c.down(purge=args.purge)
+    msg = f"cluster {c.name!r} stopped"
+    if killed:
+        msg += f" (had to SIGKILL: {', '.join(killed)})"
+    print(msg + f"; logs kept in {c.logs_dir}", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster
+
+    c = LocalCluster(args.name)
+    st = c.status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0 if st["running"] else 3
+    print(f"cluster:    {st['name']} ({'running' if st['running'] else 'not running'})")
+    print(f"state:      {st['stateDir']}")
+    print(f"server:     {st['server'] or '-'}  (ready: {'yes' if st['apiserverReady'] else 'no'})")
+    print(f"kubeconfig: {st['kubeconfig']}")
+    if st["ports"]:
+        print("ports:      " + ", ".join(f"{k}={v}" for k, v in st["ports"].items()))
+    print(f"pod subnet: {st['podSubnet'] or '-'}")
+    print()
+    print(f"{'COMPONENT':<25} {'PID':>8} {'ALIVE':<6} {'RSS MiB':>8}")
+    for comp in st["components"]:
+        rss = f"{comp['rssKiB'] / 1024:.0f}" if comp["rssKiB"] else "-"
+        print(f"{comp['name']:<25} {comp['pid'] or '-':>8} {'yes' if comp['alive'] else 'no':<6} {rss:>8}")
+    if st["nodes"]:
+        print()
+        print(f"{'NODE':<25} {'STATUS':<10} VERSION")
+        for n in st["nodes"]:
+            print(f"{n['name']:<25} {'Ready' if n['ready'] else 'NotReady':<10} {n['version']}")
+    return 0 if st["running"] else 3
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster
+
+    c = LocalCluster(args.name)
+    if not c.kubeconfig.exists():
+        return _err(f"cluster {args.name!r} has no kubeconfig yet: run `sipfleet cluster up`")
+    print(c.kubeconfig)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from .cluster import ClusterError, LocalCluster
+
+    c = LocalCluster(args.name)
+    try:
+        path = c.container_log(args.pod, args.namespace, args.container, previous=args.previous)
+    except ClusterError as e:
+        return _err(str(e))
+    except ImportError:
+        return _err("the node runner is not installed, so there are no container logs")
+    except Exception as e:  # noqa: BLE001 - kubernetes ApiException etc.: one line
+        return _err(f"cannot find pod {args.namespace}/{args.pod}: {getattr(e, 'reason', None) or e}")
+    try:
+        with open(path, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+    except FileNotFoundError:
+        return _err(f"no log at {path}")
+    return 0
+
+
+def _kubectl(args: argparse.Namespace) -> int:
+    from . import kubebin
+    from .cluster import run_kubectl
+
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    try:
+        return run_kubectl(args.name, rest)
+    except kubebin.KubebinError as e:
+        return _err(str(e))
