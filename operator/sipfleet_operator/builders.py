@@ -1,0 +1,298 @@
+"""Pure builders for everything the operator creates per agent. No I/O: dicts in, dicts out.
+
+Per agent ``sipfleet-agent-<id>-<n>`` in the accounts' namespace: a ConfigMap (``assignment.json``, an
+``AgentAssignment``; no secrets, only Secret names/keys/resourceVersions), a ServiceAccount, a Role limited by
+``resourceNames`` to what the agent hosts, a RoleBinding and a Deployment (1 replica, Recreate). Every child
+carries a non-controller ownerReference to every SipAccount the agent hosts, so the garbage collector removes
+the children when the last hosted account is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from sipfleet.api import models as m
+
+from .config import Settings
+from .placement import Agent, GroupKey
+
+ASSIGNMENT_KEY = "assignment.json"
+MANAGED_BY = "sipfleet-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_AGENT = "sipfleet.io/agent"
+LABEL_GROUP = "sipfleet.io/group"
+ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
+ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
+AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
+
+# user-facing annotations on SipAccounts
+ANNOTATION_PAUSED = "sipfleet.io/paused"
+ANNOTATION_REPAIR = "sipfleet.io/repair"
+ANNOTATION_REREGISTER = "sipfleet.io/reregister"
+
+
+@dataclass(frozen=True)
+class HostedAccount:
+    """One SipAccount as the builders need it (taken from the API object by the handlers)."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    spec: m.SipAccountSpec
+    secret_version: str | None = None
+    repair_token: str | None = None
+    reregister_token: str | None = None
+
+
+def combine_token(user: str | None, operator: str | None) -> str | None:
+    """One token for the agent from the user's annotation and the ladder's token: either changing changes it."""
+    parts = []
+    if user:
+        parts.append(f"user:{user}")
+    if operator:
+        parts.append(f"op:{operator}")
+    return "|".join(parts) or None
+
+
+def labels(agent: str, key: GroupKey) -> dict[str, str]:
+    return {
+        LABEL_NAME: "sipfleet-agent",
+        LABEL_COMPONENT: "agent",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_AGENT: agent,
+        LABEL_GROUP: key.id,
+    }
+
+
+def owner_references(accounts: Iterable[HostedAccount]) -> list[dict]:
+    return [
+        {
+            "apiVersion": m.API_VERSION,
+            "kind": m.KIND,
+            "name": a.name,
+            "uid": a.uid,
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+        for a in sorted(accounts, key=lambda a: a.name)
+    ]
+
+
+def _metadata(agent: Agent, accounts: Sequence[HostedAccount], extra_annotations: dict | None = None) -> dict:
+    meta = {
+        "name": agent.name,
+        "namespace": agent.namespace,
+        "labels": labels(agent.name, agent.key),
+        "ownerReferences": owner_references(accounts),
+    }
+    if extra_annotations:
+        meta["annotations"] = dict(extra_annotations)
+    return meta
+
+
+def build_agent_account(a: HostedAccount) -> m.AgentAccount:
+    spec = a.spec
+    return m.AgentAccount(
+        name=a.name,
+        namespace=a.namespace,
+        uid=a.uid,
+        generation=a.generation,
+        aor=spec.aor,
+        registrar=spec.registrar,
+        route=list(spec.route),
+        transport=spec.transport,
+        route_mode=spec.route_mode,
+        credentials=m.AgentCredentials(
+            secret_name=spec.credentials.secret_name,
+            username_key=spec.credentials.username_key,
+            password_key=spec.credentials.password_key,
+            secret_version=a.secret_version,
+            realm=spec.credentials.realm,
+        ),
+        registration=spec.registration,
+        incoming_calls=spec.incoming_calls,
+        self_heal=spec.drift.self_heal,
+        repair_token=a.repair_token,
+        reregister_token=a.reregister_token,
+    )
+
+
+def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None) -> m.AgentAssignment:
+    by_name = {a.name: a for a in accounts}
+    missing = set(agent.accounts) - set(by_name)
+    if missing:
+        raise ValueError(f"no account data for {sorted(missing)}")
+    return m.AgentAssignment(
+        agent=agent.name,
+        settings=m.AgentSettings(http_port=(settings or Settings()).agent_http_port),
+        accounts=[build_agent_account(by_name[n]) for n in agent.accounts],
+    )
+
+
+def assignment_json(assignment: m.AgentAssignment) -> str:
+    return json.dumps(assignment.to_api(), indent=1, sort_keys=True)
+
+
+def build_configmap(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None) -> dict:
+    hosted = [a for a in accounts if a.name in agent.accounts]
+    assignment = build_assignment(agent, hosted, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(agent, hosted, {ANNOTATION_GROUP_KEY: agent.key.to_json()}),
+        "data": {ASSIGNMENT_KEY: assignment_json(assignment)},
+    }
+
+
+def parse_configmap(cm: dict) -> tuple[str, GroupKey, list[str]] | None:
+    """(agent name, group key, account names) from a stored assignment ConfigMap; None when unusable."""
+    meta = cm.get("metadata") or {}
+    try:
+        key = GroupKey.from_json((meta.get("annotations") or {})[ANNOTATION_GROUP_KEY])
+        data = json.loads((cm.get("data") or {})[ASSIGNMENT_KEY])
+        names = [a["name"] for a in data.get("accounts", [])]
+    except (KeyError, ValueError, TypeError):
+        return None
+    if key.namespace != meta.get("namespace"):
+        return None
+    return meta["name"], key, names
+
+
+def build_service_account(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(agent, [a for a in accounts if a.name in agent.accounts]),
+        "automountServiceAccountToken": True,
+    }
+
+
+def build_role(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
+    hosted = sorted((a for a in accounts if a.name in agent.accounts), key=lambda a: a.name)
+    names = [a.name for a in hosted]
+    secrets = sorted({a.spec.credentials.secret_name for a in hosted})
+    rules = [
+        {"apiGroups": [m.GROUP], "resources": [m.PLURAL], "resourceNames": names, "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [m.GROUP], "resources": [f"{m.PLURAL}/status"], "resourceNames": names, "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets, "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [agent.name], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    # An empty resourceNames list would mean "all names": drop rules that would have none.
+    rules = [r for r in rules if r.get("resourceNames", True)]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(agent, hosted),
+        "rules": rules,
+    }
+
+
+def build_role_binding(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(agent, [a for a in accounts if a.name in agent.accounts]),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": agent.name},
+        "subjects": [{"kind": "ServiceAccount", "name": agent.name, "namespace": agent.namespace}],
+    }
+
+
+def _field_env(name: str, path: str) -> dict:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def build_pod_template(agent: Agent, settings: Settings) -> dict:
+    port = settings.agent_http_port
+    probe = lambda path, period, failures: {  # noqa: E731
+        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+    return {
+        "metadata": {"labels": labels(agent.name, agent.key)},
+        "spec": {
+            "serviceAccountName": agent.name,
+            "automountServiceAccountToken": True,
+            "terminationGracePeriodSeconds": 15,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "agent",
+                    "image": settings.agent_image,
+                    "imagePullPolicy": settings.agent_image_pull_policy,
+                    "args": list(settings.agent_args),
+                    "env": [
+                        {"name": "SIPFLEET_AGENT_NAME", "value": agent.name},
+                        {"name": "SIPFLEET_ASSIGNMENT_CONFIGMAP", "value": agent.name},
+                        {"name": "SIPFLEET_LOG_LEVEL", "value": settings.agent_log_level},
+                        _field_env("POD_NAME", "metadata.name"),
+                        _field_env("POD_NAMESPACE", "metadata.namespace"),
+                        _field_env("POD_IP", "status.podIP"),
+                    ],
+                    "ports": [
+                        {"name": "http", "containerPort": port, "protocol": "TCP"},
+                    ],
+                    "readinessProbe": probe("/readyz", 2, 3),
+                    "livenessProbe": probe("/healthz", 10, 3) | {"initialDelaySeconds": 5},
+                    "resources": {
+                        "requests": {"cpu": settings.agent_cpu_request, "memory": settings.agent_memory_request},
+                        "limits": {"cpu": settings.agent_cpu_limit, "memory": settings.agent_memory_limit},
+                    },
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def template_hash(template: dict) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_deployment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings) -> dict:
+    template = build_pod_template(agent, settings)
+    meta = _metadata(
+        agent, [a for a in accounts if a.name in agent.accounts], {ANNOTATION_TEMPLATE_HASH: template_hash(template)}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": {LABEL_AGENT: agent.name, LABEL_MANAGED_BY: MANAGED_BY}},
+            "template": template,
+        },
+    }
+
+
+def build_children(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings) -> list[dict]:
+    """Every child of one agent, in creation order (ConfigMap first: it is the source of truth)."""
+    return [
+        build_configmap(agent, accounts, settings),
+        build_service_account(agent, accounts),
+        build_role(agent, accounts),
+        build_role_binding(agent, accounts),
+        build_deployment(agent, accounts, settings),
+    ]

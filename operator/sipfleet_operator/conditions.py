@@ -1,0 +1,195 @@
+"""Conditions of a SipAccount, computed from its spec, the agent-written status and the agent pod's state.
+
+Pure: ``compute`` takes everything it needs (including ``now``) and returns the new condition list; a
+condition whose status, reason and message did not change keeps its lastTransitionTime, so recomputing is
+idempotent and the operator patches only when something really changed.
+
+* ``AgentReady``: the hosting agent pod exists and is Ready.
+* ``Registered``: what the agent measured (``status.registration``) - but only while the agent that wrote it
+  is alive; otherwise Unknown / AgentNotReporting (a stale "Registered" must not survive its agent).
+* ``RouteInSync``: the agent's measured ``status.route.inSync``.
+* ``Degraded``: the drift repair ladder gave up for now and backs off.
+* ``Ready``: all of the above are healthy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from sipfleet.api import models as m
+
+TYPES = ("Ready", "Registered", "RouteInSync", "AgentReady", "Degraded")
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_ms(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the operator knows about the agent pod hosting an account."""
+
+    name: str | None = None  # None: no pod exists
+    phase: str | None = None
+    ready: bool = False
+    deleting: bool = False
+    started_at: str | None = None  # pod creationTimestamp
+    restarts: int = 0
+    ever_ready: bool = False  # the agent was Ready once in this pod: not Ready now means it stopped reporting
+
+
+@dataclass(frozen=True)
+class Inputs:
+    generation: int | None
+    placed_in: str | None  # agent name, None when not placed
+    credentials_problem: str | None  # None: Secret present and well-formed
+    pod: PodState | None  # None: not known / no pod
+    status: m.SipAccountStatus
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class C:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+
+def _agent_ready(i: Inputs) -> C:
+    if i.placed_in is None:
+        if i.credentials_problem:
+            return C("AgentReady", "False", "CredentialsMissing", i.credentials_problem)
+        return C("AgentReady", "False", "AgentPending", "not placed on an agent yet")
+    pod = i.pod
+    if pod is None or pod.name is None:
+        return C("AgentReady", "False", "AgentPending", f"agent {i.placed_in} has no pod yet")
+    if pod.deleting:
+        return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is terminating")
+    if pod.ready:
+        return C("AgentReady", "True", "AgentReady", f"agent pod {pod.name} is ready")
+    if pod.ever_ready or pod.phase in ("Failed", "Succeeded"):
+        return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is not ready ({pod.phase})")
+    return C("AgentReady", "False", "AgentPending", f"agent pod {pod.name} is starting ({pod.phase or 'Pending'})")
+
+
+def _reporter_current(i: Inputs) -> bool:
+    """Whether the agent-written status comes from the pod that runs now (when the agent says who it is)."""
+    agent = i.status.agent
+    if agent is None or i.pod is None:
+        return True
+    if agent.name and i.placed_in and agent.name != i.placed_in:
+        return False
+    if agent.pod and i.pod.name and agent.pod != i.pod.name:
+        return False
+    return True
+
+
+def _registered(i: Inputs, agent_ready: C) -> C:
+    if i.credentials_problem and i.placed_in is None:
+        return C("Registered", "False", "CredentialsMissing", i.credentials_problem)
+    if agent_ready.status != "True":
+        reason = "AgentNotReporting" if agent_ready.reason in ("AgentNotReporting",) else "AgentPending"
+        return C("Registered", "Unknown", reason, agent_ready.message)
+    if not _reporter_current(i):
+        return C("Registered", "Unknown", "AgentNotReporting", f"waiting for agent pod {i.pod.name} to report")
+    reg = i.status.registration
+    if reg is None:
+        return C("Registered", "Unknown", "AgentPending", "the agent has not reported a registration yet")
+    detail = " ".join(str(x) for x in (reg.code, reg.reason) if x not in (None, ""))
+    if reg.state == "Registered":
+        return C("Registered", "True", "Registered", detail or "registered")
+    if reg.state == "Failed":
+        if i.credentials_problem:
+            return C("Registered", "False", "CredentialsMissing", i.credentials_problem)
+        return C("Registered", "False", "RegistrationFailed", detail or "registration failed")
+    if reg.state == "Registering":
+        return C("Registered", "False", "Registering", detail or "registering")
+    return C("Registered", "False", "Unregistered", detail or "not registered")
+
+
+def _route(i: Inputs, registered: C) -> C:
+    route = i.status.route
+    if registered.status == "Unknown" or route is None or route.in_sync is None:
+        return C("RouteInSync", "Unknown", "NotObserved", "no REGISTER observed by the current agent yet")
+    if route.in_sync:
+        hop = f" via {route.first_hop}" if route.first_hop else ""
+        return C("RouteInSync", "True", "InSync", f"REGISTER sent{hop} along the desired route")
+    eff = ", ".join(route.effective) or "(none)"
+    return C("RouteInSync", "False", "RouteDrift", f"effective route {eff} differs from desired {', '.join(route.desired)}")
+
+
+def _degraded(i: Inputs) -> C:
+    ladder = i.status.ladder
+    if ladder is not None and ladder.phase == "Degraded":
+        nxt = f"; next attempt at {ladder.next_attempt_at}" if ladder.next_attempt_at else ""
+        return C("Degraded", "True", "RepairBackoff", f"route repair failed {ladder.attempts} times{nxt}")
+    return C("Degraded", "False", "AsExpected", "")
+
+
+def _ready(agent: C, reg: C, route: C, degraded: C, i: Inputs) -> C:
+    if i.paused:
+        return C("Ready", "False", "Paused", "reconciliation is paused (sipfleet.io/paused)")
+    for c in (agent, reg):
+        if c.status != "True":
+            return C("Ready", "False", c.reason, c.message)
+    if route.status == "False":
+        return C("Ready", "False", route.reason, route.message)
+    if degraded.status == "True":
+        return C("Ready", "False", degraded.reason, degraded.message)
+    return C("Ready", "True", "Ready", "registered through the desired route")
+
+
+def desired(i: Inputs) -> list[C]:
+    agent = _agent_ready(i)
+    reg = _registered(i, agent)
+    route = _route(i, reg)
+    degraded = _degraded(i)
+    return [_ready(agent, reg, route, degraded, i), reg, route, agent, degraded]
+
+
+def merge(previous: Sequence[m.Condition], new: Sequence[C], generation: int | None, now: datetime) -> list[m.Condition]:
+    """Turn desired conditions into API conditions, keeping lastTransitionTime when the status did not change."""
+    old = {c.type: c for c in previous}
+    out = []
+    for c in new:
+        prev = old.get(c.type)
+        ltt = prev.last_transition_time if prev is not None and prev.status == c.status else rfc3339(now)
+        out.append(
+            m.Condition(
+                type=c.type,
+                status=c.status,
+                reason=c.reason,
+                message=c.message[:1024],
+                observed_generation=generation,
+                last_transition_time=ltt,
+            )
+        )
+    return out
+
+
+def compute(i: Inputs, now: datetime) -> list[m.Condition]:
+    return merge(i.status.conditions, desired(i), i.generation, now)
+
+
+def conditions_api(conds: Sequence[m.Condition]) -> list[dict]:
+    return [c.to_api() for c in conds]
+
+
+def get(conds: Sequence[m.Condition], type_: str) -> m.Condition | None:
+    return next((c for c in conds if c.type == type_), None)

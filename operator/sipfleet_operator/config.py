@@ -1,0 +1,70 @@
+"""Operator settings, read from the environment (pure: ``from_env`` takes the mapping)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    agent_image: str = "sipfleet/agent:0.1.0"
+    agent_image_pull_policy: str = "IfNotPresent"
+    agent_args: tuple[str, ...] = ("cluster",)
+    agent_http_port: int = 8080
+    agent_cpu_request: str = "50m"
+    agent_memory_request: str = "64Mi"
+    agent_cpu_limit: str = "500m"
+    agent_memory_limit: str = "256Mi"
+    agent_log_level: str = "info"
+    #: empty: watch every namespace (cluster-wide)
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 9090  # 0 disables
+    metrics_address: str = "127.0.0.1"
+    liveness_endpoint: str | None = "http://127.0.0.1:8081/healthz"
+    standalone: bool = True
+    peering_name: str = "sipfleet"
+    priority: int = 0
+    server_timeout: int = 300
+    client_timeout: int = 330
+    connect_timeout: int = 10
+    ladder_tick_seconds: float = 1.0
+    degraded_backoff_cap_seconds: int = 600
+    log_format: str = "json"
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+        namespaces = tuple(n.strip() for n in env.get("SIPFLEET_WATCH_NAMESPACES", "").split(",") if n.strip())
+        liveness = env.get("SIPFLEET_LIVENESS_ENDPOINT", d.liveness_endpoint or "")
+        return cls(
+            agent_image=env.get("SIPFLEET_AGENT_IMAGE", d.agent_image),
+            agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
+            agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
+            namespaces=namespaces,
+            metrics_port=int(env.get("SIPFLEET_METRICS_PORT", d.metrics_port)),
+            metrics_address=env.get("SIPFLEET_METRICS_ADDRESS", d.metrics_address),
+            liveness_endpoint=liveness or None,
+            standalone=_bool(env.get("SIPFLEET_STANDALONE"), d.standalone),
+            peering_name=env.get("SIPFLEET_PEERING_NAME", d.peering_name),
+            priority=int(env.get("SIPFLEET_PRIORITY", d.priority)),
+            server_timeout=int(env.get("SIPFLEET_WATCH_SERVER_TIMEOUT", d.server_timeout)),
+            client_timeout=int(env.get("SIPFLEET_WATCH_CLIENT_TIMEOUT", d.client_timeout)),
+            connect_timeout=int(env.get("SIPFLEET_WATCH_CONNECT_TIMEOUT", d.connect_timeout)),
+            ladder_tick_seconds=float(env.get("SIPFLEET_LADDER_TICK_SECONDS", d.ladder_tick_seconds)),
+            degraded_backoff_cap_seconds=int(
+                env.get("SIPFLEET_DEGRADED_BACKOFF_CAP_SECONDS", d.degraded_backoff_cap_seconds)
+            ),
+            log_format=env.get("SIPFLEET_LOG_FORMAT", d.log_format),
+            log_level=env.get("SIPFLEET_LOG_LEVEL", d.log_level).upper(),
+        )
