@@ -28,7 +28,8 @@ def test_schema_is_structural_enough():
         assert forbidden not in text
     spec = schema["properties"]["spec"]
     assert spec["required"] == ["aor", "registrar", "credentials"]
-    assert spec["properties"]["registration"]["default"] == {}
+    # full defaults, not {}: the apiserver checks an object default against its CEL rules as written
+    assert spec["properties"]["registration"]["default"] == models.RegistrationSettings().to_api()
     assert "x-kubernetes-validations" in spec
 
 
