@@ -115,6 +115,7 @@ def tail(path: Path, lines: int = 20) -> str:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go servers do: TIME_WAIT is no conflict
         try:
             s.bind((host, port))
         except OSError:
@@ -375,6 +376,8 @@ class LocalCluster:
             f"--kubeconfig={kcm_kc}",
             f"--authentication-kubeconfig={kcm_kc}",
             f"--authorization-kubeconfig={kcm_kc}",
+            "--authentication-skip-lookup=true",  # no front-proxy CA to look up
+            f"--client-ca-file={p.ca_crt}",
             "--bind-address=127.0.0.1",
             f"--secure-port={ports.controller_manager}",
             f"--cert-dir={self.dir / 'pki' / 'controller-manager-generated'}",
@@ -391,6 +394,8 @@ class LocalCluster:
             f"--kubeconfig={sched_kc}",
             f"--authentication-kubeconfig={sched_kc}",
             f"--authorization-kubeconfig={sched_kc}",
+            "--authentication-skip-lookup=true",
+            f"--client-ca-file={p.ca_crt}",
             "--bind-address=127.0.0.1",
             f"--secure-port={ports.scheduler}",
             f"--cert-dir={self.dir / 'pki' / 'scheduler-generated'}",
@@ -540,14 +545,18 @@ class LocalCluster:
 
     def _down_locked(self, *, purge: bool, grace: float = 10.0) -> list[str]:
         recs = self.records()
-        order = {name: i for i, name in enumerate(COMPONENTS)}
-        recs.sort(key=lambda r: order.get(r.name, 99), reverse=True)
         killed: list[str] = []
-        # The node runner first (it stops its pods), then any pod process it recorded, then the control plane.
-        runner = [r for r in recs if r.name == "noderunner"]
-        killed += procs.stop(runner, grace=grace)
-        killed += self._stop_pod_processes(grace=grace)
-        killed += procs.stop([r for r in recs if r.name != "noderunner"], grace=grace)
+        # In stages, each waiting for the previous: the node runner first (it stops its pods), then any pod
+        # process it recorded, then the control plane in reverse start order (the apiserver shuts down
+        # cleanly only while etcd is still there).
+        stages = [["noderunner"], None, ["kube-scheduler", "kube-controller-manager"], ["kube-apiserver"], ["etcd"]]
+        known = {n for st in stages if st for n in st}
+        for stage in stages:
+            if stage is None:
+                killed += self._stop_pod_processes(grace=grace)
+            else:
+                killed += procs.stop([r for r in recs if r.name in stage], grace=grace)
+        killed += procs.stop([r for r in recs if r.name not in known], grace=grace)
         self.pids_file.unlink(missing_ok=True)
         if purge:
             for sub in ("etcd", "pods", "pki"):
