@@ -1,0 +1,527 @@
+"""The operator's state and its (thin) I/O: pure modules decide, this module carries the decisions out.
+
+State in memory, rebuilt from the cluster on start:
+
+* ``fleet``: which agent hosts which account - reconstructed from the assignment ConfigMaps (the source of
+  truth) before any handler runs, so a restarted operator never invents a second agent for a slot;
+* caches of SipAccounts, agent pods and Secret versions, fed by kopf watch events;
+* ``applied``: a digest of every child object last applied, so unchanged children are never written again.
+
+Writes: children are server-side applied (idempotent create-or-patch with one field manager), status with JSON
+merge patches of the operator's own fields, and only when something changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from sipfleet.api import models as m
+
+from . import builders as b
+from . import conditions as cond
+from . import ladder as lad
+from . import metrics
+from . import placement as pl
+from .config import Settings
+from .k8s import ApiError, Client
+
+log = logging.getLogger("sipfleet.operator")
+
+CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _meta(body: dict) -> dict:
+    return body.get("metadata") or {}
+
+
+def _ref(body: dict) -> tuple[str, str]:
+    meta = _meta(body)
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def is_paused(body: dict) -> bool:
+    return (_meta(body).get("annotations") or {}).get(b.ANNOTATION_PAUSED, "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    version: str | None
+    problem: str | None
+
+
+def secret_problem(secret: dict | None, creds: m.CredentialsRef) -> SecretInfo:
+    """Pure check of a Secret against what the account needs (never looks at the values beyond emptiness)."""
+    if secret is None:
+        return SecretInfo(None, f"Secret {creds.secret_name} not found")
+    data = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
+    missing = [k for k in (creds.username_key, creds.password_key) if not data.get(k)]
+    version = _meta(secret).get("resourceVersion")
+    if missing:
+        return SecretInfo(version, f"Secret {creds.secret_name} has no (or an empty) key {', '.join(missing)}")
+    return SecretInfo(version, None)
+
+
+def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
+    meta, status = _meta(pod), pod.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    return cond.PodState(
+        name=meta.get("name"),
+        phase=status.get("phase"),
+        ready=ready,
+        deleting=bool(meta.get("deletionTimestamp")),
+        started_at=meta.get("creationTimestamp"),
+        restarts=restarts,
+        ever_ready=ever_ready or ready or restarts > 0,
+    )
+
+
+class Engine:
+    def __init__(self, settings: Settings, client: Client | None = None):
+        self.settings = settings
+        self.client = client or Client(on_write=metrics.count_write)
+        self.fleet: dict[str, pl.Agent] = {}
+        self.accounts: dict[tuple[str, str], dict] = {}
+        self.secrets: dict[tuple[str, str], SecretInfo] = {}
+        self.pods: dict[str, dict[str, cond.PodState]] = defaultdict(dict)  # agent -> pod name -> state
+        self.ever_ready: set[str] = set()  # pod uids seen Ready once
+        self.applied: dict[tuple[str, str, str], str] = {}
+        self.synced_generation: dict[tuple[str, str], int] = {}
+        self.frozen: dict[tuple[str, str], b.HostedAccount] = {}  # last hosted form (used while paused)
+        self.agent_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.account_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.restarted_pods: dict[str, float] = {}  # pod name -> loop time we deleted it
+        self.loaded = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    # ---------------------------------------------------------------------------------------------- start / stop
+
+    async def load(self) -> None:
+        """Rebuild placements from the assignment ConfigMaps (the source of truth for who hosts what)."""
+        stored = []
+        namespaces = self.settings.namespaces or (None,)
+        for ns in namespaces:
+            for cm in await self.client.list("ConfigMap", ns, b.AGENT_SELECTOR):
+                parsed = b.parse_configmap(cm)
+                if parsed is None:
+                    log.warning("ignoring unparsable assignment ConfigMap %s/%s", *_ref(cm))
+                    continue
+                stored.append(parsed)
+        rec = pl.reconstruct(stored)
+        self.fleet = rec.fleet
+        log.info("loaded %d agents hosting %d accounts from assignment ConfigMaps (%d to correct)",
+                 len(self.fleet), sum(len(a.accounts) for a in self.fleet.values()), len(rec.dirty))
+        metrics.AGENTS.set(len(self.fleet))
+        self.loaded.set()
+
+    def start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self._ticker(), name="sipfleet-ticker"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.client.close()
+
+    # ---------------------------------------------------------------------------------------------- caches
+
+    def remember(self, body: dict) -> None:
+        ns, name = _ref(body)
+        if name:
+            self.accounts[(ns, name)] = body
+
+    def forget(self, ns: str, name: str) -> None:
+        self.accounts.pop((ns, name), None)
+        self.synced_generation.pop((ns, name), None)
+        self.frozen.pop((ns, name), None)
+
+    def references_secret(self, ns: str, name: str) -> bool:
+        return any(
+            k[0] == ns and ((body.get("spec") or {}).get("credentials") or {}).get("secretName") == name
+            for k, body in list(self.accounts.items())
+        )
+
+    async def check_secret(self, ns: str, creds: m.CredentialsRef, refresh: bool = True) -> SecretInfo:
+        key = (ns, creds.secret_name)
+        if refresh or key not in self.secrets:
+            secret = await self.client.get("Secret", ns, creds.secret_name)
+            self.secrets[key] = secret_problem(secret, creds)
+        info = self.secrets[key]
+        if info.problem is None:
+            return info
+        # the cached info may have been computed for another key set: recheck cheaply only when asked
+        return info
+
+    async def account(self, ns: str, name: str) -> dict | None:
+        body = self.accounts.get((ns, name))
+        if body is None:
+            body = await self.client.get("SipAccount", ns, name)
+            if body is not None:
+                self.remember(body)
+        return body
+
+    # ---------------------------------------------------------------------------------------------- placement
+
+    async def reconcile_account(self, body: dict) -> None:
+        """create / update / resume: place the account and bring its agent's children in line."""
+        await self.loaded.wait()
+        self.remember(body)
+        ns, name = _ref(body)
+        if is_paused(body) or _meta(body).get("deletionTimestamp"):
+            await self.refresh_status(ns, name)
+            return
+        spec = m.SipAccountSpec.model_validate(body.get("spec") or {})
+        secret = await self.check_secret(ns, spec.credentials)
+        where = pl.find(self.fleet, ns, name)
+        if secret.problem and where is None:
+            log.info("%s/%s: %s; waiting for the Secret", ns, name, secret.problem)
+            await self.refresh_status(ns, name)
+            return
+        plan = pl.place(self.fleet, pl.GroupKey.for_spec(ns, name, spec), name)
+        self.fleet = plan.fleet
+        metrics.AGENTS.set(len(self.fleet))
+        for gone in sorted(plan.removed):
+            await self.delete_agent(gone, ns)
+        for agent in sorted(plan.changed | {plan.agent} - {None}):
+            await self.sync_agent(agent)
+        gen = _meta(body).get("generation")
+        if gen is not None:
+            self.synced_generation[(ns, name)] = gen
+        await self.refresh_status(ns, name)
+
+    async def remove_account(self, body: dict) -> None:
+        """delete: take the account out of its agent (the agent unregisters it); empty agents go away."""
+        await self.loaded.wait()
+        ns, name = _ref(body)
+        plan = pl.remove(self.fleet, ns, name)
+        self.fleet = plan.fleet
+        metrics.AGENTS.set(len(self.fleet))
+        self.forget(ns, name)
+        for gone in sorted(plan.removed):
+            await self.delete_agent(gone, ns)
+        for agent in sorted(plan.changed):
+            await self.sync_agent(agent)
+
+    async def hosted(self, ns: str, name: str) -> b.HostedAccount | None:
+        body = await self.account(ns, name)
+        if body is None:
+            return None
+        if is_paused(body) and (ns, name) in self.frozen:
+            return self.frozen[(ns, name)]
+        meta = _meta(body)
+        try:
+            spec = m.SipAccountSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            log.error("%s/%s: invalid spec (%s)", ns, name, e.errors()[:1])
+            return self.frozen.get((ns, name))
+        info = self.secrets.get((ns, spec.credentials.secret_name))
+        if info is None:
+            info = await self.check_secret(ns, spec.credentials)
+        annotations = meta.get("annotations") or {}
+        ladder = ((body.get("status") or {}).get("ladder") or {}).get("token")
+        h = b.HostedAccount(
+            name=name,
+            namespace=ns,
+            uid=meta.get("uid", ""),
+            generation=meta.get("generation"),
+            spec=spec,
+            secret_version=info.version,
+            repair_token=b.combine_token(annotations.get(b.ANNOTATION_REPAIR), ladder),
+            reregister_token=b.combine_token(annotations.get(b.ANNOTATION_REREGISTER), None),
+        )
+        self.frozen[(ns, name)] = h
+        return h
+
+    async def sync_agent(self, agent_name: str) -> None:
+        """Server-side apply the children of one agent whose desired form changed (ConfigMap first)."""
+        async with self.agent_locks[agent_name]:
+            for _ in range(3):
+                agent = self.fleet.get(agent_name)
+                if agent is None:
+                    return
+                hosted, gone = [], []
+                for n in agent.accounts:
+                    h = await self.hosted(agent.namespace, n)
+                    (hosted if h is not None else gone).append(h or n)
+                if gone:  # deleted while we were not looking
+                    for n in gone:
+                        self.fleet = pl.remove(self.fleet, agent.namespace, n).fleet
+                    if agent_name not in self.fleet:
+                        await self._delete_children(agent_name, agent.namespace)
+                        return
+                    continue
+                break
+            else:
+                return
+            for child in b.build_children(agent, hosted, self.settings):
+                key = (child["kind"], agent.namespace, agent_name)
+                digest = _digest(child)
+                if self.applied.get(key) == digest:
+                    continue
+                await self.client.apply(child)
+                self.applied[key] = digest
+
+    async def delete_agent(self, agent_name: str, ns: str) -> None:
+        async with self.agent_locks[agent_name]:
+            if agent_name in self.fleet:
+                return  # re-used meanwhile
+            await self._delete_children(agent_name, ns)
+
+    async def _delete_children(self, agent_name: str, ns: str) -> None:
+        log.info("agent %s/%s has no accounts left: deleting its children", ns, agent_name)
+        for kind in reversed(CHILD_KINDS):
+            await self.client.delete(kind, ns, agent_name)
+            self.applied.pop((kind, ns, agent_name), None)
+        self.pods.pop(agent_name, None)
+
+    async def child_deleted(self, kind: str, ns: str, name: str) -> None:
+        """A child vanished (someone deleted it): forget it was applied and re-create it if still needed."""
+        self.applied.pop((kind, ns, name), None)
+        if name in self.fleet:
+            await self.sync_agent(name)
+
+    # ---------------------------------------------------------------------------------------------- secrets / pods
+
+    async def on_secret(self, event_type: str, secret: dict) -> None:
+        ns, sname = _ref(secret)
+        users = [
+            (k, body) for k, body in list(self.accounts.items())
+            if k[0] == ns and ((body.get("spec") or {}).get("credentials") or {}).get("secretName") == sname
+        ]
+        changed = False
+        for i, ((ans, aname), body) in enumerate(users):
+            try:
+                spec = m.SipAccountSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                continue
+            new = secret_problem(None if event_type == "DELETED" else secret, spec.credentials)
+            if i == 0:
+                changed = self.secrets.get((ns, sname)) != new
+                self.secrets[(ns, sname)] = new
+            if not changed:
+                return
+            agent = pl.find(self.fleet, ans, aname)
+            if agent is None:
+                if new.problem is None:
+                    await self.reconcile_account(body)
+                continue
+            if new.problem is None:
+                await self.sync_agent(agent)
+            await self.refresh_status(ans, aname)
+
+    async def on_pod(self, event_type: str, pod: dict) -> None:
+        meta = _meta(pod)
+        agent = (meta.get("labels") or {}).get(b.LABEL_AGENT)
+        name, uid = meta.get("name"), meta.get("uid", "")
+        if not agent or not name:
+            return
+        pods = self.pods[agent]
+        before = self.pod_for(agent)
+        if event_type == "DELETED":
+            pods.pop(name, None)
+            self.ever_ready.discard(uid)
+        else:
+            st = pod_state(pod, uid in self.ever_ready)
+            if st.ready:
+                self.ever_ready.add(uid)
+            pods[name] = st
+        self._count_pods()
+        if self.pod_for(agent) == before:
+            return
+        a = self.fleet.get(agent)
+        if a is not None:
+            for n in a.accounts:
+                await self.refresh_status(a.namespace, n)
+
+    def pod_for(self, agent: str | None) -> cond.PodState | None:
+        if not agent:
+            return None
+        pods = list(self.pods.get(agent, {}).values())
+        if not pods:
+            return None
+        return sorted(pods, key=lambda p: (not p.deleting, p.started_at or "", p.name or ""))[-1]
+
+    def _count_pods(self) -> None:
+        ready = sum(1 for pods in self.pods.values() for p in pods.values() if p.ready)
+        total = sum(len(pods) for pods in self.pods.values())
+        metrics.AGENT_PODS.labels(ready="true").set(ready)
+        metrics.AGENT_PODS.labels(ready="false").set(total - ready)
+
+    # ---------------------------------------------------------------------------------------------- status
+
+    async def refresh_status(self, ns: str, name: str) -> None:
+        """Recompute conditions and run the ladder; patch status only when it changes; carry out actions."""
+        async with self.account_locks[(ns, name)]:
+            body = self.accounts.get((ns, name))
+            if body is None or _meta(body).get("deletionTimestamp"):
+                return
+            try:
+                spec = m.SipAccountSpec.model_validate(body.get("spec") or {})
+                status = m.SipAccountStatus.model_validate(body.get("status") or {})
+            except ValidationError as e:
+                log.warning("%s/%s: cannot read spec/status: %s", ns, name, e.errors()[:1])
+                metrics.RECONCILE_ERRORS.labels(where="status-parse").inc()
+                return
+            t = now()
+            paused = is_paused(body)
+            placed = pl.find(self.fleet, ns, name)
+            pod = self.pod_for(placed)
+            info = self.secrets.get((ns, spec.credentials.secret_name))
+            step = None
+            if placed and not paused:
+                step = lad.step(lad.Inputs(
+                    drift=spec.drift, route=status.route, ladder=status.ladder, pod=pod, now=t,
+                    backoff_cap_seconds=self.settings.degraded_backoff_cap_seconds,
+                ))
+            new_ladder = step.ladder if step is not None else status.ladder
+            gen = _meta(body).get("generation")
+            conds = cond.compute(
+                cond.Inputs(
+                    generation=gen, placed_in=placed, credentials_problem=info.problem if info else None,
+                    pod=pod, status=status.model_copy(update={"ladder": new_ladder}), paused=paused,
+                ),
+                t,
+            )
+            patch: dict[str, Any] = {}
+            if conds != list(status.conditions):
+                patch["conditions"] = cond.conditions_api(conds)
+            if new_ladder != status.ladder and new_ladder is not None:
+                patch["ladder"] = new_ladder.model_dump(mode="json", by_alias=True)
+            synced = self.synced_generation.get((ns, name))
+            if synced is not None and synced != status.observed_generation:
+                patch["observedGeneration"] = synced
+            if patch:
+                try:
+                    fresh = await self.client.merge_patch("SipAccount", ns, name, {"status": patch}, sub="status")
+                except ApiError as e:
+                    if e.status == 404:
+                        return
+                    raise
+                metrics.STATUS_PATCHES.inc()
+                self.remember(fresh)
+            if step is not None and step.actions:
+                await self._act(body, placed, step.actions)
+
+    async def _act(self, body: dict, agent: str | None, actions) -> None:
+        ns, name = _ref(body)
+        for a in actions:
+            if isinstance(a, lad.DriftSeen):
+                metrics.DRIFT_SEEN.inc()
+            elif isinstance(a, lad.Repaired):
+                metrics.DRIFT_REPAIRED.labels(method=a.method).inc()
+                metrics.REPAIR_SECONDS.observe(a.duration_ms / 1000.0)
+            elif isinstance(a, lad.RequestRepair):
+                if agent:
+                    await self.sync_agent(agent)  # the new token is in status.ladder now: it goes to the agent
+            elif isinstance(a, lad.RestartPod):
+                await self._restart_pod(ns, a.pod)
+            elif isinstance(a, lad.Event):
+                await self.event(body, a.type, a.reason, a.message)
+
+    async def _restart_pod(self, ns: str, pod: str) -> None:
+        loop = asyncio.get_running_loop()
+        last = self.restarted_pods.get(pod)
+        if last is not None and loop.time() - last < 60:
+            return  # another account of the same agent asked for this restart already
+        self.restarted_pods[pod] = loop.time()
+        metrics.POD_RESTARTS.inc()
+        await self.client.delete("Pod", ns, pod)
+
+    async def event(self, body: dict, type_: str, reason: str, message: str) -> None:
+        ns, name = _ref(body)
+        meta = _meta(body)
+        ts = cond.rfc3339(now())
+        ev = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": m.API_VERSION, "kind": m.KIND, "name": name, "namespace": ns, "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "sipfleet-operator"},
+            "reportingComponent": "sipfleet.io/operator",
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        try:
+            await self.client.create(ev)
+        except ApiError as e:  # events are best effort
+            log.warning("could not post event %s for %s/%s: %s", reason, ns, name, e)
+
+    # ---------------------------------------------------------------------------------------------- periodic work
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_slow = loop.time()
+        last_sweep = loop.time()
+        while True:
+            await asyncio.sleep(self.settings.ladder_tick_seconds)
+            try:
+                for (ns, name), body in list(self.accounts.items()):
+                    st = body.get("status") or {}
+                    route, ladder = st.get("route") or {}, st.get("ladder") or {}
+                    if route.get("inSync") is False or ladder.get("phase") not in (None, "Idle"):
+                        await self.refresh_status(ns, name)
+                if loop.time() - last_slow > 30:
+                    last_slow = loop.time()
+                    await self._retry_unplaced()
+                    self._count_accounts()
+                if loop.time() - last_sweep > 300:
+                    last_sweep = loop.time()
+                    await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(where="ticker").inc()
+                log.exception("periodic work failed")
+
+    async def _retry_unplaced(self) -> None:
+        for (ns, name), body in list(self.accounts.items()):
+            if pl.find(self.fleet, ns, name) is None and not is_paused(body) and not _meta(body).get("deletionTimestamp"):
+                await self.reconcile_account(body)
+
+    async def _sweep(self) -> None:
+        """Agents hosting accounts that no longer exist (deleted while no operator ran): fix them."""
+        for agent in list(self.fleet.values()):
+            for n in agent.accounts:
+                if (agent.namespace, n) not in self.accounts:
+                    if await self.client.get("SipAccount", agent.namespace, n) is None:
+                        await self.remove_account({"metadata": {"namespace": agent.namespace, "name": n}})
+
+    def _count_accounts(self) -> None:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for body in list(self.accounts.values()):
+            for c in (body.get("status") or {}).get("conditions") or []:
+                counts[(c.get("type"), c.get("status"))] += 1
+        for t in cond.TYPES:
+            for s in ("True", "False", "Unknown"):
+                metrics.ACCOUNTS.labels(condition=t, status=s).set(counts.get((t, s), 0))

@@ -1,0 +1,100 @@
+"""`sipfleet-operator`: run the kopf operator with metrics, liveness, JSON logs and settings from the env.
+
+Environment (all optional): SIPFLEET_AGENT_IMAGE (default sipfleet/agent:0.1.0), SIPFLEET_WATCH_NAMESPACES
+(comma-separated; empty = cluster-wide), SIPFLEET_METRICS_PORT (9090; 0 = off), SIPFLEET_LIVENESS_ENDPOINT
+(http://127.0.0.1:8081/healthz; empty = off), SIPFLEET_STANDALONE (true; false enables kopf peering, which needs
+kopf's KopfPeering/ClusterKopfPeering CRDs: see `sipfleet-operator peering-crds`), SIPFLEET_LOG_FORMAT
+(json|text), SIPFLEET_LOG_LEVEL, SIPFLEET_WATCH_SERVER_TIMEOUT/CLIENT_TIMEOUT/CONNECT_TIMEOUT.
+Outside a cluster the operator uses KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PEERING_CRDS = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusterkopfpeerings.kopf.dev}
+spec:
+  scope: Cluster
+  group: kopf.dev
+  names: {kind: ClusterKopfPeering, plural: clusterkopfpeerings, singular: clusterkopfpeering}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: kopfpeerings.kopf.dev}
+spec:
+  scope: Namespaced
+  group: kopf.dev
+  names: {kind: KopfPeering, plural: kopfpeerings, singular: kopfpeering}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sipfleet-operator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "peering-crds"])
+    parser.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--liveness", help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument("--peering", action="store_true", help="use kopf peering (HA) instead of standalone")
+    parser.add_argument("--agent-image")
+    args = parser.parse_args(argv)
+    if args.command == "peering-crds":
+        sys.stdout.write(PEERING_CRDS)
+        return 0
+    if args.namespace:
+        os.environ["SIPFLEET_WATCH_NAMESPACES"] = ",".join(args.namespace)
+    if args.metrics_port is not None:
+        os.environ["SIPFLEET_METRICS_PORT"] = str(args.metrics_port)
+    if args.liveness is not None:
+        os.environ["SIPFLEET_LIVENESS_ENDPOINT"] = args.liveness
+    if args.peering:
+        os.environ["SIPFLEET_STANDALONE"] = "false"
+    if args.agent_image:
+        os.environ["SIPFLEET_AGENT_IMAGE"] = args.agent_image
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import logs
+    from .config import Settings
+
+    settings = Settings.from_env()
+    logs.setup(settings.log_format, settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_address)
+    kopf.run(
+        standalone=settings.standalone,
+        peering_name=settings.peering_name,
+        priority=settings.priority,
+        namespaces=list(settings.namespaces),
+        clusterwide=not settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
