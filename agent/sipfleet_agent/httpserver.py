@@ -1,0 +1,83 @@
+"""HTTP: /healthz, /readyz, /metrics, GET /status and (opt-in) POST /debug/* hooks for tests and labs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlparse
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from .engine import Agent
+
+LOG = logging.getLogger("sipfleet_agent.http")
+
+
+def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sipfleet-agent"
+
+        def log_message(self, fmt: str, *args: object) -> None:  # quiet: probes every few seconds
+            LOG.debug(fmt, *args)
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urlparse(self.path).path
+            if path == "/healthz":
+                ok = agent.alive()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"event thread not alive\n")
+            elif path == "/readyz":
+                ok = agent.ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            elif path == "/metrics":
+                self._send(200, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/status":
+                try:
+                    snap = agent.snapshot()
+                except Exception as e:  # noqa: BLE001
+                    self._send(503, f"{e}\n".encode())
+                    return
+                self._send(200, json.dumps(snap).encode(), "application/json")
+            else:
+                self._send(404, b"not found\n")
+
+        def do_POST(self) -> None:  # noqa: N802
+            u = urlparse(self.path)
+            if not debug_hooks or not u.path.startswith("/debug/"):
+                self._send(404, b"not found\n")
+                return
+            account = (parse_qs(u.query).get("account") or [None])[0]
+            action = u.path[len("/debug/"):]
+            if action == "ip-change":
+                fut = agent.request_ip_change()
+            elif action == "refresh":
+                fut = agent.request_refresh(account)
+            elif action == "reregister":
+                fut = agent.request_reregister(account)
+            elif action == "repair":
+                fut = agent.request_repair(account, trigger="user")
+            else:
+                self._send(404, b"unknown debug action\n")
+                return
+            try:
+                result = fut.result(10)
+            except Exception as e:  # noqa: BLE001
+                self._send(500, f"{e}\n".encode())
+                return
+            self._send(202, json.dumps({"action": action, "result": result}).encode(), "application/json")
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    t.start()
+    return server

@@ -1,0 +1,140 @@
+"""Status documents of one account, the debounced emitter and JSON merge patches.
+
+The agent owns ``status.registration``, ``status.route`` and ``status.agent`` of each SipAccount
+(docs/architecture.md). It reports a document only when something other than the measurement time
+(``route.observedAt``) changed, after ``statusDebounceMs`` of quiet-ish coalescing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Any, Callable, Protocol
+
+from sipfleet.api.models import AgentRef, RegistrationStatus, RepairRecord, RouteStatus
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AccountStatus:
+    """The three agent-owned status fields of one account (pydantic models, replaced on every change)."""
+
+    def __init__(self, mode: str, desired: list[str], agent: AgentRef):
+        self.registration = RegistrationStatus(state="Registering")
+        self.route = RouteStatus(mode=mode, desired=desired)  # type: ignore[arg-type]
+        self.agent = agent
+
+    def set_registration(self, **kw: Any) -> None:
+        self.registration = self.registration.model_copy(update=kw)
+
+    def set_route(self, **kw: Any) -> None:
+        self.route = self.route.model_copy(update=kw)
+
+    def set_agent(self, **kw: Any) -> None:
+        self.agent = self.agent.model_copy(update=kw)
+
+    def add_repair(self, record: RepairRecord) -> None:
+        history = [r for r in self.route.repair_history if not _same_repair(r, record)]
+        history.append(record)
+        self.set_route(last_repair=record, repair_history=history[-10:])
+
+    def document(self) -> dict:
+        return {
+            "registration": self.registration.to_api(),
+            "route": self.route.to_api(),
+            "agent": self.agent.to_api(),
+        }
+
+
+def _same_repair(a: RepairRecord, b: RepairRecord) -> bool:
+    return a.started_at == b.started_at and a.trigger == b.trigger
+
+
+def change_key(doc: dict) -> dict:
+    """A document without the fields that change on every measurement (``route.observedAt``)."""
+    route = dict(doc.get("route") or {})
+    route.pop("observedAt", None)
+    return {**doc, "route": route}
+
+
+class Sink(Protocol):
+    def emit(self, account: Any, doc: dict) -> None: ...
+
+
+class Debouncer:
+    """Emits each account's document at most once per ``debounce_s`` and only when it changed.
+
+    Not thread-safe: used from the agent's event thread only.
+    """
+
+    def __init__(self, debounce_s: float, sink: Callable[[Any, dict], None], clock: Callable[[], float] = time.monotonic):
+        self.debounce_s = debounce_s
+        self.sink = sink
+        self.clock = clock
+        self._due: dict[Any, float] = {}
+        self._last: dict[Any, dict] = {}
+        self._docs: dict[Any, Callable[[], dict]] = {}
+
+    def mark(self, key: Any, doc: Callable[[], dict]) -> None:
+        self._docs[key] = doc
+        self._due.setdefault(key, self.clock() + self.debounce_s)
+
+    def forget(self, key: Any) -> None:
+        self._due.pop(key, None)
+        self._last.pop(key, None)
+        self._docs.pop(key, None)
+
+    def flush(self, force: bool = False) -> None:
+        now = self.clock()
+        for key, due in list(self._due.items()):
+            if not force and due > now:
+                continue
+            del self._due[key]
+            doc = self._docs[key]()
+            ck = change_key(doc)
+            if self._last.get(key) == ck:
+                continue
+            self._last[key] = ck
+            self.sink(key, doc)
+
+    def next_due(self) -> float | None:
+        return min(self._due.values()) if self._due else None
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (``None`` when they are equal).
+
+    Objects are diffed key by key (removed keys become ``null``); anything else, lists included, is
+    replaced whole.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        patch: dict = {}
+        for k in old:
+            if k not in new:
+                patch[k] = None
+        for k, v in new.items():
+            if k not in old:
+                patch[k] = v
+            else:
+                sub = merge_patch(old[k], v)
+                if sub is not None or (v is None and old[k] is not None):
+                    patch[k] = sub
+        return patch or None
+    if old == new:
+        return None
+    return new
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 apply (for tests and for keeping a local copy of what the server holds)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = apply_merge_patch(result.get(k), v)
+    return result
