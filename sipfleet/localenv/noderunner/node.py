@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .kube import STRATEGIC, Kube, KubeError, now_microtime, now_time
+from .kube import MERGE, STRATEGIC, Kube, KubeError, now_microtime, now_time
 
 log = logging.getLogger("sipfleet.noderunner.node")
 
@@ -22,6 +22,8 @@ LEASE_RENEW_INTERVAL = 10.0
 STATUS_REPORT_INTERVAL = 300.0
 #: how often the node object is checked (someone marked it NotReady, deleted it, ...)
 NODE_CHECK_INTERVAL = 30.0
+#: taints the node-lifecycle controller manages (and removes once the node is Ready)
+MANAGED_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
 def _read(path: str, default: str = "") -> str:
@@ -117,10 +119,10 @@ class NodeHeartbeat(threading.Thread):
     def __init__(self, kube: Kube, name: str, capacity: dict[str, str], host_ip: str, stop: threading.Event):
         super().__init__(name="node-heartbeat", daemon=True)
         self.kube = kube
-        self.name = name
+        self.node_name = name
         self.capacity = capacity
         self.host_ip = host_ip
-        self.stop = stop
+        self.stop_event = stop
         self.transitions: dict[str, str] = {}
         self.node_uid: str | None = None
         self.registered = threading.Event()
@@ -131,57 +133,84 @@ class NodeHeartbeat(threading.Thread):
 
     def register(self) -> None:
         """Create the Node (or take over an existing one) and post its status."""
-        node = self.kube.get(f"/api/v1/nodes/{self.name}")
+        node = self.kube.get(f"/api/v1/nodes/{self.node_name}")
         if node is None:
             try:
-                node = self.kube.request("POST", "/api/v1/nodes", body=node_object(self.name))
-                log.info("registered node %s", self.name)
+                node = self.kube.request("POST", "/api/v1/nodes", body=node_object(self.node_name))
+                log.info("registered node %s", self.node_name)
             except KubeError as e:
                 if e.status != 409:
                     raise
-                node = self.kube.request("GET", f"/api/v1/nodes/{self.name}")
+                node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
         else:
             # keep the labels we rely on; leave everything else (taints someone added on purpose) alone
             self.kube.request(
-                "PATCH", f"/api/v1/nodes/{self.name}",
-                body={"metadata": {"labels": node_object(self.name)["metadata"]["labels"]}},
+                "PATCH", f"/api/v1/nodes/{self.node_name}",
+                body={"metadata": {"labels": node_object(self.node_name)["metadata"]["labels"]}},
                 content_type=STRATEGIC,
             )
         self.node_uid = node["metadata"]["uid"]
         self.post_status()
+        self.untaint(self.kube.request("GET", f"/api/v1/nodes/{self.node_name}"))
         self.registered.set()
+
+    def untaint(self, node: dict) -> None:
+        """Remove the not-ready/unreachable taints once the node is Ready.
+
+        The TaintNodesByCondition admission plugin taints every new Node ``node.kubernetes.io/not-ready``;
+        in a real cluster the node-lifecycle controller removes it when the kubelet reports Ready. The local
+        cluster runs without that controller (it would also evict pods on missed heartbeats), so the runner
+        removes the taint itself.
+        """
+        taints = (node.get("spec") or {}).get("taints") or []
+        keep = [t for t in taints if t.get("key") not in MANAGED_TAINTS]
+        if len(keep) == len(taints):
+            return
+        try:
+            self.kube.request(
+                "PATCH", f"/api/v1/nodes/{self.node_name}",
+                body={"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+                      "spec": {"taints": keep or None}},
+                content_type=MERGE,
+            )
+            log.info("removed taints %s from node %s",
+                     sorted({t["key"] for t in taints if t.get("key") in MANAGED_TAINTS}), self.node_name)
+        except KubeError as e:
+            if e.status != 409:
+                raise
 
     def post_status(self) -> None:
         self.kube.request(
             "PATCH",
-            f"/api/v1/nodes/{self.name}/status",
-            body={"status": node_status(self.name, self.capacity, self.host_ip, self.transitions)},
+            f"/api/v1/nodes/{self.node_name}/status",
+            body={"status": node_status(self.node_name, self.capacity, self.host_ip, self.transitions)},
             content_type=STRATEGIC,
         )
         self._last_status = time.monotonic()
 
     def check_node(self) -> None:
-        node = self.kube.get(f"/api/v1/nodes/{self.name}")
+        node = self.kube.get(f"/api/v1/nodes/{self.node_name}")
         self._last_check = time.monotonic()
         if node is None:
-            log.warning("node %s disappeared; registering again", self.name)
+            log.warning("node %s disappeared; registering again", self.node_name)
             self.register()
             return
         if node["metadata"]["uid"] != self.node_uid:
             self.node_uid = node["metadata"]["uid"]
+        self.untaint(node)
         ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), None)
         if ready is None or ready.get("status") != "True":
-            log.warning("node %s is not Ready in the API (%s); posting status", self.name, ready and ready.get("reason"))
+            log.warning("node %s is not Ready in the API (%s); posting status", self.node_name, ready and ready.get("reason"))
             self.transitions.pop("Ready", None)
             self.post_status()
 
     # -------------------------------------------------------------- lease
 
     def renew_lease(self) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}"
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
         lease = self.kube.get(path)
         spec = {
-            "holderIdentity": self.name,
+            "holderIdentity": self.node_name,
             "leaseDurationSeconds": LEASE_DURATION,
             "renewTime": now_microtime(),
         }
@@ -189,12 +218,12 @@ class NodeHeartbeat(threading.Thread):
             body: dict[str, Any] = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+                "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
                 "spec": spec,
             }
             if self.node_uid:
                 body["metadata"]["ownerReferences"] = [
-                    {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": self.node_uid}
+                    {"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": self.node_uid}
                 ]
             try:
                 self.kube.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", body=body)
@@ -209,7 +238,7 @@ class NodeHeartbeat(threading.Thread):
 
     def run(self) -> None:
         delay = 1.0
-        while not self.stop.is_set():
+        while not self.stop_event.is_set():
             try:
                 if not self.registered.is_set():
                     self.register()
@@ -220,8 +249,8 @@ class NodeHeartbeat(threading.Thread):
                 elif now - self._last_check >= NODE_CHECK_INTERVAL:
                     self.check_node()
                 delay = 1.0
-                self.stop.wait(LEASE_RENEW_INTERVAL)
+                self.stop_event.wait(LEASE_RENEW_INTERVAL)
             except Exception as e:  # noqa: BLE001 - never die; retry with back-off
                 log.warning("node heartbeat: %s", e)
-                self.stop.wait(delay)
+                self.stop_event.wait(delay)
                 delay = min(delay * 2, LEASE_RENEW_INTERVAL)

@@ -553,9 +553,9 @@ class PodWorker(threading.Thread):
         status = "True" if ok else "False"
         prev = self.conditions.get(typ)
         if prev is None or prev["status"] != status or prev.get("reason") != reason:
-            cond = {"type": typ, "status": status, "lastProbeTime": None, "lastTransitionTime": now_time()}
-            if reason:
-                cond["reason"] = reason
+            # reason/message always present: null deletes a stale value in the strategic merge patch
+            cond = {"type": typ, "status": status, "lastProbeTime": None, "lastTransitionTime": now_time(),
+                    "reason": reason, "message": None}
             self.conditions[typ] = cond
         return self.conditions[typ]
 
@@ -600,8 +600,7 @@ class PodWorker(threading.Thread):
             status["podIPs"] = [{"ip": self.ip}]
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
-        if self.volume_error and not self.volumes_ready:
-            status["message"] = self.volume_error
+        status["message"] = self.volume_error if (self.volume_error and not self.volumes_ready) else None
         return status
 
     def _publish(self, pod: dict) -> None:
