@@ -63,7 +63,8 @@ otherwise). Why each rule is there:
 - sipaccounts: kopf lists/watches them and patches the main resource (finalizer, kopf annotations);
   sipaccounts/status: the operator writes conditions/observedGeneration/ladder with merge patches.
 - configmaps, serviceaccounts, apps/deployments: the per-agent objects (sipfleet-agent-<id>) it creates, keeps in
-  step with the placement (update/patch) and deletes when an agent empties out.
+  step with the placement (server-side apply and merge patches: `patch`; never PUT, so no `update`) and deletes
+  when an agent empties out.
 - roles, rolebindings: the per-agent Role + RoleBinding. No `escalate` or `bind`: Kubernetes lets a subject
   create a Role (and bind it) when the subject already holds every permission the Role grants in that
   namespace. The agent Role grants sipaccounts get/list/watch, sipaccounts/status get/patch, secrets get,
@@ -79,19 +80,19 @@ otherwise). Why each rule is there:
 {{- define "sipfleet.namespacedRules" -}}
 - apiGroups: ["sipfleet.io"]
   resources: ["sipaccounts"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["sipfleet.io"]
   resources: ["sipaccounts/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
