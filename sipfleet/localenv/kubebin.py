@@ -63,6 +63,13 @@ class BinarySet:
         major, minor = (m.group(1), m.group(2)) if m else ("0", "0")
         return self.ldflags_template.format(version=v, major=major, minor=minor)
 
+    def component_version(self, name: str) -> str:
+        """The version of one binary: its own module's (etcd) or the set's."""
+        pkg = self.packages[name]
+        if name == "etcd":
+            return module_version(self.module_dir / "go.mod", pkg)
+        return self.version()
+
     def key(self) -> str:
         return cache_key(self.module_dir, extra=self.ldflags())
 
@@ -137,7 +144,7 @@ def cache_root() -> Path:
 def module_version(go_mod: Path, module: str) -> str:
     """The version a go.mod requires of ``module`` (a replace to a version wins)."""
     text = go_mod.read_text()
-    m = re.search(rf"^\s*{re.escape(module)}\s+=>\s+\S+\s+(v\S+)\s*$", text, re.M)
+    m = re.search(rf"^\s*(?:replace\s+)?{re.escape(module)}(?:\s+v\S+)?\s+=>\s+\S+\s+(v\S+)\s*$", text, re.M)
     if m:
         return m.group(1)
     m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v[^\s]+)", text, re.M)
@@ -172,7 +179,7 @@ def from_assets(name: str, value: str | None = None) -> Path | None:
     for d in assets_dirs(value):
         candidate = d / name
         if _executable(candidate):
-            return candidate.resolve()
+            return candidate.absolute()
     return None
 
 
@@ -280,7 +287,7 @@ def _build_one(go: str, bset: BinarySet, name: str, dest_dir: Path) -> Path:
     env.update({"GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"})
     cmd = [go, "build", "-trimpath", "-o", str(tmp), "-ldflags", bset.ldflags(), package]
     started = time.monotonic()
-    _log(f"building {name} {bset.version()} from {package} (cold builds take minutes)")
+    _log(f"building {name} {bset.component_version(name)} from {package} (a cold build takes minutes)")
     proc = subprocess.Popen(
         cmd, cwd=bset.module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,

@@ -80,8 +80,9 @@ def _reap(pid: int) -> None:
 
 
 def is_alive(rec: ProcRecord) -> bool:
-    """True when the recorded process (same PID and same start time) is running and not a zombie."""
-    _reap(rec.pid)
+    """True when the recorded process (same PID and same start time) is running and not a zombie.
+
+    Never reaps: a zombie child keeps its exit status for its ``Popen`` owner."""
     st = start_time(rec.pid)
     if st is None or (rec.start_time and st != rec.start_time):
         return False

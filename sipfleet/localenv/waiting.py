@@ -17,8 +17,7 @@ class WaitTimeout(TimeoutError):
         self.last_error = last_error
 
 
-def _short(value: object, limit: int = 800) -> str:
-    text = repr(value)
+def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "...(truncated)"
 
 
@@ -53,7 +52,7 @@ def wait_for(
         if time.monotonic() >= deadline:
             break
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-    detail = f"last value: {_short(last)}"
+    detail = f"last value: {_short(repr(last), 800)}"
     if last_error is not None:
         detail += f"; last error: {type(last_error).__name__}: {_short(str(last_error), 400)}"
     raise WaitTimeout(

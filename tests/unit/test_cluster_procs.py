@@ -1,0 +1,168 @@
+"""Process records (PID + start time), stopping by PID, wait_for, and the cluster's port/subnet choices.
+
+These start short-lived local processes (``sleep``, ``sh``); no cluster needed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import pytest
+
+from sipfleet.localenv import cluster, procs
+from sipfleet.localenv.waiting import WaitTimeout, wait_for
+
+
+def test_start_records_pid_and_start_time_and_stop_terminates(tmp_path):
+    rec, popen = procs.start("sleeper", ["sleep", "300"], tmp_path / "logs" / "sleeper.log")
+    try:
+        assert rec.pid == popen.pid
+        assert rec.start_time == procs.start_time(rec.pid) and rec.start_time > 0
+        assert procs.is_alive(rec)
+        assert "starting: sleep 300" in (tmp_path / "logs" / "sleeper.log").read_text()
+        assert procs.stop([rec], grace=5) == []  # SIGTERM was enough
+        assert not procs.is_alive(rec)
+        assert popen.poll() == -signal.SIGTERM
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    rec, popen = procs.start("sleeper", ["sleep", "300"], tmp_path / "s.log")
+    try:
+        impostor = procs.ProcRecord("impostor", rec.pid, rec.start_time + 1)  # same PID, other start time
+        assert not procs.is_alive(impostor)
+        procs.stop([impostor], grace=1)
+        assert procs.is_alive(rec)
+    finally:
+        procs.stop([rec], grace=5)
+
+
+def test_sigkill_after_grace_and_process_group(tmp_path):
+    # ignores SIGTERM and has a child in its process group
+    script = "trap '' TERM; sleep 300 & sleep 300; wait"
+    rec, popen = procs.start("stubborn", ["sh", "-c", script], tmp_path / "x.log")
+    try:
+        wait_for(lambda: len([p for p in procs.all_pids() if _pgid(p) == rec.pid]) >= 3, timeout=30,
+                 message="shell and its two sleeps")
+        killed = procs.stop([rec], grace=0.5)
+        assert killed == ["stubborn"]
+        wait_for(lambda: not [p for p in procs.all_pids() if _pgid(p) == rec.pid and _state(p) != "Z"],
+                 timeout=30, message="the whole process group gone")
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _state(pid: int):
+    return procs._state(pid)
+
+
+def test_records_round_trip_and_foreign_shapes(tmp_path):
+    rec = procs.ProcRecord("etcd", 123, 456, ["etcd", "--x"], "/l")
+    path = tmp_path / "pids.json"
+    procs.write_json_atomic(path, {"processes": [rec.to_json()]})
+    assert procs.read_records(path) == [rec]
+    # the node runner's pids.json shape
+    path.write_text(json.dumps({
+        "runner": {"name": "node-runner", "pid": 10, "start_time": 20},
+        "processes": [{"name": "ns/pod/c", "pid": 11, "start_time": 21, "pgid": 11}],
+    }))
+    got = {(r.name, r.pid, r.start_time) for r in procs.read_records(path)}
+    assert got == {("node-runner", 10, 20), ("ns/pod/c", 11, 21)}
+    path.write_text("not json")
+    assert procs.read_records(path) == []
+    assert procs.read_records(tmp_path / "missing.json") == []
+
+
+def test_rss_and_cmdline_of_self():
+    import os
+
+    assert procs.rss_kib(os.getpid()) > 1000
+    assert procs.cmdline(os.getpid())[0].endswith(("python", "python3")) or "python" in procs.cmdline(os.getpid())[0]
+
+
+def test_wait_for_returns_value_or_explains_timeout():
+    values = iter([0, None, "", "ready"])
+    assert wait_for(lambda: next(values), timeout=10, interval=0.01, message="x") == "ready"
+
+    with pytest.raises(TimeoutError) as info:
+        wait_for(lambda: [], timeout=0.2, interval=0.05, message="a non-empty list")
+    assert "a non-empty list" in str(info.value) and "last value: []" in str(info.value)
+
+    def boom():
+        raise ConnectionError("refused")
+
+    with pytest.raises(WaitTimeout) as info:
+        wait_for(boom, timeout=0.2, interval=0.05, message="API")
+    assert "ConnectionError: refused" in str(info.value)
+    assert isinstance(info.value.last_error, ConnectionError)
+
+
+def test_wait_for_does_not_swallow_unexpected_errors():
+    def boom():
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        wait_for(boom, timeout=5, interval=0.01, ignore=(ConnectionError,))
+
+
+def test_ports_are_free_loopback_ports_outside_the_ephemeral_range():
+    ports = cluster.pick_ports(5)
+    assert len(set(ports)) == 5
+    assert all(cluster.PORT_RANGE[0] <= p < cluster.PORT_RANGE[1] for p in ports)
+    assert all(cluster.port_free(p) for p in ports)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert not cluster.port_free(taken)
+
+
+def test_pod_subnet_choice():
+    assert cluster.choose_subnet(set()) == 100
+    assert cluster.choose_subnet({100, 101}) == 102
+    assert cluster.choose_subnet({100}, preferred=150) == 150
+    assert cluster.choose_subnet({150}, preferred=150) == 100
+    with pytest.raises(cluster.ClusterError):
+        cluster.choose_subnet(set(range(100, 200)))
+
+
+def test_subnets_in_use_reads_running_node_runners(tmp_path):
+    # a process whose command line looks like a node runner's
+    fake = [sys.executable, "-c", "import time; time.sleep(300)", "noderunner", "--pod-subnet", "127.177"]
+    rec, popen = procs.start("fake-runner", fake, tmp_path / "f.log")
+    try:
+        wait_for(lambda: 177 in cluster.subnets_in_use(), timeout=30, message="fake runner seen")
+    finally:
+        procs.stop([rec], grace=5)
+    assert 177 not in cluster.subnets_in_use()
+
+
+def test_cluster_paths_and_state_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIPFLEET_STATE", str(tmp_path))
+    c = cluster.LocalCluster("demo")
+    assert c.dir == tmp_path / "clusters" / "demo"
+    assert c.kubeconfig == c.dir / "kubeconfig"
+    assert c.records() == [] and not c.running()
+    assert c.down() == []  # nothing to stop, no error
+    with pytest.raises(cluster.ClusterError):
+        cluster.LocalCluster("../evil")
+    st = c.status()
+    assert st["running"] is False and st["components"][0]["name"] == "etcd"
+    assert time.monotonic() > 0
