@@ -44,6 +44,9 @@ __all__ = [
     "LabNode",
     "SipLab",
     "SippResult",
+    "SippRun",
+    "run_sipp",
+    "start_sipp",
     "WireRecord",
     "NODES",
     "INJECT_MODES",
@@ -1014,7 +1017,7 @@ class SipLab:
         ``route``: value for a ``Route:`` header (e.g. ``"<sip:127.0.10.1:5060;lr>"``), or None for none.
         ``ruri``: the Request-URI (default: R for REGISTER scenarios, the target for calls).
         """
-        return run_sipp(
+        return start_sipp(
             self,
             scenario,
             target,
@@ -1033,6 +1036,23 @@ class SipLab:
             local_port=local_port,
             keys=keys,
             extra_args=extra_args,
+        ).wait()
+
+    def sipp_start(self, scenario: str, target: str | None, **kw: Any) -> "SippRun":
+        """Like :meth:`sipp` but returns the running :class:`SippRun` (``.wait()`` / ``.stop()``)."""
+        return start_sipp(self, scenario, target, **kw)
+
+    def sipp_uas(
+        self, local_ip: str, local_port: int, *, calls: int = 1, timeout: float = 60.0, transport: str = "udp", **kw: Any
+    ) -> "SippRun":
+        """Start a SIPp UAS (``uas`` scenario: 100/180/200 to INVITE, ACK, 200 to BYE) on ``local_ip:local_port``.
+
+        It ends after ``calls`` calls or ``timeout`` seconds; ``.wait()`` gives its result, ``.stop()`` kills it.
+        """
+        kw.setdefault("recv_timeout_ms", int(timeout * 1000))
+        return start_sipp(
+            self, "uas", None, calls=calls, timeout=timeout, transport=transport,
+            local_ip=local_ip, local_port=local_port, **kw,
         )
 
 
@@ -1094,10 +1114,70 @@ def scenario_path(scenario: str) -> Path:
     raise LabError(f"unknown SIPp scenario {scenario!r} (built-in: {', '.join(sorted(x.stem for x in SIPP_DIR.glob('*.xml')))})")
 
 
-def run_sipp(
+def run_sipp(lab: SipLab, scenario: str, target: str | None, **kw: Any) -> SippResult:
+    """Run SIPp to completion (bounded in calls and time); see :meth:`SipLab.sipp`."""
+    return start_sipp(lab, scenario, target, **kw).wait()
+
+
+class SippRun:
+    """A SIPp process started by :func:`start_sipp` (e.g. a UAS running while a test does other things)."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], run_dir: Path, scen: Path, calls: int, target: str, timeout: float
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.run_dir = run_dir
+        self.scen = scen
+        self.calls = calls
+        self.target = target
+        self.timeout = timeout
+        self.started = time.monotonic()
+        self._result: SippResult | None = None
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        """Wait for SIPp to end (at most its own timeout + 15 s, then SIGKILL) and collect the result."""
+        if self._result is not None:
+            return self._result
+        budget = self.timeout + 15 - (time.monotonic() - self.started) if timeout is None else timeout
+        killed = False
+        try:
+            self.proc.wait(timeout=max(0.0, budget))
+        except subprocess.TimeoutExpired:
+            killed = True
+            self.stop()
+        self._result = self._collect(killed)
+        return self._result
+
+    def stop(self) -> None:
+        """Kill SIPp (by PID) if it still runs."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    def _collect(self, killed: bool) -> SippResult:
+        # users.csv holds passwords: gone as soon as SIPp is
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / "users.csv").unlink()
+        duration = time.monotonic() - self.started
+        return _collect_sipp(self.run_dir, self.scen, self.proc, self.calls, self.target, killed, duration)
+
+    def __enter__(self) -> "SippRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sipp(
     lab: SipLab,
     scenario: str,
-    target: str,
+    target: str | None,
     *,
     calls: int = 1,
     concurrency: int = 1,
@@ -1114,7 +1194,8 @@ def run_sipp(
     local_port: int | None = None,
     keys: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
-) -> SippResult:
+) -> SippRun:
+    """Start SIPp (a client scenario toward ``target``, or a server scenario when ``target`` is None)."""
     exe = _find_exe("sipp")
     src = scenario_path(scenario)
     calls = max(1, int(calls))
@@ -1122,10 +1203,15 @@ def run_sipp(
     transport = transport.lower()
     if transport not in ("udp", "tcp"):
         raise LabError("transport must be udp or tcp")
-    host, port = _resolve_target(lab, target)
-    if not host.startswith("127."):
-        raise LabError(f"SIPp target must be a loopback address, not {host}")
+    if target is not None:
+        host, port = _resolve_target(lab, target)
+        if not host.startswith("127."):
+            raise LabError(f"SIPp target must be a loopback address, not {host}")
+    else:
+        host, port = "", 0
     lip = local_ip or f"{lab.subnet}.10"
+    if not lip.startswith("127."):
+        raise LabError(f"SIPp local address must be a loopback address, not {lip}")
     lport = int(local_port or _free_port(lip))
 
     run_dir = lab.state_dir / "sipp" / f"{time.strftime('%Y%m%dT%H%M%S')}-{src.stem}-{uuid.uuid4().hex[:6]}"
@@ -1137,7 +1223,7 @@ def run_sipp(
     scen = run_dir / src.name
     scen.write_text(text)
 
-    first_send = text.split("<send", 1)[-1][:400]
+    first_send = text.split("<send", 1)[-1][:400] if target is not None else ""
     is_register = "REGISTER" in first_send
     if ruri is None:
         ruri = lab.registrar_uri() if is_register else f"sip:service@{host}:{port}"
@@ -1145,15 +1231,15 @@ def run_sipp(
         "ruri": ruri,
         "domain": lab.domain,
         "expires": str(int(expires)),
-        "pause_ms": str(int(pause_ms)),
     }
     if route:
         kv["route"] = route
     kv.update(keys or {})
 
-    cmd = [
-        exe,
-        f"{host}:{port}",
+    cmd = [exe]
+    if target is not None:
+        cmd.append(f"{host}:{port}")
+    cmd += [
         "-sf", str(scen),
         "-i", lip,
         "-p", str(lport),
@@ -1169,21 +1255,21 @@ def run_sipp(
         "-timeout", f"{max(1, int(timeout))}s",
         "-timeout_error",
         "-max_retrans", "5",
-        "-nr",
         "-d", str(int(pause_ms)),
         "-cp", str(_free_port("127.0.0.1", (socket.SOCK_DGRAM,))),
         "-mi", lip,
         "-mp", str(_free_port(lip, (socket.SOCK_DGRAM,))),
     ]
-    if "INVITE" not in first_send:
-        # no dialog: nothing to ACK or BYE when a call is aborted
-        cmd += ["-nd"]
+    if target is not None and "INVITE" not in first_send:
+        # no dialog: abort on an unexpected answer, but nothing to ACK or BYE
+        cmd += ["-nd", "-default_behaviors", "abortunexp"]
     if transport == "tcp":
         cmd += ["-max_reconnect", "0"]
-    if rate is not None:
-        cmd += ["-r", str(rate), "-rp", "1000"]
-    else:
-        cmd += ["-r", str(max(concurrency, 10)), "-rp", "1000"]
+    if target is not None:
+        if rate is not None:
+            cmd += ["-r", str(rate), "-rp", "1000"]
+        else:
+            cmd += ["-r", str(max(concurrency, 10)), "-rp", "1000"]
     if users:
         csv_path = run_dir / "users.csv"
         fd = os.open(csv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -1196,25 +1282,35 @@ def run_sipp(
         cmd += ["-key", k, v]
     cmd += list(extra_args or [])
 
-    started = time.monotonic()
-    killed = False
     with open(run_dir / "stdout.txt", "wb") as out:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(run_dir),
             start_new_session=True,
         )
-        try:
-            proc.wait(timeout=timeout + 15)
-        except subprocess.TimeoutExpired:
-            killed = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    duration = time.monotonic() - started
-    # users.csv holds passwords: gone as soon as SIPp is
-    with contextlib.suppress(FileNotFoundError):
-        (run_dir / "users.csv").unlink()
-    return _collect_sipp(run_dir, scen, proc, calls, f"{host}:{port}", killed, duration)
+    where = f"{host}:{port}" if target is not None else f"{lip}:{lport}"
+    return SippRun(proc, run_dir, scen, calls, where, timeout)
+
+
+_SIPP_EVENT_SPLIT = re.compile(r"\n(?=\d{4}-\d{2}-\d{2}\t)")
+
+
+def _parse_sipp_errors(text: str, final: dict[str, int | str]) -> list[str]:
+    """SIPp's -trace_err events, one string each; fills ``final`` for calls it has no code for yet."""
+    events = [e.strip() for e in _SIPP_EVENT_SPLIT.split(text) if e.strip()]
+    events = [e for e in events if not e.startswith("The following events occurred")]
+    for ev in events:
+        m = re.search(r"Call-Id '([^']+)'.*?received 'SIP/2\.0 (\d{3})", ev, re.S)
+        if m:
+            final.setdefault(m.group(1), int(m.group(2)))
+            continue
+        m = re.search(r"Call-Id[:]? '?([^',\s]+)'?", ev)
+        if m and m.group(1) not in final:
+            low = ev.lower()
+            if "timeout" in low or "retrans" in low:
+                final[m.group(1)] = "timeout"
+            else:
+                final[m.group(1)] = "error:" + " ".join(ev.split())[:160]
+    return events[:200]
 
 
 def _collect_sipp(
@@ -1232,19 +1328,7 @@ def _collect_sipp(
     errors: list[str] = []
     err = run_dir / f"{stem}_{pid}_errors.log"
     if err.exists():
-        errors = err.read_text(errors="replace").splitlines()
-        for line in errors:
-            m = re.search(r"Call-Id '([^']+)'.*?received '(?:SIP/2\.0 )?(\d{3})", line, re.S)
-            if m and m.group(1) not in final:
-                final[m.group(1)] = int(m.group(2))
-                continue
-            m = re.search(r"[Cc]all[- ][Ii]d '([^']+)'", line)
-            if m and m.group(1) not in final:
-                low = line.lower()
-                if "timeout" in low or "retrans" in low:
-                    final[m.group(1)] = "timeout"
-                else:
-                    final[m.group(1)] = "error:" + line.strip()[:120]
+        errors = _parse_sipp_errors(err.read_text(errors="replace"), final)
     rtts: list[float] = []
     rtt = run_dir / f"{stem}_{pid}_rtt.csv"
     if rtt.exists():
