@@ -304,8 +304,7 @@ class LocalCluster:
                 self._start_all(started, timeout=timeout, node=node)
             except BaseException:
                 # Ctrl-C or a failure: stop what we started, keep the logs for diagnosis.
-                procs.stop(list(reversed(started)), grace=5)
-                self._stop_pod_processes()
+                self._stop_staged(started, grace=5)
                 self.pids_file.unlink(missing_ok=True)
                 raise
         return self
@@ -544,11 +543,21 @@ class LocalCluster:
             return self._down_locked(purge=purge, grace=grace)
 
     def _down_locked(self, *, purge: bool, grace: float = 10.0) -> list[str]:
-        recs = self.records()
+        killed = self._stop_staged(self.records(), grace=grace)
+        self.pids_file.unlink(missing_ok=True)
+        if purge:
+            for sub in ("etcd", "pods", "pki"):
+                shutil.rmtree(self.dir / sub, ignore_errors=True)
+            for f in self.dir.glob("kubeconfig*"):
+                f.unlink(missing_ok=True)
+            self.config_file.unlink(missing_ok=True)
+        return killed
+
+    def _stop_staged(self, recs: list[procs.ProcRecord], grace: float = 10.0) -> list[str]:
+        """Stop in stages, each after the previous is gone: the node runner first (it stops its pods), then any
+        pod process it recorded, then the control plane in reverse start order (the apiserver shuts down
+        cleanly only while etcd is still there). Returns the names that needed SIGKILL."""
         killed: list[str] = []
-        # In stages, each waiting for the previous: the node runner first (it stops its pods), then any pod
-        # process it recorded, then the control plane in reverse start order (the apiserver shuts down
-        # cleanly only while etcd is still there).
         stages = [["noderunner"], None, ["kube-scheduler", "kube-controller-manager"], ["kube-apiserver"], ["etcd"]]
         known = {n for st in stages if st for n in st}
         for stage in stages:
@@ -557,13 +566,6 @@ class LocalCluster:
             else:
                 killed += procs.stop([r for r in recs if r.name in stage], grace=grace)
         killed += procs.stop([r for r in recs if r.name not in known], grace=grace)
-        self.pids_file.unlink(missing_ok=True)
-        if purge:
-            for sub in ("etcd", "pods", "pki"):
-                shutil.rmtree(self.dir / sub, ignore_errors=True)
-            for f in self.dir.glob("kubeconfig*"):
-                f.unlink(missing_ok=True)
-            self.config_file.unlink(missing_ok=True)
         return killed
 
     def pod_process_records(self) -> list[procs.ProcRecord]:

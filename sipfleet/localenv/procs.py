@@ -69,16 +69,6 @@ def _state(pid: int) -> str | None:
     return None if fields is None else fields[0]
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our own child (avoids zombies in long-lived callers)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    except OSError:
-        pass
-
-
 def is_alive(rec: ProcRecord) -> bool:
     """True when the recorded process (same PID and same start time) is running and not a zombie.
 

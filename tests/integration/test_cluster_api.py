@@ -46,34 +46,8 @@ def _spec_rule_message(field_path: str, needle: str) -> str:
     raise AssertionError(f"the CRD has no CEL rule on {field_path} mentioning {needle!r}")
 
 
-@pytest.fixture(scope="module")
-def crd(k8s):
-    """Apply the generated CRD (create, or replace when another test already did) and wait until served."""
-    ext = client.ApiextensionsV1Api(k8s)
-    doc = _crd_doc()
-    name = doc["metadata"]["name"]
-    try:
-        ext.create_custom_resource_definition(doc)
-    except ApiException as e:
-        if e.status != 409:
-            raise
-        current = ext.read_custom_resource_definition(name)
-        doc["metadata"]["resourceVersion"] = current.metadata.resource_version
-        ext.replace_custom_resource_definition(name, doc)
-
-    def established():
-        crd = ext.read_custom_resource_definition(name)
-        return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
-
-    wait_for(established, timeout=60, interval=0.2, message=f"CRD {name} Established")
-    objs = client.CustomObjectsApi(k8s)
-    wait_for(lambda: objs.list_cluster_custom_object(GROUP, VERSION, PLURAL) is not None, timeout=60,
-             interval=0.2, message=f"{PLURAL}.{GROUP} served")
-    return name
-
-
 @pytest.fixture
-def objs(k8s, crd):
+def objs(k8s, sipaccount_crd):
     return client.CustomObjectsApi(k8s)
 
 
