@@ -16,6 +16,7 @@ final response (or a short timeout), create a new ``Account`` with the same conf
 
 from __future__ import annotations
 
+import collections
 import gc
 import heapq
 import itertools
@@ -195,6 +196,7 @@ class AccountRuntime:
         self.last_tx_register = 0.0
         self.last_failure_mono = 0.0
         self.last_register: SentRequest | None = None
+        self.seen_tx: collections.deque = collections.deque(maxlen=32)
         self.retry_timer: Any = None
         self.status = AccountStatus(
             mode=res.spec.route_mode,
@@ -278,6 +280,8 @@ class Agent:
         self._first_apply = True
         self.ready_flag = False
         self.tx_hook: Callable[[TxRequest], None] | None = None  # benchmarks
+        #: pjsip log lines up to this level (besides errors/warnings) are forwarded to the JSON log
+        self.pjsip_log_level = 2
 
     # ---------------------------------------------------------------- thread-safe API
 
@@ -616,7 +620,6 @@ class Agent:
         cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", res.creds.realm, res.creds.username, 0, res.creds.password))
         cfg.sipConfig.transportId = self.transport_ids[spec.transport if spec.transport in self.transport_ids else "udp"]
         cfg.natConfig.sipOutboundUse = 0
-        cfg.natConfig.contactRewriteUse = 0
         cfg.natConfig.viaRewriteUse = 0
         cfg.natConfig.sdpNatRewriteUse = 0
         cfg.mediaConfig.transportConfig.boundAddress = self.settings.sip_address
@@ -844,6 +847,9 @@ class Agent:
         if self.ep is None or self._stopping:
             return
         prm = pj.IpChangeParam()
+        # Keep the listeners bound to their address: a restart rebinds them to the wildcard address
+        # (pjsip #3873), i.e. off the pod IP / loopback address the agent was told to use.
+        prm.restartListener = False
         try:
             self.ep.handleIpChange(prm)
             self._ip_change_retries = 0
@@ -883,8 +889,8 @@ class Agent:
             return
         if level <= 2:
             PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
-        elif level == 3 and LOG.isEnabledFor(logging.DEBUG):
-            PJ_LOG.debug(scrub(msg.strip()))
+        elif level <= self.pjsip_log_level:
+            PJ_LOG.info(scrub(msg.strip()))
 
     def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
         found = None
@@ -909,6 +915,12 @@ class Agent:
             rt.unreg_call_id = req.call_id
             return
         rt.last_tx_register = time.monotonic()
+        # A retransmission is not a new REGISTER: an older transaction still retransmitting must not
+        # make the measured route flap between two registration clients.
+        tx_key = (req.call_id, req.cseq)
+        if tx_key in rt.seen_tx:
+            return
+        rt.seen_tx.append(tx_key)
         at = now_iso()
         rt.last_register = SentRequest(method=req.method, transport=req.transport, destination=req.destination,
                                        request_uri=req.request_uri, route=list(req.route), at=at)

@@ -79,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     agent = Agent(assignment.settings, sink, name=assignment.agent, pod=os.environ.get("POD_NAME") or socket.gethostname(),
                   self_heal=args.self_heal)
+    agent.pjsip_log_level = args.pjsip_log_level
     install_signals(agent)
     try:
         http = serve(agent, assignment.settings.http_address, assignment.settings.http_port, args.debug_hooks)
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--debug-hooks", action="store_true",
                    help="enable POST /debug/{ip-change,refresh,reregister,repair}[?account=NAME] on the HTTP address")
     r.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL", "INFO"))
+    r.add_argument("--pjsip-log-level", type=int, default=2, help="forward pjsip log lines up to this level (max 4)")
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("cluster", help="in a pod: watch the assignment ConfigMap, patch SipAccount status")
     c.add_argument("--self-heal", action="store_true")

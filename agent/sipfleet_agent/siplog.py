@@ -45,6 +45,7 @@ class TxRequest:
     from_uri: str
     expires: int | None = None  # Expires header (REGISTER), if any
     contact_expires_zero: bool = False
+    tdata: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def parse_tx_request(msg: str) -> TxRequest | None:
         from_uri=_from_uri(from_v),
         expires=expires,
         contact_expires_zero=contact_zero,
+        tdata=m.group("tdata"),
     )
 
 
