@@ -14,6 +14,7 @@ merge patches of the operator's own fields, and only when something changed.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import json
 import logging
@@ -119,9 +120,12 @@ class Engine:
     async def load(self) -> None:
         """Rebuild placements from the assignment ConfigMaps (the source of truth for who hosts what)."""
         stored = []
-        namespaces = self.settings.namespaces or (None,)
-        for ns in namespaces:
+        patterns = self.settings.namespaces
+        globbing = any(set(p) & set("*?[!") for p in patterns)
+        for ns in (None,) if (globbing or not patterns) else patterns:
             for cm in await self.client.list("ConfigMap", ns, b.AGENT_SELECTOR):
+                if globbing and not self.watches(_ref(cm)[0]):
+                    continue
                 parsed = b.parse_configmap(cm)
                 if parsed is None:
                     log.warning("ignoring unparsable assignment ConfigMap %s/%s", *_ref(cm))
@@ -133,6 +137,19 @@ class Engine:
                  len(self.fleet), sum(len(a.accounts) for a in self.fleet.values()), len(rec.dirty))
         metrics.AGENTS.set(len(self.fleet))
         self.loaded.set()
+
+    def watches(self, ns: str) -> bool:
+        """Whether a namespace is ours (kopf's namespace patterns: globs, ``!`` negations)."""
+        if not self.settings.namespaces:
+            return True
+        included = False
+        for p in self.settings.namespaces:
+            if p.startswith("!"):
+                if fnmatch.fnmatchcase(ns, p[1:]):
+                    return False
+            elif fnmatch.fnmatchcase(ns, p):
+                included = True
+        return included
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._ticker(), name="sipfleet-ticker"))

@@ -41,9 +41,10 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
     settings.watching.client_timeout = ours.client_timeout
     settings.watching.connect_timeout = ours.connect_timeout
     settings.peering.standalone = ours.standalone
-    settings.peering.name = ours.peering_name
-    settings.peering.priority = ours.priority
-    settings.peering.clusterwide = not ours.namespaces
+    settings.peering.mandatory = not ours.standalone
+    if not ours.standalone:
+        settings.peering.name = ours.peering_name
+        settings.peering.priority = ours.priority
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
 
 

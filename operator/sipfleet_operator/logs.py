@@ -37,3 +37,5 @@ def setup(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # kopf logs every handler run at INFO ("Handler ... succeeded"): the per-event handlers would flood the log
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, root.level))

@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     kopf.run(
         standalone=settings.standalone,
-        peering_name=settings.peering_name,
-        priority=settings.priority,
+        peering_name=None if settings.standalone else settings.peering_name,
+        priority=None if settings.standalone else settings.priority,
         namespaces=list(settings.namespaces),
         clusterwide=not settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint,
