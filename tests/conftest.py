@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.lab",
+    "tests.fixtures.agent",
+    "tests.fixtures.operator",
 ]
