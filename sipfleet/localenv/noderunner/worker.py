@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -375,7 +376,9 @@ class PodWorker(threading.Thread):
                 "log": str(log_file),
             },
         )
-        log.info("%s/%s: started pid %d: %s", self.key, c.name, proc.pid, " ".join(argv)[:300])
+        shown = shlex.join(argv)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        log.info("%s/%s: started pid %d: %s", self.key, c.name, proc.pid, shown.replace("\n", "\\n"))
 
     # ------------------------------------------------------------------ exits
 
