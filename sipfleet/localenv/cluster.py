@@ -299,14 +299,22 @@ class LocalCluster:
             if fresh:
                 shutil.rmtree(self.dir / "etcd", ignore_errors=True)
                 shutil.rmtree(self.pods_dir, ignore_errors=True)
-            started: list[procs.ProcRecord] = []
-            try:
-                self._start_all(started, timeout=timeout, node=node)
-            except BaseException:
-                # Ctrl-C or a failure: stop what we started, keep the logs for diagnosis.
-                self._stop_staged(started, grace=5)
-                self.pids_file.unlink(missing_ok=True)
-                raise
+            for attempt in (1, 2):
+                started: list[procs.ProcRecord] = []
+                try:
+                    self._start_all(started, timeout=timeout, node=node)
+                    break
+                except BaseException as exc:
+                    # Ctrl-C or a failure: stop what we started, keep the logs for diagnosis.
+                    self._stop_staged(started, grace=5)
+                    self.pids_file.unlink(missing_ok=True)
+                    if attempt == 1 and isinstance(exc, ClusterError) and "address already in use" in str(exc):
+                        # a port we checked was taken by someone else meanwhile: pick new ones, once
+                        cfg = self.config()
+                        cfg.pop("ports", None)
+                        procs.write_json_atomic(self.config_file, cfg)
+                        continue
+                    raise
         return self
 
     def _start_all(self, started: list[procs.ProcRecord], *, timeout: float, node: bool | None) -> None:
@@ -314,6 +322,13 @@ class LocalCluster:
         deadline = t0 + timeout
         bins = kubebin.ensure(kubebin.CONTROL_PLANE)
         p = pki.ensure(self.dir / "pki")
+        # Machine-wide: one cluster at a time goes from choosing free ports to having bound them.
+        with _flock(Path(tempfile.gettempdir()) / "sipfleet-cluster-ports.lock"):
+            self._start_control_plane(started, bins, p, deadline)
+        self._start_node(started, deadline, node)
+
+    def _start_control_plane(self, started: list[procs.ProcRecord], bins: dict[str, Path], p: pki.Pki,
+                             deadline: float) -> None:
         ports = self._choose_ports()
         cfg = self.config()
         cfg.update({"name": self.name, "ports": ports.as_dict(), "server": f"https://127.0.0.1:{ports.apiserver}"})
@@ -322,11 +337,7 @@ class LocalCluster:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
 
         def launch(name: str, cmd: list[str]) -> procs.ProcRecord:
-            rec, popen = procs.start(name, cmd, self.log_file(name), die_with_parent=self.die_with_parent)
-            self._popen[rec.pid] = popen
-            started.append(rec)
-            self._write_records(started)
-            return rec
+            return self._launch(started, name, cmd)
 
         # etcd
         etcd = launch("etcd", [
@@ -405,7 +416,15 @@ class LocalCluster:
                    "kube-controller-manager /healthz")
         self._wait(sched, lambda: self._https_ok(ports.scheduler, "/healthz"), deadline, "kube-scheduler /healthz")
 
-        # the node
+    def _launch(self, started: list[procs.ProcRecord], name: str, cmd: list[str]) -> procs.ProcRecord:
+        rec, popen = procs.start(name, cmd, self.log_file(name), die_with_parent=self.die_with_parent)
+        self._popen[rec.pid] = popen
+        started.append(rec)
+        self._write_records(started)
+        return rec
+
+    def _start_node(self, started: list[procs.ProcRecord], deadline: float, node: bool | None) -> None:
+        cfg = self.config()
         if node is None:
             node = noderunner_available()
         if node:
@@ -416,7 +435,7 @@ class LocalCluster:
                 x = choose_subnet(subnets_in_use(), preferred=cfg.get("podSubnet"))
                 cfg["podSubnet"] = x
                 procs.write_json_atomic(self.config_file, cfg)
-                runner = launch("noderunner", [
+                runner = self._launch(started, "noderunner", [
                     sys.executable, "-m", NODERUNNER_MODULE,
                     "--kubeconfig", str(self.dir / "kubeconfig-node"),
                     "--node-name", NODE_NAME,
