@@ -141,6 +141,7 @@ class SippResult:
     stats: dict[str, str]  # last row of SIPp's -trace_stat CSV
     errors: list[str]  # lines of SIPp's error log (bounded)
     stdout_tail: str
+    logs: list[str] = dataclasses.field(default_factory=list)  # the scenario's <log> lines (-trace_logs)
 
     @property
     def codes(self) -> list[int | str]:
@@ -1319,9 +1320,11 @@ def _collect_sipp(
     stem = scen.stem
     pid = proc.pid
     final: dict[str, int | str] = {}
+    log_lines: list[str] = []
     logs = run_dir / f"{stem}_{pid}_logs.log"
     if logs.exists():
-        for line in logs.read_text(errors="replace").splitlines():
+        log_lines = logs.read_text(errors="replace").splitlines()[:10000]
+        for line in log_lines:
             m = re.search(r"FINAL (\S+) (\d{3})", line)
             if m:
                 final[m.group(1)] = int(m.group(2))
@@ -1383,4 +1386,5 @@ def _collect_sipp(
         stats=stats,
         errors=errors[:200],
         stdout_tail=out,
+        logs=log_lines,
     )
