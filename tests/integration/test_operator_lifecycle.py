@@ -1,0 +1,119 @@
+"""A SipAccount's life through the operator, against real parts: kube-apiserver + controllers + node runner,
+real sipfleet-agent pods (pjsua2) and the Kamailio lab (P proxy, R registrar, E edge).
+
+apply -> Registered through P (seen on the wire) -> delete -> contacts gone at R, children garbage-collected.
+A missing Secret shows as CredentialsMissing and heals when the Secret appears.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sipfleet.localenv.waiting import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.lab]
+
+
+def registers(lab, user: str, since: float):
+    return [r for r in lab.wire(since=since, method="REGISTER") if f":{user}@" in r.from_uri]
+
+
+def assert_via_proxy(lab, user: str, since: float) -> None:
+    """The agent sent REGISTER to P with Route <P;lr> (never to E), and P relayed it to R."""
+    regs = registers(lab, user, since)
+    at_p = [r for r in regs if r.node == "P"]
+    assert at_p, f"no REGISTER for {user} reached P: {regs}"
+    assert lab.ip("P") in at_p[-1].route[0] if at_p[-1].route else True
+    assert not [r for r in regs if r.node == "E"], f"REGISTER for {user} reached E: {regs}"
+    at_r = [r for r in regs if r.node == "R"]
+    assert at_r and at_r[-1].src.startswith(lab.ip("P") + ":"), at_r
+
+
+def test_apply_registers_through_the_proxy(operator, sipacc, lab, lab_user):
+    user, password = lab_user("reg")
+    sipacc.secret("creds", user, password)
+    t0 = time.time()
+    sipacc.create("alice", sipacc.spec(lab, user, "creds"))
+
+    res = sipacc.kubectl("wait", "--for=condition=Registered", "sipaccount/alice", "--timeout=120s")
+    assert "condition met" in res.stdout
+    body = sipacc.wait_condition("alice", "Ready", timeout=60)
+    st = body["status"]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Registered"]["reason"] == "Registered"
+    assert conds["AgentReady"]["status"] == "True"
+    assert conds["RouteInSync"]["status"] == "True"
+    assert conds["Degraded"]["status"] == "False"
+    assert st["observedGeneration"] == body["metadata"]["generation"]
+    assert st["registration"]["state"] == "Registered"
+    assert lab.ip("P") in (st["route"]["firstHop"] or "")
+
+    wait_for(lambda: [r for r in registers(lab, user, t0) if r.node == "R"], timeout=30, message="REGISTER at R")
+    assert_via_proxy(lab, user, t0)
+    assert lab.contacts(user), "R holds no contact"
+
+    # printer columns
+    out = sipacc.kubectl("get", "sipacc", "alice").stdout.splitlines()
+    assert out[0].split()[:5] == ["NAME", "REGISTERED", "FIRST", "HOP", "IN"], out
+    assert out[1].split()[1] == "True" and lab.ip("P") in out[1] and out[1].split()[3] == "True", out
+    wide = sipacc.kubectl("get", "sipacc", "alice", "-o", "wide").stdout
+    assert "AOR" in wide and user in wide and "prevent" in wide
+
+    # the agent the operator placed it on, and the status written by that agent
+    agent = sipacc.hosting_agent("alice")
+    assert agent and agent.startswith("sipfleet-agent-")
+    pods = sipacc.agent_pods(agent)
+    assert len(pods) == 1 and st["agent"]["pod"] == pods[0].metadata.name
+    # no secret anywhere in what the operator wrote
+    cm = sipacc.core.read_namespaced_config_map(agent, sipacc.ns)
+    assert password not in cm.data["assignment.json"]
+    assert password not in str(sipacc.get("alice"))
+
+
+def test_missing_secret_then_created(operator, sipacc, lab, lab_user):
+    user, password = lab_user("late")
+    sipacc.create("late", sipacc.spec(lab, user, "late-creds"))
+    body = sipacc.wait_condition("late", "Registered", status="False", reason="CredentialsMissing", timeout=60)
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Registered")
+    assert "late-creds" in cond["message"]
+    assert sipacc.hosting_agent("late") is None  # nothing to run without credentials
+    # a malformed Secret (no password key) is still missing credentials, and nothing crashes
+    sipacc.core.create_namespaced_secret(sipacc.ns, {"metadata": {"name": "late-creds"}, "stringData": {"username": user}})
+    wait_for(lambda: "password" in (sipacc.condition("late", "Registered") or {}).get("message", ""),
+             timeout=60, message="CredentialsMissing naming the missing key")
+    assert sipacc.condition("late", "Registered")["reason"] == "CredentialsMissing"
+    assert operator.alive()
+    # fixed: registered
+    sipacc.core.patch_namespaced_secret("late-creds", sipacc.ns, {"stringData": {"password": password}})
+    sipacc.wait_condition("late", "Registered", timeout=120)
+    sipacc.wait_condition("late", "Ready", timeout=60)
+    assert lab.contacts(user)
+
+
+def test_delete_unregisters_and_collects_children(operator, sipacc, lab, lab_user):
+    user, password = lab_user("del")
+    sipacc.secret("creds", user, password)
+    sipacc.create("bob", sipacc.spec(lab, user, "creds"))
+    sipacc.wait_condition("bob", "Registered", timeout=120)
+    agent = sipacc.hosting_agent("bob")
+    assert agent and lab.contacts(user)
+    kinds = {
+        "ConfigMap": lambda: sipacc.core.list_namespaced_config_map(sipacc.ns, label_selector=f"sipfleet.io/agent={agent}").items,
+        "Deployment": lambda: sipacc.apps.list_namespaced_deployment(sipacc.ns, label_selector=f"sipfleet.io/agent={agent}").items,
+        "ServiceAccount": lambda: [s for s in sipacc.core.list_namespaced_service_account(sipacc.ns).items if s.metadata.name == agent],
+        "Role": lambda: [r for r in sipacc.rbac.list_namespaced_role(sipacc.ns).items if r.metadata.name == agent],
+        "RoleBinding": lambda: [r for r in sipacc.rbac.list_namespaced_role_binding(sipacc.ns).items if r.metadata.name == agent],
+    }
+    uid = sipacc.get("bob")["metadata"]["uid"]
+    for kind, lister in kinds.items():
+        (obj,) = lister()
+        assert [(o.name, o.uid) for o in obj.metadata.owner_references] == [("bob", uid)], kind
+
+    sipacc.delete("bob")
+    wait_for(lambda: not sipacc.exists("bob"), timeout=60, message="SipAccount gone (finalizer released)")
+    wait_for(lambda: not lab.contacts(user), timeout=60, message=f"contacts of {user} removed at R")
+    for kind, lister in kinds.items():
+        wait_for(lambda: not lister(), timeout=60, message=f"{kind} {agent} collected")
+    wait_for(lambda: not sipacc.agent_pods(agent), timeout=60, message="agent pod gone")
