@@ -167,9 +167,18 @@ class Engine:
     # ---------------------------------------------------------------------------------------------- caches
 
     def remember(self, body: dict) -> None:
+        """Cache the newest version of an account (a late watch event must not undo a fresher patch response)."""
         ns, name = _ref(body)
-        if name:
-            self.accounts[(ns, name)] = body
+        if not name:
+            return
+        old = self.accounts.get((ns, name))
+        if old is not None and _meta(old).get("uid") == _meta(body).get("uid"):
+            try:
+                if int(_meta(body).get("resourceVersion")) < int(_meta(old).get("resourceVersion")):
+                    return
+            except (TypeError, ValueError):
+                pass
+        self.accounts[(ns, name)] = body
 
     def forget(self, ns: str, name: str) -> None:
         self.accounts.pop((ns, name), None)
@@ -220,6 +229,9 @@ class Engine:
             return
         plan = pl.place(self.fleet, pl.GroupKey.for_spec(ns, name, spec), name)
         self.fleet = plan.fleet
+        if where != plan.agent:
+            log.info("%s/%s placed on agent %s%s%s", ns, name, plan.agent, " (new)" if plan.created else "",
+                     f" (moved from {where})" if where else "")
         metrics.AGENTS.set(len(self.fleet))
         for gone in sorted(plan.removed):
             await self.delete_agent(gone, ns)
@@ -236,6 +248,8 @@ class Engine:
         ns, name = _ref(body)
         plan = pl.remove(self.fleet, ns, name)
         self.fleet = plan.fleet
+        if plan.changed or plan.removed:
+            log.info("%s/%s removed from agent %s", ns, name, next(iter(plan.changed | plan.removed)))
         metrics.AGENTS.set(len(self.fleet))
         self.forget(ns, name)
         for gone in sorted(plan.removed):

@@ -1,0 +1,135 @@
+"""Run ``sipfleet-operator`` as a child process (tests, benchmarks, the demo): start, SIGKILL, stop by PID,
+liveness and metrics over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sipfleet.localenv.waiting import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """One ``sipfleet-operator`` subprocess at a time; every start appends to the same log file."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, extra_env: dict[str, str] | None = None,
+                 namespaces: str = ""):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.extra_env = dict(extra_env or {})
+        self.namespaces = namespaces
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "SIPFLEET_WATCH_NAMESPACES": self.namespaces,
+                "SIPFLEET_METRICS_PORT": str(self.metrics_port),
+                "SIPFLEET_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "SIPFLEET_STANDALONE": "true",
+                "SIPFLEET_LOG_FORMAT": "json",
+                "SIPFLEET_LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, wait: bool = True) -> "OperatorProcess":
+        assert self.proc is None or self.proc.poll() is not None, "operator already running"
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sipfleet_operator.main"],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_live()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def live(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"sipfleet-operator exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def wait_live(self, timeout: float = 90) -> None:
+        wait_for(self.live, timeout=timeout, interval=0.2, message="sipfleet-operator liveness", ignore=(OSError,))
+
+    def kill(self) -> None:
+        """SIGKILL (no cleanup at all), as a crash or an OOM kill would."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus text parsed into {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the operator process (from /proc)."""
+        if not self.alive():
+            return None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
