@@ -1,7 +1,324 @@
-"""Placeholder until its issue lands."""
+"""Fleet benchmarks through the operator (numbers are printed, never asserted).
+
+``sipfleet bench converge`` apply N accounts (default 200) -> time until all are Registered (and Ready)
+``sipfleet bench repair``   N accounts (default 100) in routeMode account drift at once (reregister annotation)
+                            -> time from drift seen to repaired per account (p50/p99), checked on the wire
+``sipfleet bench steady``   N accounts (default 50) converge, then nothing changes for D seconds (default 300):
+                            API writes per account (apiserver's apiserver_request_total and the operator's own
+                            counter) and the operator's RSS
+
+Each run uses a local cluster (``--cluster``, default ``bench``, started when not running and stopped afterwards
+unless ``--keep``), a SIP lab on ``--subnet`` (default 127.0.40) and a ``sipfleet-operator`` child process
+watching only the benchmark's namespace. Everything binds to loopback; every process is stopped by PID.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import re
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    for name, func, default_n, help_text in (
+        ("converge", _converge, 200, "apply N accounts, time until all Registered"),
+        ("repair", _repair, 100, "drift N accounts at once, time to repaired (p50/p99), checked on the wire"),
+        ("steady", _steady, 50, "API writes per account and operator RSS while nothing changes"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--accounts", "-n", type=int, default=default_n)
+        p.add_argument("--cluster", default="bench", help="local cluster name (started if not running)")
+        p.add_argument("--subnet", default="127.0.40", help="SIP lab loopback /24 prefix")
+        p.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
+        p.add_argument("--keep", action="store_true", help="leave cluster, lab and namespace running")
+        if name == "steady":
+            p.add_argument("--duration", type=float, default=300, help="observation window in seconds")
+        p.set_defaults(func=func)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1)))))
+    return v[k]
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f} ms" if v < 10000 else f"{v / 1000:.1f} s"
+
+
+class Env:
+    """Cluster + lab + operator + namespace for one benchmark run."""
+
+    def __init__(self, args: argparse.Namespace, stack: ExitStack):
+        from kubernetes import client
+
+        from sipfleet.localenv.cluster import LocalCluster
+        from sipfleet.localenv.siplab import SipLab
+        from sipfleet_operator.process import OperatorProcess
+
+        self.args = args
+        t = time.monotonic()
+        self.cluster = LocalCluster(args.cluster)
+        started_cluster = not self.cluster.running()
+        self.cluster.up(timeout=300)
+        if started_cluster and not args.keep:
+            stack.callback(self.cluster.down)
+        self.lab = SipLab(f"bench-{args.cluster}", subnet=args.subnet, shm_mb=512)
+        started_lab = not self.lab.is_up()
+        self.lab.up(timeout=120)
+        if started_lab and not args.keep:
+            stack.callback(self.lab.down)
+        self.api = self.cluster.api_client()
+        stack.callback(self.api.close)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self._apply_crd()
+        self.ns = f"bench-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": self.ns, "labels": {"sipfleet.io/bench": "true"}}})
+        if not args.keep:
+            stack.callback(self._delete_namespace)
+        log_dir = Path(tempfile.mkdtemp(prefix="sipfleet-bench-"))
+        self.operator = OperatorProcess(self.cluster.kubeconfig, log_dir / "operator.log", namespaces=self.ns)
+        self.operator.start()
+        stack.callback(self.operator.stop)
+        print(f"# cluster {args.cluster}, lab {args.subnet}.x, namespace {self.ns}, operator log "
+              f"{self.operator.log_path} (setup {time.monotonic() - t:.1f} s)", flush=True)
+
+    def _apply_crd(self) -> None:
+        self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                             str(Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"))
+        self.cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+
+    def _delete_namespace(self) -> None:
+        try:
+            self.core.delete_namespace(self.ns)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+    def create_accounts(self, n: int, prefix: str, **spec_extra: Any) -> list[tuple[str, str]]:
+        """(account name, lab username) for n new accounts; users, Secrets and SipAccounts created."""
+        out = []
+        creds = [(f"{prefix}{i:03d}x{uuid.uuid4().hex[:4]}", secrets.token_urlsafe(10)) for i in range(n)]
+        self.lab.add_users(creds)
+        for i, (user, password) in enumerate(creds):
+            name = f"{prefix}{i:03d}"
+            self.core.create_namespaced_secret(
+                self.ns, {"metadata": {"name": f"{name}-creds"}, "stringData": {"username": user, "password": password}}
+            )
+            out.append((name, user))
+        self.created_at: dict[str, float] = {}
+        for name, user in out:
+            spec = {
+                "aor": self.lab.aor(user), "registrar": self.lab.registrar_uri(), "route": [self.lab.proxy_uri()],
+                "credentials": {"secretName": f"{name}-creds"}, **spec_extra,
+            }
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.ns, PLURAL,
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SipAccount", "metadata": {"name": name}, "spec": spec},
+            )
+            self.created_at[name] = time.time()
+        return out
+
+    def accounts(self) -> list[dict]:
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)["items"]
+
+    @staticmethod
+    def cond(obj: dict, type_: str) -> dict | None:
+        return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+    def wait_all(self, names: set[str], pred, what: str, timeout: float) -> dict[str, float]:
+        """Poll until pred(obj) holds for every name; returns when each was first seen so."""
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        last_print = 0.0
+        while time.monotonic() < deadline:
+            now = time.time()
+            for obj in self.accounts():
+                n = obj["metadata"]["name"]
+                if n in names and n not in seen and pred(obj):
+                    seen[n] = now
+            if len(seen) == len(names):
+                return seen
+            if time.monotonic() - last_print > 10:
+                last_print = time.monotonic()
+                print(f"  ... {len(seen)}/{len(names)} {what}", flush=True)
+            time.sleep(0.5)
+        print(f"  TIMEOUT: {len(seen)}/{len(names)} {what} after {timeout:.0f} s", flush=True)
+        return seen
+
+    def apiserver_writes(self) -> dict[str, float]:
+        """apiserver_request_total summed by resource for write verbs (all clients)."""
+        text = self.cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
+                continue
+            key = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+
+def _registered(obj: dict) -> bool:
+    c = Env.cond(obj, "Registered")
+    return bool(c and c["status"] == "True")
+
+
+def _ready(obj: dict) -> bool:
+    c = Env.cond(obj, "Ready")
+    return bool(c and c["status"] == "True")
+
+
+# ---------------------------------------------------------------------------------------------------- converge
+
+
+def _converge(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        env = Env(args, stack)
+        t0 = time.time()
+        accs = env.create_accounts(args.accounts, "cv")
+        t_applied = time.time()
+        print(f"applied {len(accs)} SipAccounts (+ Secrets) in {t_applied - t0:.1f} s", flush=True)
+        names = {n for n, _ in accs}
+        seen = env.wait_all(names, _registered, "Registered", args.timeout)
+        ready = env.wait_all(names, _ready, "Ready", 120)
+        lat = [(seen[n] - env.created_at[n]) * 1000 for n in seen]
+        agents = len(env.core.list_namespaced_config_map(
+            env.ns, label_selector="app.kubernetes.io/managed-by=sipfleet-operator").items)
+        print(json.dumps({
+            "benchmark": "converge", "accounts": len(names), "registered": len(seen), "ready": len(ready),
+            "agents": agents,
+            "all_registered_after_apply_s": round(max(seen.values()) - t0, 2) if seen else None,
+            "per_account_to_registered_p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+            "operator_rss_mib": round((env.operator.rss_bytes() or 0) / 2**20, 1),
+        }), flush=True)
+        return 0 if len(seen) == len(names) else 1
+
+
+# ---------------------------------------------------------------------------------------------------- repair
+
+
+def _repair(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        env = Env(args, stack)
+        accs = env.create_accounts(args.accounts, "rp", routeMode="account",
+                                   drift={"repairTimeoutSeconds": 30, "maxPodRestarts": 1})
+        names = {n for n, _ in accs}
+        user_of = dict(accs)
+        seen = env.wait_all(names, _ready, "Ready", args.timeout)
+        if len(seen) != len(names):
+            return 1
+        t0 = time.time()
+        for n in names:  # everyone drifts at once: setRegistration(False/True) in account mode (PJSIP #4066)
+            env.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, env.ns, PLURAL, n, {"metadata": {"annotations": {"sipfleet.io/reregister": "b1"}}})
+        print(f"reregister requested for {len(names)} accounts in {time.time() - t0:.1f} s", flush=True)
+
+        def repaired(obj: dict) -> bool:
+            st = obj.get("status") or {}
+            lad = st.get("ladder") or {}
+            return lad.get("phase") == "Idle" and lad.get("lastDurationMs") is not None and _ready(obj) \
+                and (st.get("route") or {}).get("inSync") is True
+        done = env.wait_all(names, repaired, "repaired", args.timeout)
+        drifted = repaired_ok = 0
+        durations = []
+        wall = []
+        regs = env.lab.wire(since=t0, method="REGISTER")
+        for obj in env.accounts():
+            n = obj["metadata"]["name"]
+            if n not in names:
+                continue
+            user = user_of[n]
+            mine = [r for r in regs if f":{user}@" in r.from_uri]
+            at_e = [r.at for r in mine if r.node == "E"]
+            if not at_e:
+                continue
+            drifted += 1
+            t_drift = max(at_e)
+            if any(r.node == "P" and r.at > t_drift for r in mine):
+                repaired_ok += 1
+                t_fix = min(r.at for r in mine if r.node == "P" and r.at > t_drift)
+                wall.append((t_fix - min(at_e)) * 1000)
+            lad = (obj.get("status") or {}).get("ladder") or {}
+            if lad.get("lastDurationMs") is not None and n in done:
+                durations.append(float(lad["lastDurationMs"]))
+        methods: dict[str, int] = {}
+        for obj in env.accounts():
+            m = ((obj.get("status") or {}).get("ladder") or {}).get("lastMethod")
+            methods[m] = methods.get(m, 0) + 1
+        print(json.dumps({
+            "benchmark": "repair", "accounts": len(names), "drifted_on_wire": drifted,
+            "repaired_on_wire": repaired_ok, "repaired_status": len(done), "methods": methods,
+            "status_duration_p50_ms": _pct(durations, 50), "status_duration_p99_ms": _pct(durations, 99),
+            "wire_first_drift_to_via_P_p50_ms": _pct(wall, 50), "wire_p99_ms": _pct(wall, 99),
+            "all_repaired_after_s": round(max(done.values()) - t0, 2) if done else None,
+        }), flush=True)
+        return 0 if repaired_ok == drifted == len(names) else 1
+
+
+# ---------------------------------------------------------------------------------------------------- steady
+
+
+def _steady(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        env = Env(args, stack)
+        accs = env.create_accounts(args.accounts, "st")
+        names = {n for n, _ in accs}
+        seen = env.wait_all(names, _ready, "Ready", args.timeout)
+        if len(seen) != len(names):
+            return 1
+        # let the tail of the start-up settle (agents' first status writes, kopf's bookkeeping)
+        time.sleep(15)
+        m0 = env.operator.metrics()
+        a0 = env.apiserver_writes()
+        rss0 = env.operator.rss_bytes() or 0
+        t0 = time.monotonic()
+        print(f"observing {len(names)} accounts for {args.duration:.0f} s with nothing changing ...", flush=True)
+        while time.monotonic() - t0 < args.duration:
+            time.sleep(min(30, args.duration - (time.monotonic() - t0)))
+            print(f"  ... {time.monotonic() - t0:.0f} s", flush=True)
+        m1 = env.operator.metrics()
+        a1 = env.apiserver_writes()
+        op_writes = {
+            k: m1[k] - m0.get(k, 0.0) for k in m1
+            if k.startswith("sipfleet_operator_api_writes_total") and m1[k] - m0.get(k, 0.0) > 0
+        }
+        api_delta = {k: a1[k] - a0.get(k, 0.0) for k in a1 if a1[k] - a0.get(k, 0.0) > 0}
+        minutes = args.duration / 60.0
+        op_total = sum(op_writes.values())
+        sa_writes = sum(v for k, v in api_delta.items() if k.startswith("sipaccounts"))
+        print(json.dumps({
+            "benchmark": "steady", "accounts": len(names), "window_s": args.duration,
+            "operator_writes_total": op_total,
+            "operator_writes_per_account_per_10min": round(op_total / len(names) / minutes * 10, 4),
+            "operator_writes": op_writes,
+            "apiserver_writes_by_resource_all_clients": api_delta,
+            "sipaccount_writes_per_account_per_10min_all_clients": round(sa_writes / len(names) / minutes * 10, 4),
+            "operator_rss_mib_start": round(rss0 / 2**20, 1),
+            "operator_rss_mib_end": round((env.operator.rss_bytes() or 0) / 2**20, 1),
+        }), flush=True)
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd", required=True))
+    ns = parser.parse_args()
+    sys.exit(ns.func(ns))
