@@ -1,0 +1,57 @@
+"""Small pure helpers of the operator: Secret checks, pod state, settings from the environment, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sipfleet.api import models as m
+from sipfleet_operator.config import Settings
+from sipfleet_operator.engine import pod_state, secret_problem
+from sipfleet_operator.logs import JsonFormatter
+
+CREDS = m.CredentialsRef(secret_name="creds", password_key="pw")
+
+
+def test_secret_problem():
+    assert secret_problem(None, CREDS).problem == "Secret creds not found"
+    ok = secret_problem({"metadata": {"resourceVersion": "7"}, "data": {"username": "YQ==", "pw": "Yg=="}}, CREDS)
+    assert ok == type(ok)("7", None)
+    bad = secret_problem({"metadata": {"resourceVersion": "8"}, "data": {"username": "YQ=="}}, CREDS)
+    assert bad.version == "8" and "pw" in bad.problem and "YQ" not in bad.problem
+    empty = secret_problem({"metadata": {}, "data": {"username": "", "pw": "Yg=="}}, CREDS)
+    assert "username" in empty.problem
+
+
+def test_pod_state():
+    pod = {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                   "containerStatuses": [{"restartCount": 2}]},
+    }
+    st = pod_state(pod, ever_ready=False)
+    assert st.ready and st.ever_ready and st.restarts == 2 and not st.deleting and st.name == "p"
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    pod["status"]["conditions"][0]["status"] = "False"
+    pod["status"]["containerStatuses"][0]["restartCount"] = 0
+    st = pod_state(pod, ever_ready=True)
+    assert st.deleting and not st.ready and st.ever_ready
+    assert not pod_state({"metadata": {"name": "q"}, "status": {"phase": "Pending"}}, False).ever_ready
+
+
+def test_settings_from_env():
+    s = Settings.from_env({})
+    assert s.agent_image == "sipfleet/agent:0.1.0" and s.standalone and s.namespaces == ()
+    s = Settings.from_env({
+        "SIPFLEET_AGENT_IMAGE": "x/agent:2", "SIPFLEET_WATCH_NAMESPACES": "a, b,", "SIPFLEET_METRICS_PORT": "0",
+        "SIPFLEET_STANDALONE": "false", "SIPFLEET_LIVENESS_ENDPOINT": "", "SIPFLEET_WATCH_SERVER_TIMEOUT": "60",
+    })
+    assert (s.agent_image, s.namespaces, s.metrics_port, s.standalone) == ("x/agent:2", ("a", "b"), 0, False)
+    assert s.liveness_endpoint is None and s.server_timeout == 60
+
+
+def test_json_log_lines():
+    rec = logging.LogRecord("sipfleet.operator", logging.INFO, __file__, 1, "placed %s", ("ns/a",), None)
+    rec.k8s_ref = {"namespace": "ns", "name": "a"}
+    doc = json.loads(JsonFormatter().format(rec))
+    assert doc["msg"] == "placed ns/a" and doc["level"] == "info" and doc["object"] == "ns/a"
