@@ -97,7 +97,7 @@ def test_deployment_pod_is_scheduled_runs_ready_and_is_garbage_collected(cluster
     assert pod.metadata.owner_references[0].kind == "ReplicaSet"
     ip = pod.status.pod_ip
     assert ip.startswith("127.") and ip != "127.0.0.1"
-    assert [i.ip for i in pod.status.pod_i_ps] == [ip]
+    assert [i.ip for i in pod.status.pod_ips] == [ip]
     assert pod.status.host_ip == "127.0.0.1"
     cs = pod.status.container_statuses[0]
     assert cs.ready and cs.started and cs.restart_count == 0 and cs.state.running is not None
@@ -305,3 +305,116 @@ def test_unknown_image_waits_with_a_clear_reason(cluster, k8s, namespace):
     assert pod.status.phase == "Pending"
     cs = pod.status.container_statuses[0]
     assert cs.restart_count == 0 and not cs.ready and not cs.container_id
+
+
+def test_runner_restart_adopts_pods_and_sigterm_stops_them(cluster, k8s, namespace, tmp_path):
+    """A second node runner (own node, tainted so nothing else lands there): killed with SIGKILL its pod's
+    process survives; the next runner stops it and restarts the container (restartCount 1, same pod IP);
+    SIGTERM stops the runner and its processes."""
+    import os
+    import random
+    import signal
+    import subprocess
+
+    from sipfleet.localenv.noderunner import stop_recorded_processes
+
+    core = client.CoreV1Api(k8s)
+    node = f"h2-test-{uuid.uuid4().hex[:6]}"
+    state = tmp_path / "node"
+    subnet = f"127.0.{random.randint(230, 254)}"
+    taint = {"key": "sipfleet.io/test-node", "value": node, "effect": "NoSchedule"}
+    cmd = [PY, "-m", "sipfleet.localenv.noderunner", "--kubeconfig", str(cluster.kubeconfig), "--node-name", node,
+           "--state-dir", str(state), "--pod-subnet", subnet,
+           "--register-with-taints", f"{taint['key']}={taint['value']}:{taint['effect']}"]
+    log = tmp_path / "runner.log"
+    runners: list[subprocess.Popen] = []
+
+    def start_runner() -> subprocess.Popen:
+        with open(log, "ab") as out:
+            r = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+        runners.append(r)
+        return r
+
+    def cleanup():
+        for r in runners:
+            if r.poll() is None:
+                r.terminate()
+                try:
+                    r.wait(30)
+                except subprocess.TimeoutExpired:
+                    r.kill()
+                    r.wait()
+        stop_recorded_processes(state, grace=2)
+        try:
+            core.delete_namespaced_pod("adoptee", namespace, grace_period_seconds=0)
+        except ApiException:
+            pass
+        try:
+            core.delete_node(node)
+        except ApiException:
+            pass
+
+    try:
+        runner = start_runner()
+
+        def node_ready():
+            try:
+                n = core.read_node(node)
+            except ApiException:
+                return None
+            ready = [c for c in n.status.conditions or [] if c.type == "Ready" and c.status == "True"]
+            return n if ready else None
+
+        n = wait_for(node_ready, timeout=60, interval=0.3, message=f"node {node} Ready")
+        assert [(t.key, t.effect) for t in n.spec.taints or []] == [(taint["key"], taint["effect"])]
+        assert n.status.allocatable["cpu"] == "2" and n.status.allocatable["pods"] == "110"
+        lease = client.CoordinationV1Api(k8s).read_namespaced_lease(node, "kube-node-lease")
+        assert lease.spec.holder_identity == node
+
+        core.create_namespaced_pod(namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "adoptee"},
+            "spec": {
+                "nodeName": node,
+                "tolerations": [{**taint, "operator": "Equal"}],
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{"name": "main", "image": "busybox",
+                                "command": ["/bin/sh", "-c", "echo started; exec sleep 600"]}],
+            },
+        })
+
+        def running(restarts: int):
+            def check():
+                p = _pod(core, namespace, "adoptee")
+                if not p or not p.status.container_statuses:
+                    return None
+                cs = p.status.container_statuses[0]
+                return p if cs.state.running and cs.restart_count == restarts and p.status.phase == "Running" else None
+            return check
+
+        pod = wait_for(running(0), timeout=60, interval=0.3, message="adoptee running")
+        pid1, ip1 = _pid(pod), pod.status.pod_ip
+        assert ip1.startswith(subnet + ".")
+        st1 = proc_start_time(pid1)
+        pids = json.loads((state / "pids.json").read_text())
+        assert [p["pid"] for p in pids["processes"]] == [pid1]
+
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(30)
+        assert proc_alive(pid1, st1), "a container process outlives a SIGKILLed runner"
+
+        runner = start_runner()
+        pod = wait_for(running(1), timeout=60, interval=0.3, message="adoptee restarted by the new runner")
+        pid2 = _pid(pod)
+        assert pid2 != pid1 and not proc_alive(pid1, st1)
+        assert pod.status.pod_ip == ip1
+        assert pod.status.container_statuses[0].last_state.terminated.reason == "Unknown"
+        st2 = proc_start_time(pid2)
+        assert proc_alive(pid2, st2)
+
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(60) == 0
+        assert not proc_alive(pid2, st2), "SIGTERM to the runner stops its pods' processes"
+        assert json.loads((state / "pids.json").read_text())["processes"] == []
+        assert os.path.exists(log_path(state, namespace, "adoptee", "main", previous=True))
+    finally:
+        cleanup()

@@ -57,7 +57,19 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 
-def node_object(name: str) -> dict:
+def parse_taint(text: str) -> dict:
+    """``key=value:Effect`` or ``key:Effect`` (kubelet's --register-with-taints syntax) -> a Taint."""
+    kv, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute") or not kv:
+        raise ValueError(f"bad taint {text!r}: want key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+    key, _, value = kv.partition("=")
+    taint = {"key": key, "effect": effect}
+    if value:
+        taint["value"] = value
+    return taint
+
+
+def node_object(name: str, taints: list[dict] | None = None) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -72,7 +84,7 @@ def node_object(name: str) -> dict:
                 "sipfleet.io/node-runner": "true",
             },
         },
-        "spec": {},
+        "spec": {"taints": taints} if taints else {},
     }
 
 
@@ -116,13 +128,15 @@ def node_status(name: str, capacity: dict[str, str], host_ip: str, transitions: 
 
 
 class NodeHeartbeat(threading.Thread):
-    def __init__(self, kube: Kube, name: str, capacity: dict[str, str], host_ip: str, stop: threading.Event):
+    def __init__(self, kube: Kube, name: str, capacity: dict[str, str], host_ip: str, stop: threading.Event,
+                 taints: list[dict] | None = None):
         super().__init__(name="node-heartbeat", daemon=True)
         self.kube = kube
         self.node_name = name
         self.capacity = capacity
         self.host_ip = host_ip
         self.stop_event = stop
+        self.taints = list(taints or [])
         self.transitions: dict[str, str] = {}
         self.node_uid: str | None = None
         self.registered = threading.Event()
@@ -136,7 +150,7 @@ class NodeHeartbeat(threading.Thread):
         node = self.kube.get(f"/api/v1/nodes/{self.node_name}")
         if node is None:
             try:
-                node = self.kube.request("POST", "/api/v1/nodes", body=node_object(self.node_name))
+                node = self.kube.request("POST", "/api/v1/nodes", body=node_object(self.node_name, self.taints))
                 log.info("registered node %s", self.node_name)
             except KubeError as e:
                 if e.status != 409:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .kube import Kube, KubeError, kubeconfig_server
 from .logic import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, IPAllocator
-from .node import NodeHeartbeat, node_capacity
+from .node import NodeHeartbeat, node_capacity, parse_taint
 from .process import PidRegistry, stop_recorded
 from .worker import PodWorker
 
@@ -35,6 +35,7 @@ class NodeRunner:
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_cap: float = DEFAULT_BACKOFF_CAP,
         shutdown_grace: float = 5.0,
+        taints: list[dict] | None = None,
     ):
         self.kube = Kube(kubeconfig)
         self.node_name = node_name
@@ -63,8 +64,10 @@ class NodeRunner:
         self.pids = PidRegistry(state_dir)
         self.stop = threading.Event()
         self.workers: dict[str, PodWorker] = {}
+        self._finished: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.heartbeat = NodeHeartbeat(self.kube, node_name, self.node_capacity, self.host_ip, self.stop)
+        self.heartbeat = NodeHeartbeat(self.kube, node_name, self.node_capacity, self.host_ip, self.stop,
+                                      taints)
 
     # ------------------------------------------------------------------ API helpers used by workers/volumes
 
@@ -100,6 +103,11 @@ class NodeRunner:
     def forget(self, uid: str) -> None:
         with self._lock:
             self.workers.pop(uid, None)
+            # late events for a pod we already tore down (MODIFIED before DELETED) must not revive it
+            self._finished[uid] = time.monotonic()
+            if len(self._finished) > 1000:
+                cutoff = time.monotonic() - 600
+                self._finished = {u: t for u, t in self._finished.items() if t > cutoff}
 
     # ------------------------------------------------------------------ pods
 
@@ -108,7 +116,7 @@ class NodeRunner:
         with self._lock:
             w = self.workers.get(uid)
             if w is None:
-                if self.stop.is_set():
+                if self.stop.is_set() or uid in self._finished:
                     return
                 w = PodWorker(self, pod)
                 self.workers[uid] = w
@@ -231,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="container restart back-off cap in seconds (Kubernetes: 300)")
     p.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds the runner's processes get after SIGTERM when the runner itself stops")
+    p.add_argument("--register-with-taints", action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
+                   help="taint the Node when it is created (repeatable), as the kubelet's flag")
     p.add_argument("--log-level", default=os.environ.get("SIPFLEET_NODERUNNER_LOG", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -242,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = NodeRunner(
         args.kubeconfig, args.node_name, args.state_dir.resolve(), args.pod_subnet,
         backoff_base=args.backoff_base, backoff_cap=args.backoff_cap, shutdown_grace=args.shutdown_grace,
+        taints=[parse_taint(t) for t in args.register_with_taints],
     )
 
     def on_signal(signum: int, frame: Any) -> None:

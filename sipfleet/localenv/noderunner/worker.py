@@ -233,24 +233,26 @@ class PodWorker(threading.Thread):
             self.start_time = now_time()
         if self.ip is None:
             self.ip = self.runner.ipam.allocate(self.key)
-        if (not self.volumes_ready and now >= self.volume_retry) or (self.volumes_ready and self.vm.needs_refresh()):
+        if now >= self.volume_retry and (not self.volumes_ready or self.vm.needs_refresh()):
             try:
                 self.vm.setup(pod, self.ip)
                 self.volumes_ready = True
                 self.volume_error = None
                 self.volume_failures = 0
             except VolumeError as e:
+                self.volume_failures += 1
+                self.volume_retry = now + min(2 ** self.volume_failures, 30)
                 if not self.volumes_ready:
-                    self.volume_failures += 1
                     self.volume_error = str(e)
-                    self.volume_retry = now + min(2 ** self.volume_failures, 30)
                     for c in self.init_containers + self.containers:
                         if not c.running and not c.ever_started:
                             c.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}
+                if self.volume_failures == 1 or self.volume_failures % 10 == 0:
+                    log.warning("%s: volumes: %s", self.key, e)
+            except Exception as e:  # noqa: BLE001 - API errors (a 403 until the Node authorizer saw the pod): retry
+                self.volume_failures += 1
+                self.volume_retry = now + min(self.volume_failures, 10)
                 log.warning("%s: volumes: %s", self.key, e)
-            except Exception as e:  # noqa: BLE001 - API errors: retry
-                log.warning("%s: volumes: %s", self.key, e)
-                self.volume_retry = now + 5
         if not self.volumes_ready:
             return
         policy = pod["spec"].get("restartPolicy") or "Always"
@@ -332,8 +334,9 @@ class PodWorker(threading.Thread):
             return
         except KubeError as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": f"API error: {e}"}}
-            c.next_start = now + 5
+            c.next_start = now + 1
             return
+        raw_argv = argv  # logged and recorded unexpanded: $(VAR) may hold a secret
         argv = expand_argv(argv, env)
         workdir = c.spec.get("workingDir") or str(self.dir / "work")
         os.makedirs(workdir, exist_ok=True)
@@ -372,11 +375,11 @@ class PodWorker(threading.Thread):
                 "pod": self.pod_name,
                 "uid": self.uid,
                 "container": c.name,
-                "cmd": argv,
+                "cmd": raw_argv,
                 "log": str(log_file),
             },
         )
-        shown = shlex.join(argv)
+        shown = shlex.join(raw_argv)
         shown = shown if len(shown) <= 200 else shown[:200] + "..."
         log.info("%s/%s: started pid %d: %s", self.key, c.name, proc.pid, shown.replace("\n", "\\n"))
 
