@@ -154,13 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(whose API minimum is 60); not available in cluster mode")
     r.add_argument("--debug-hooks", action="store_true",
                    help="enable POST /debug/{ip-change,refresh,reregister,repair}[?account=NAME] on the HTTP address")
-    r.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL", "INFO"))
+    r.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL") or os.environ.get("SIPFLEET_LOG_LEVEL", "INFO"))
     r.add_argument("--pjsip-log-level", type=int, default=2, help="forward pjsip log lines up to this level (max 4)")
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("cluster", help="in a pod: watch the assignment ConfigMap, patch SipAccount status")
     c.add_argument("--self-heal", action="store_true")
     c.add_argument("--debug-hooks", action="store_true")
-    c.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL", "INFO"))
+    c.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL") or os.environ.get("SIPFLEET_LOG_LEVEL", "INFO"))
+    c.add_argument("--pjsip-log-level", type=int, default=2, help="forward pjsip log lines up to this level (max 4)")
     c.set_defaults(func=cmd_cluster)
     return p
 
