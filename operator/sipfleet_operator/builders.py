@@ -223,7 +223,7 @@ def build_pod_template(agent: Agent, settings: Settings) -> dict:
             "automountServiceAccountToken": True,
             "terminationGracePeriodSeconds": 15,
             "enableServiceLinks": False,
-            "securityContext": {
+            "securityContext": settings.agent_pod_security_context or {
                 "runAsNonRoot": True,
                 "runAsUser": 65532,
                 "runAsGroup": 65532,
@@ -248,11 +248,11 @@ def build_pod_template(agent: Agent, settings: Settings) -> dict:
                     ],
                     "readinessProbe": probe("/readyz", 2, 3),
                     "livenessProbe": probe("/healthz", 10, 3) | {"initialDelaySeconds": 5},
-                    "resources": {
+                    "resources": settings.agent_resources or {
                         "requests": {"cpu": settings.agent_cpu_request, "memory": settings.agent_memory_request},
                         "limits": {"cpu": settings.agent_cpu_limit, "memory": settings.agent_memory_limit},
                     },
-                    "securityContext": {
+                    "securityContext": settings.agent_security_context or {
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
                         "runAsNonRoot": True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -11,6 +12,15 @@ def _bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _json(value: str | None) -> dict | None:
+    if not value or not value.strip():
+        return None
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"expected a JSON object, not {value!r}")
+    return parsed or None
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,10 @@ class Settings:
     agent_cpu_limit: str = "500m"
     agent_memory_limit: str = "256Mi"
     agent_log_level: str = "info"
+    #: JSON overrides (the Helm chart passes them): container resources, pod and container securityContext
+    agent_resources: dict | None = None
+    agent_pod_security_context: dict | None = None
+    agent_security_context: dict | None = None
     #: empty: watch every namespace (cluster-wide)
     namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090  # 0 disables
@@ -51,6 +65,9 @@ class Settings:
             agent_image=env.get("SIPFLEET_AGENT_IMAGE", d.agent_image),
             agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
+            agent_resources=_json(env.get("SIPFLEET_AGENT_RESOURCES")),
+            agent_pod_security_context=_json(env.get("SIPFLEET_AGENT_POD_SECURITY_CONTEXT")),
+            agent_security_context=_json(env.get("SIPFLEET_AGENT_SECURITY_CONTEXT")),
             namespaces=namespaces,
             metrics_port=int(env.get("SIPFLEET_METRICS_PORT", d.metrics_port)),
             metrics_address=env.get("SIPFLEET_METRICS_ADDRESS", d.metrics_address),

@@ -55,3 +55,22 @@ def test_json_log_lines():
     rec.k8s_ref = {"namespace": "ns", "name": "a"}
     doc = json.loads(JsonFormatter().format(rec))
     assert doc["msg"] == "placed ns/a" and doc["level"] == "info" and doc["object"] == "ns/a"
+
+
+def test_agent_overrides_from_env_reach_the_deployment():
+    from sipfleet_operator import builders as b
+    from sipfleet_operator import placement as p
+
+    s = Settings.from_env({
+        "SIPFLEET_AGENT_RESOURCES": '{"limits": {"memory": "1Gi"}}',
+        "SIPFLEET_AGENT_POD_SECURITY_CONTEXT": '{"runAsNonRoot": true, "runAsUser": 1000}',
+        "SIPFLEET_AGENT_SECURITY_CONTEXT": '{"readOnlyRootFilesystem": true}',
+    })
+    spec = m.SipAccountSpec(aor="sip:a@b.c", registrar="sip:r", route=["sip:p;lr"], credentials={"secretName": "s"})
+    agent = p.place({}, p.GroupKey.for_spec("ns", "a", spec), "a")
+    agent = agent.fleet[agent.agent]
+    d = b.build_deployment(agent, [b.HostedAccount("a", "ns", "u", 1, spec)], s)
+    pod = d["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000}
+    assert pod["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+    assert pod["containers"][0]["securityContext"] == {"readOnlyRootFilesystem": True}
