@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import kopf
+from pydantic import ValidationError
 
 from sipfleet.api import models as m
 
@@ -80,6 +81,9 @@ async def reconcile(body, **_) -> None:
         await engine().reconcile_account(dict(body))
     except ApiError as e:
         raise _temporary(e, "reconcile") from e
+    except ValidationError as e:  # the CRD admitted it, the models do not: a bug, retrying will not help
+        metrics.RECONCILE_ERRORS.labels(where="spec").inc()
+        raise kopf.PermanentError(f"spec rejected by the API models: {e.errors()[:1]}") from e
 
 
 @kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL)
