@@ -1,0 +1,112 @@
+"""Cluster mode of the agent against the real kube-apiserver and the real SIP lab (no operator): the
+assignment comes from a ConfigMap (watched), credentials from a Secret, status is merge-patched onto the
+SipAccount's status subresource; a repair token in the ConfigMap is carried out and acknowledged."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sipfleet.api.models import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sipfleet.localenv.waiting import wait_for
+from sipfleet_agent.siplog import normalize_uri
+from tests.fixtures.agent import HTTP_PORT
+
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
+
+
+def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, sipaccount_crd, lab, lab_user, tmp_path):
+    import urllib.request
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    objs = client.CustomObjectsApi(k8s)
+    user, password = lab_user("k8s")
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "creds"}, "stringData": {"username": user, "password": password}})
+    reg = {"expiresSeconds": 60, "retryIntervalSeconds": 5, "firstRetryIntervalSeconds": 1, "jitterSeconds": 0}
+    spec = {
+        "aor": lab.aor(user), "registrar": lab.registrar_uri(), "route": [lab.proxy_uri()], "routeMode": "account",
+        "credentials": {"secretName": "creds"}, "registration": reg,
+    }
+    for name, secret in (("acc1", "creds"), ("acc2", "missing-secret")):
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name},
+                "spec": dict(spec, credentials={"secretName": secret}, aor=lab.aor(user if name == "acc1" else "nobody"))}
+        objs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def account(name, secret, aor, **extra):
+        return {"name": name, "namespace": namespace, "aor": aor, "registrar": lab.registrar_uri(),
+                "route": [lab.proxy_uri()], "routeMode": "account", "registration": reg,
+                "credentials": {"secretName": secret}, **extra}
+
+    def assignment(**extra):
+        return {"agent": "agent-k", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50},
+                "accounts": [account("acc1", "creds", lab.aor(user), **extra),
+                             account("acc2", "missing-secret", lab.aor("nobody"))]}
+
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-k"},
+                                                  "data": {"assignment.json": json.dumps(assignment())}})
+    pod_ip = f"{lab.subnet}.245"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": "agent-k",
+           "SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-k", "POD_NAME": "agent-k-pod", "POD_NAMESPACE": namespace,
+           "POD_IP": pod_ip, "PYTHONUNBUFFERED": "1"}
+    stderr_path = tmp_path / "agent.stderr"
+    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "cluster", "--debug-hooks"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"), stdin=subprocess.DEVNULL)
+
+    def tail() -> str:
+        return "\n".join(stderr_path.read_text(errors="replace").splitlines()[-30:])
+
+    def status(name):
+        assert proc.poll() is None, tail()
+        return (objs.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name) or {}).get("status") or {}
+
+    try:
+        st = wait_for(lambda: (s := status("acc1")).get("registration", {}).get("state") == "Registered"
+                      and s.get("route", {}).get("inSync") is True and s, timeout=90, interval=0.2,
+                      message="acc1 Registered in status")
+        assert st["agent"]["pod"] == "agent-k-pod" and st["agent"]["name"] == "agent-k"
+        assert [normalize_uri(u) for u in st["route"]["effective"]] == [normalize_uri(lab.proxy_uri())]
+        assert st["route"]["firstHop"] == f"udp:{lab.hostport('P')}"
+        bad = wait_for(lambda: (s := status("acc2")).get("registration", {}).get("state") == "Failed" and s,
+                       timeout=60, interval=0.2, message="acc2 Failed (no Secret)")
+        assert "missing-secret" in bad["registration"]["reason"]
+        assert password not in json.dumps(status("acc1")) + stderr_path.read_text(errors="replace")
+
+        # Drift (account mode, setRegistration False/True), then a repair token through the ConfigMap.
+        req = urllib.request.Request(f"http://{pod_ip}:{HTTP_PORT}/debug/reregister?account=acc1", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=20).read()
+        wait_for(lambda: status("acc1").get("route", {}).get("inSync") is False, timeout=60, interval=0.2,
+                 message="drift in status")
+        t = time.time()
+        core.patch_namespaced_config_map("agent-k", namespace,
+                                         {"data": {"assignment.json": json.dumps(assignment(repairToken="tok-1"))}})
+        st = wait_for(lambda: (s := status("acc1")).get("agent", {}).get("repairTokenAck") == "tok-1"
+                      and s["route"].get("inSync") is True and s, timeout=60, interval=0.2, message="repair acked")
+        rep = st["route"]["lastRepair"]
+        assert rep["token"] == "tok-1" and rep["trigger"] == "operator" and rep["result"] == "repaired"
+        rec = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0", node="P", method="REGISTER",
+                            since=t, timeout=60)
+        assert [normalize_uri(u) for u in rec.route] == [normalize_uri(lab.proxy_uri())]
+        with urllib.request.urlopen(f"http://{pod_ip}:{HTTP_PORT}/readyz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+                rc = None
+        else:
+            rc = proc.returncode
+    assert rc == 0, tail()
+    assert lab.contacts(user) == []
