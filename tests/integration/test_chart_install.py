@@ -167,10 +167,19 @@ def _condition(obj: dict, typ: str) -> str | None:
     return None
 
 
+def _log_tail(cluster, namespace: str, pod: str, lines: int = 60) -> str:
+    try:
+        path = cluster.container_log(pod, namespace)
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except Exception as e:  # noqa: BLE001 (diagnostics only)
+        return f"(no log: {e})"
+
+
 def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s, helm, namespace, lab, lab_user):
     core = client.CoreV1Api(k8s)
     custom = client.CustomObjectsApi(k8s)
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+    pod = None
 
     out = helm("install", RELEASE, str(CHART), "--namespace", namespace,
                "--set", f"watchNamespaces={{{namespace}}}", "--set", "logFormat=text").stdout
@@ -224,6 +233,11 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
         wait_for(lambda: not client.AppsV1Api(k8s).list_namespaced_deployment(
             namespace, label_selector="app.kubernetes.io/component=agent").items,
             timeout=120, message="agent Deployments gone")
+    except Exception as e:
+        agents = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=agent").items
+        logs = [f"operator {pod.metadata.name}:\n{_log_tail(cluster, namespace, pod.metadata.name)}"] if pod else []
+        logs += [f"agent {a.metadata.name}:\n{_log_tail(cluster, namespace, a.metadata.name)}" for a in agents]
+        raise AssertionError(f"{e}\n\n" + "\n\n".join(logs)) from e
     finally:
         helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s", check=False)
 

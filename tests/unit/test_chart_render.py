@@ -114,8 +114,8 @@ def test_default_render(helm):
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert_restricted(pod["securityContext"], c["securityContext"])
-    # a read-only root filesystem needs a writable /tmp
-    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    # the operator writes no files: no volumes besides the projected ServiceAccount token
+    assert not c.get("volumeMounts") and not pod.get("volumes")
 
     env = env_of(c)
     assert env["SIPFLEET_AGENT_IMAGE"] == "sipfleet/agent:0.1.0"
