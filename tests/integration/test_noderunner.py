@@ -10,6 +10,7 @@ import json
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -223,6 +224,14 @@ def test_env_volumes_and_in_cluster_login(cluster, k8s, namespace):
         return p if p and p.status.phase in ("Succeeded", "Failed") else None
 
     pod = wait_for(finished, timeout=120, interval=0.5, message="the inspector pod to finish")
+    # the mount point the runner created on the host is empty there (the secret was mounted privately)
+    host_mount = Path("/run/sipfleet-test/secret")
+    assert not (host_mount / "greeting").exists()
+    for d in (host_mount, host_mount.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
     text = _log(cluster, namespace, "inspector", "main")
     assert pod.status.phase == "Succeeded", text
     line = next(ln for ln in text.splitlines() if ln.startswith("RESULT "))

@@ -190,8 +190,11 @@ class NodeHeartbeat(threading.Thread):
             log.info("removed taints %s from node %s",
                      sorted({t["key"] for t in taints if t.get("key") in MANAGED_TAINTS}), self.node_name)
         except KubeError as e:
-            if e.status != 409:
+            # 409: changed meanwhile (next check retries); 403: e.g. NodeRestriction forbids it - not fatal
+            if e.status not in (409, 403):
                 raise
+            if e.status == 403:
+                log.warning("cannot remove taints from node %s: %s", self.node_name, e)
 
     def post_status(self) -> None:
         self.kube.request(

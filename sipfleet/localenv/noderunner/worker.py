@@ -97,6 +97,7 @@ class PodWorker(threading.Thread):
         self.cv = threading.Condition()
         self.gone = False
         self.shutting_down = False
+        self._waited = False  # the first sync runs at once
         self.ip: str | None = None
         self.vm = VolumeManager(self.dir, runner, runner.node_capacity)
         self.volumes_ready = False
@@ -199,7 +200,9 @@ class PodWorker(threading.Thread):
 
     def _step(self) -> bool:
         with self.cv:
-            self.cv.wait(TICK)
+            if self._waited:
+                self.cv.wait(TICK)
+            self._waited = True
             pod = self.pod
             gone = self.gone
             shutting_down = self.shutting_down
