@@ -142,6 +142,9 @@ class SippResult:
     errors: list[str]  # lines of SIPp's error log (bounded)
     stdout_tail: str
     logs: list[str] = dataclasses.field(default_factory=list)  # the scenario's <log> lines (-trace_logs)
+    # response times per SIPp rtd number, ms (SIPp's clock has 1 ms resolution); register.xml:
+    # "1" = REGISTER -> 401, "2" = authenticated REGISTER -> 200
+    rtts_by_rtd: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def codes(self) -> list[int | str]:
@@ -389,6 +392,7 @@ class SipLab:
         # main thread, since the kernel signals when the creating *thread* exits
         self.die_with_parent = bool(die_with_parent)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._wire_lock = threading.Lock()
         self._wire_cache: dict[str, tuple[int, int, list[WireRecord]]] = {}  # node -> (inode, offset, records)
 
     # ---------------------------------------------------------------- addresses
@@ -521,9 +525,13 @@ class SipLab:
                 self._write_json("inject.json", {n: "normal" for n in NODES})
                 self.logs_dir.mkdir(parents=True, exist_ok=True)
                 for n in NODES:
+                    # a new file (new inode) so readers in other processes notice and start over
+                    with contextlib.suppress(FileNotFoundError):
+                        self.log_path(n).unlink()
                     with open(self.log_path(n), "wb"):
                         pass
-                self._wire_cache.clear()
+                with self._wire_lock:
+                    self._wire_cache.clear()
             self._write_json(
                 "lab.json",
                 {
@@ -898,6 +906,10 @@ class SipLab:
 
     # ---------------------------------------------------------------- wire log
     def _read_node_records(self, node: str) -> list[WireRecord]:
+        with self._wire_lock:
+            return self._read_node_records_locked(node)
+
+    def _read_node_records_locked(self, node: str) -> list[WireRecord]:
         path = self.log_path(node)
         try:
             st = path.stat()
@@ -1257,7 +1269,8 @@ def start_sipp(
         "-timeout_error",
         "-max_retrans", "5",
         "-d", str(int(pause_ms)),
-        "-cp", str(_free_port("127.0.0.1", (socket.SOCK_DGRAM,))),
+        "-ci", lip,
+        "-cp", str(_free_port(lip, (socket.SOCK_DGRAM,))),
         "-mi", lip,
         "-mp", str(_free_port(lip, (socket.SOCK_DGRAM,))),
     ]
@@ -1323,8 +1336,9 @@ def _collect_sipp(
     log_lines: list[str] = []
     logs = run_dir / f"{stem}_{pid}_logs.log"
     if logs.exists():
-        log_lines = logs.read_text(errors="replace").splitlines()[:10000]
-        for line in log_lines:
+        all_lines = logs.read_text(errors="replace").splitlines()
+        log_lines = all_lines[:10000]
+        for line in all_lines:
             m = re.search(r"FINAL (\S+) (\d{3})", line)
             if m:
                 final[m.group(1)] = int(m.group(2))
@@ -1333,14 +1347,17 @@ def _collect_sipp(
     if err.exists():
         errors = _parse_sipp_errors(err.read_text(errors="replace"), final)
     rtts: list[float] = []
+    by_rtd: dict[str, list[float]] = {}
     rtt = run_dir / f"{stem}_{pid}_rtt.csv"
     if rtt.exists():
         for row in csv.reader(rtt.read_text(errors="replace").splitlines(), delimiter=";"):
             if len(row) >= 2:
                 try:
-                    rtts.append(float(row[1]))
+                    v = float(row[1])
                 except ValueError:
                     continue
+                rtts.append(v)
+                by_rtd.setdefault(row[2].strip() if len(row) > 2 else "1", []).append(v)
     stats: dict[str, str] = {}
     st = run_dir / f"{stem}_{pid}_.csv"
     if not st.exists():
@@ -1387,4 +1404,5 @@ def _collect_sipp(
         errors=errors[:200],
         stdout_tail=out,
         logs=log_lines,
+        rtts_by_rtd=by_rtd,
     )
