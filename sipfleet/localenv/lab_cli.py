@@ -36,6 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("stop-node", help="stop one node (by PID)")
     p.add_argument("node")
+    p.add_argument("--kill", action="store_true", help="SIGKILL all of the node's processes (a crash)")
     p.set_defaults(func=_stop_node)
 
     p = sub.add_parser("start-node", help="start one node again on the same address")
@@ -145,7 +146,7 @@ def _inject(args: argparse.Namespace) -> int:
 
 def _stop_node(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    lab.stop_node(args.node)
+    lab.stop_node(args.node, hard=args.kill)
     print(f"{args.node.upper()} stopped")
     return 0
 

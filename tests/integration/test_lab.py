@@ -329,6 +329,34 @@ def test_contacts_survive_proxy_restart_but_not_registrar_restart(clean_lab, lab
     assert _only_call(_register(lab, user))[1] == 200  # users are kept
 
 
+def test_hard_stop_kills_every_process_of_the_node(clean_lab, lab_user):
+    lab = clean_lab
+    old = lab.node("E")
+    group = [p for p in _group(old.pid)]
+    assert len(group) > 1  # main + workers
+    lab.stop_node("E", hard=True)
+    assert not lab.node("E").running
+    wait_for(lambda: not _group(old.pid), timeout=60, message="all E processes gone")
+    new = lab.start_node("E")
+    assert new.running and new.pid != old.pid
+    user = lab_user("hard-")
+    assert _only_call(_register(lab, user, via="E"))[1] == 200
+
+
+def _group(pgid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(rest[2]) == pgid and rest[0] != "Z":
+                out.append(int(d))
+    return out
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -563,10 +563,12 @@ class SipLab:
                 self._start_locked(n, timeout=timeout)
         return self.node(n)
 
-    def stop_node(self, name: str) -> None:
+    def stop_node(self, name: str, hard: bool = False) -> None:
+        """Stop one node by PID: SIGTERM (Kamailio shuts down its children), or with ``hard`` SIGKILL to all
+        of the node's processes at once (a crash: sockets closed by the kernel)."""
         n = self._node_name(name)
         with self._locked():
-            self._stop_locked(n)
+            self._stop_locked(n, hard=hard)
 
     def restart_node(self, name: str, timeout: float = 60.0) -> LabNode:
         self.stop_node(name)
@@ -761,13 +763,16 @@ class SipLab:
         finally:
             s.close()
 
-    def _stop_locked(self, node: str, timeout: float = 15.0) -> None:
+    def _stop_locked(self, node: str, timeout: float = 15.0, hard: bool = False) -> None:
         pids = self._pids()
         entry = pids.get(node)
         pid = self._node_pid(node)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                if hard and os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)  # the node's own session/process group (start_new_session)
+                else:
+                    os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._alive_or_reap(node, pid):
                 time.sleep(0.02)
