@@ -1030,31 +1030,27 @@ class SipLab:
         """Run SIPp once, bounded in calls (``-m calls``) and time (``timeout`` seconds, then killed).
 
         ``scenario``: ``"register"`` (REGISTER with digest auth, users from ``users``), ``"unregister"``,
-        ``"uac_call"`` (INVITE -> 200 -> ACK -> pause -> BYE -> 200), ``"options"``, or a path to a scenario.
+        ``"uac_call"`` (INVITE -> 200 -> ACK -> pause ``pause_ms`` -> BYE -> 200), or a path to a scenario.
+        Per-call final codes land in ``final_codes`` (call-id -> code, or "timeout"); ``rtts_by_rtd`` holds the
+        scenario's response times (1 ms resolution).
         ``target``: a node name ("P", "R", "E"), ``ip:port`` or a SIP URI: where SIPp sends (first hop).
         ``route``: value for a ``Route:`` header (e.g. ``"<sip:127.0.10.1:5060;lr>"``), or None for none.
         ``ruri``: the Request-URI (default: R for REGISTER scenarios, the target for calls).
         """
-        return start_sipp(
-            self,
-            scenario,
-            target,
-            calls=calls,
-            concurrency=concurrency,
-            rate=rate,
-            timeout=timeout,
-            transport=transport,
-            users=users,
-            ruri=ruri,
-            route=route,
-            expires=expires,
-            pause_ms=pause_ms,
-            recv_timeout_ms=recv_timeout_ms,
-            local_ip=local_ip,
-            local_port=local_port,
-            keys=keys,
-            extra_args=extra_args,
-        ).wait()
+        for _attempt in range(3):
+            res = self._sipp_once(
+                scenario, target, calls=calls, concurrency=concurrency, rate=rate, timeout=timeout,
+                transport=transport, users=users, ruri=ruri, route=route, expires=expires, pause_ms=pause_ms,
+                recv_timeout_ms=recv_timeout_ms, local_ip=local_ip, local_port=local_port, keys=keys,
+                extra_args=extra_args,
+            )
+            # 254 (-2): SIPp could not bind; the free port it was given was taken in between: pick another
+            if res.returncode != 254 or local_port is not None or res.duration_s > 5:
+                break
+        return res
+
+    def _sipp_once(self, scenario: str, target: str, **kw: Any) -> SippResult:
+        return start_sipp(self, scenario, target, **kw).wait()
 
     def sipp_start(self, scenario: str, target: str | None, **kw: Any) -> "SippRun":
         """Like :meth:`sipp` but returns the running :class:`SippRun` (``.wait()`` / ``.stop()``)."""
@@ -1068,10 +1064,22 @@ class SipLab:
         It ends after ``calls`` calls or ``timeout`` seconds; ``.wait()`` gives its result, ``.stop()`` kills it.
         """
         kw.setdefault("recv_timeout_ms", int(timeout * 1000))
-        return start_sipp(
+        run = start_sipp(
             self, "uas", None, calls=calls, timeout=timeout, transport=transport,
             local_ip=local_ip, local_port=local_port, **kw,
         )
+        # return once SIPp holds its port, so a call sent right after finds it
+        kind = socket.SOCK_DGRAM if transport.lower() == "udp" else socket.SOCK_STREAM
+        deadline = time.monotonic() + 30
+        while run.running() and not _port_taken(local_ip, local_port, kind):
+            if time.monotonic() > deadline:
+                run.stop()
+                raise LabError(f"SIPp UAS did not bind {local_ip}:{local_port} within 30 s")
+            time.sleep(0.02)
+        if not run.running():
+            res = run.wait()
+            raise LabError(f"SIPp UAS exited at once ({res.returncode}): {res.stdout_tail[-800:]}")
+        return run
 
 
 def _parse_ul_lookup(out: str) -> list[str]:
@@ -1105,6 +1113,19 @@ def _free_port(ip: str, kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK
         if ok:
             return port
     raise LabError(f"no free port on {ip}")
+
+
+def _port_taken(ip: str, port: int, kind: int) -> bool:
+    t = socket.socket(socket.AF_INET, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind((ip, port))
+        return False
+    except OSError:
+        return True
+    finally:
+        t.close()
 
 
 def _resolve_target(lab: SipLab, target: str) -> tuple[str, int]:
