@@ -107,6 +107,7 @@ class Engine:
         self.ever_ready: set[str] = set()  # pod uids seen Ready once
         self.applied: dict[tuple[str, str, str], str] = {}
         self.synced_generation: dict[tuple[str, str], int] = {}
+        self.reconciled: dict[tuple[str, str], str] = {}  # digest of the inputs last reconciled
         self.frozen: dict[tuple[str, str], b.HostedAccount] = {}  # last hosted form (used while paused)
         self.agent_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.account_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -182,6 +183,7 @@ class Engine:
 
     def forget(self, ns: str, name: str) -> None:
         self.accounts.pop((ns, name), None)
+        self.reconciled.pop((ns, name), None)
         self.synced_generation.pop((ns, name), None)
         self.frozen.pop((ns, name), None)
 
@@ -212,12 +214,32 @@ class Engine:
 
     # ---------------------------------------------------------------------------------------------- placement
 
+    @staticmethod
+    def inputs_digest(body: dict) -> str:
+        """What placement and the assignment depend on: spec, the user annotations, the ladder's token.
+        (kopf's change detection sees spec changes only; annotations come through watch events.)"""
+        annotations = _meta(body).get("annotations") or {}
+        return _digest({
+            "spec": body.get("spec"),
+            "annotations": {k: annotations.get(k) for k in (b.ANNOTATION_PAUSED, b.ANNOTATION_REPAIR,
+                                                            b.ANNOTATION_REREGISTER)},
+            "ladder": ((body.get("status") or {}).get("ladder") or {}).get("token"),
+        })
+
+    def needs_reconcile(self, body: dict) -> bool:
+        ns, name = _ref(body)
+        if _meta(body).get("deletionTimestamp"):
+            return False
+        return self.reconciled.get((ns, name)) != self.inputs_digest(body)
+
     async def reconcile_account(self, body: dict) -> None:
         """create / update / resume: place the account and bring its agent's children in line."""
         await self.loaded.wait()
         self.remember(body)
         ns, name = _ref(body)
+        digest = self.inputs_digest(body)
         if is_paused(body) or _meta(body).get("deletionTimestamp"):
+            self.reconciled.pop((ns, name), None)  # un-pausing reconciles whatever changed meanwhile
             await self.refresh_status(ns, name)
             return
         spec = m.SipAccountSpec.model_validate(body.get("spec") or {})
@@ -225,6 +247,7 @@ class Engine:
         where = pl.find(self.fleet, ns, name)
         if secret.problem and where is None:
             log.info("%s/%s: %s; waiting for the Secret", ns, name, secret.problem)
+            self.reconciled[(ns, name)] = digest  # the Secret watch (and a slow retry) take it from here
             await self.refresh_status(ns, name)
             return
         plan = pl.place(self.fleet, pl.GroupKey.for_spec(ns, name, spec), name)
@@ -240,6 +263,7 @@ class Engine:
         gen = _meta(body).get("generation")
         if gen is not None:
             self.synced_generation[(ns, name)] = gen
+        self.reconciled[(ns, name)] = digest
         await self.refresh_status(ns, name)
 
     async def remove_account(self, body: dict) -> None:

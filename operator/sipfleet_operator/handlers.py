@@ -107,7 +107,13 @@ async def account_event(event, body, **_) -> None:
         return
     eng.remember(dict(body))
     try:
-        await eng.refresh_status(ns, name)
+        if eng.needs_reconcile(dict(body)):  # annotations (repair, reregister, paused) and un-pausing
+            await eng.reconcile_account(dict(body))
+        else:
+            await eng.refresh_status(ns, name)
+    except ValidationError as e:
+        metrics.RECONCILE_ERRORS.labels(where="spec").inc()
+        log.error("%s/%s: spec rejected by the API models: %s", ns, name, e.errors()[:1])
     except ApiError as e:
         metrics.RECONCILE_ERRORS.labels(where="status").inc()
         log.warning("%s/%s: status update failed: %s", ns, name, e)
