@@ -866,21 +866,45 @@ class SipLab:
 
         Only the HA1 hash is stored (users.json, mode 0600) and loaded into R's htable.
         """
-        if not _USERNAME_RE.match(username or ""):
-            raise LabError(f"bad username {username!r}: letters, digits and . _ ~ + - only")
-        if not isinstance(password, str) or not password:
-            raise LabError("password must be a non-empty string")
-        ha1 = digest_ha1(username, self.domain, password)
-        with self._locked():
-            users = self._users()
-            users[username] = ha1
-            self._write_json("users.json", users, mode=0o600)
-            if self._node_pid("R") is not None:
-                self.kamcmd("R", "htable.sets", "users", username, f"s:{ha1}")
+        self.add_users([(username, password)])
 
     def add_users(self, creds: Iterable[tuple[str, str]]) -> None:
-        for u, p in creds:
-            self.add_user(u, p)
+        """:meth:`add_user` for many users at once (one state write, one kamcmd run)."""
+        entries: list[tuple[str, str]] = []
+        for username, password in creds:
+            if not _USERNAME_RE.match(username or ""):
+                raise LabError(f"bad username {username!r}: letters, digits and . _ ~ + - only")
+            if not isinstance(password, str) or not password:
+                raise LabError("password must be a non-empty string")
+            entries.append((username, digest_ha1(username, self.domain, password)))
+        if not entries:
+            return
+        with self._locked():
+            users = self._users()
+            users.update(entries)
+            self._write_json("users.json", users, mode=0o600)
+            if self._node_pid("R") is not None:
+                # through stdin, so the hashes never show up in a process list
+                self._kamcmd_batch("R", [["htable.sets", "users", u, f"s:{ha1}"] for u, ha1 in entries])
+
+    def _kamcmd_batch(self, node: str, commands: list[list[str]], timeout: float = 60.0) -> str:
+        n = self._node_name(node)
+        exe = _find_exe("kamcmd")
+        script = "".join(" ".join(c) + "\n" for c in commands)
+        res = subprocess.run(
+            [exe, "-s", f"unixs:{self.ctl_socket(n)}"],
+            input=script.encode(),
+            capture_output=True,
+            timeout=timeout,
+        )
+        out = res.stdout.decode(errors="replace")
+        err = res.stderr.decode(errors="replace")
+        bad = [line for line in (out + "\n" + err).splitlines() if "error" in line.lower()]
+        ok = sum(1 for line in out.splitlines() if line.startswith("Ok."))
+        if res.returncode != 0 or bad or ok < len(commands):
+            why = (bad or [err.strip() or out[-300:]])[0]
+            raise LabError(f"kamcmd batch on {n} failed ({res.returncode}, {ok}/{len(commands)} ok): {why}")
+        return out
 
     def remove_user(self, username: str) -> None:
         with self._locked():
