@@ -160,6 +160,9 @@ def test_crashing_container_restarts_with_kubernetes_backoff(cluster, k8s, names
     assert "back-off" in waiting.message and "crasher" in waiting.message
     assert "run-" in _log(cluster, namespace, "crasher", "crash")
     assert "run-" in _log(cluster, namespace, "crasher", "crash", previous=True)
+    # kubectl logs -p goes apiserver -> the runner's kubelet log endpoint
+    res = cluster.kubectl("logs", "-n", namespace, "crasher", "-c", "crash", "-p")
+    assert "run-" in res.stdout
 
 
 PROBE_SCRIPT = textwrap.dedent("""
@@ -236,6 +239,7 @@ def test_env_volumes_and_in_cluster_login(cluster, k8s, namespace):
     text = _log(cluster, namespace, "inspector", "main")
     assert pod.status.phase == "Succeeded", text
     line = next(ln for ln in text.splitlines() if ln.startswith("RESULT "))
+    assert line in cluster.kubectl("logs", "-n", namespace, "inspector").stdout
     out = json.loads(line[len("RESULT "):])
     assert out["SECRET_GREETING"] == greeting
     assert out["secret_file"] == greeting

@@ -88,7 +88,8 @@ def node_object(name: str, taints: list[dict] | None = None) -> dict:
     }
 
 
-def node_status(name: str, capacity: dict[str, str], host_ip: str, transitions: dict[str, str]) -> dict:
+def node_status(name: str, capacity: dict[str, str], host_ip: str, transitions: dict[str, str],
+                kubelet_port: int = 0) -> dict:
     now = now_time()
 
     def cond(typ: str, status: str, reason: str, message: str) -> dict:
@@ -111,7 +112,11 @@ def node_status(name: str, capacity: dict[str, str], host_ip: str, transitions: 
             cond("PIDPressure", "False", "KubeletHasSufficientPID", "node runner has sufficient PID available"),
             cond("Ready", "True", "KubeletReady", "sipfleet node runner is posting ready status"),
         ],
-        "addresses": [{"type": "InternalIP", "address": host_ip}, {"type": "Hostname", "address": name}],
+        # no Hostname address: the apiserver prefers it for kubelet connections (kubectl logs) and the node
+        # name does not resolve
+        # ($patch: replace drops addresses an earlier runner version posted; the list merges by type otherwise)
+        "addresses": [{"$patch": "replace"}, {"type": "InternalIP", "address": host_ip}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": machine_id,
             "systemUUID": machine_id,
@@ -129,7 +134,7 @@ def node_status(name: str, capacity: dict[str, str], host_ip: str, transitions: 
 
 class NodeHeartbeat(threading.Thread):
     def __init__(self, kube: Kube, name: str, capacity: dict[str, str], host_ip: str, stop: threading.Event,
-                 taints: list[dict] | None = None):
+                 taints: list[dict] | None = None, kubelet_port: int = 0):
         super().__init__(name="node-heartbeat", daemon=True)
         self.kube = kube
         self.node_name = name
@@ -137,6 +142,7 @@ class NodeHeartbeat(threading.Thread):
         self.host_ip = host_ip
         self.stop_event = stop
         self.taints = list(taints or [])
+        self.kubelet_port = kubelet_port
         self.transitions: dict[str, str] = {}
         self.node_uid: str | None = None
         self.registered = threading.Event()
@@ -200,7 +206,8 @@ class NodeHeartbeat(threading.Thread):
         self.kube.request(
             "PATCH",
             f"/api/v1/nodes/{self.node_name}/status",
-            body={"status": node_status(self.node_name, self.capacity, self.host_ip, self.transitions)},
+            body={"status": node_status(self.node_name, self.capacity, self.host_ip, self.transitions,
+                                         self.kubelet_port)},
             content_type=STRATEGIC,
         )
         self._last_status = time.monotonic()

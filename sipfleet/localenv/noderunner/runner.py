@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .logserver import LogServer
 from .kube import Kube, KubeError, kubeconfig_server
+from . import log_path
 from .logic import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, IPAllocator
 from .node import NodeHeartbeat, node_capacity, parse_taint
 from .process import PidRegistry, stop_recorded
@@ -66,8 +68,17 @@ class NodeRunner:
         self.workers: dict[str, PodWorker] = {}
         self._finished: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.log_server: LogServer | None = None
+        try:
+            self.log_server = LogServer(
+                state_dir,
+                lambda ns, pod, c, prev: log_path(state_dir, ns, pod, c, previous=prev),
+                self.container_running,
+            )
+        except Exception as e:  # noqa: BLE001 - kubectl logs is a convenience; run without it
+            log.warning("no log endpoint (kubectl logs will not work): %s", e)
         self.heartbeat = NodeHeartbeat(self.kube, node_name, self.node_capacity, self.host_ip, self.stop,
-                                      taints)
+                                      taints, self.log_server.port if self.log_server else 0)
 
     # ------------------------------------------------------------------ API helpers used by workers/volumes
 
@@ -99,6 +110,15 @@ class NodeRunner:
         except (KeyError, ValueError):
             expiry = time.time() + expiration
         return token, float(expiry)
+
+    def container_running(self, namespace: str, pod: str, container: str) -> bool:
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            if w.namespace == namespace and w.pod_name == pod:
+                if any(c.name == container and c.running for c in w.containers + w.init_containers):
+                    return True
+        return False
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -198,6 +218,8 @@ class NodeRunner:
 
     def run(self) -> int:
         self.clean_previous()
+        if self.log_server:
+            self.log_server.start()
         self.heartbeat.start()
         watcher = threading.Thread(target=self._watch_pods, name="pod-watch", daemon=True)
         # pods are only started once the node is registered (the scheduler needs it anyway)
