@@ -428,7 +428,9 @@ class LocalCluster:
         if node is None:
             node = noderunner_available()
         if node:
-            self._ensure_node_rbac()
+            # The node authenticates as system:node:<name> (O=system:nodes): the Node authorizer gives it what a
+            # kubelet gets (its own Node and Lease, pods bound to it, and only the Secrets/ConfigMaps/tokens
+            # those pods reference). No extra RBAC.
             self.pods_dir.mkdir(parents=True, exist_ok=True)
             lock = Path(tempfile.gettempdir()) / "sipfleet-pod-subnets.lock"
             with _flock(lock):
@@ -501,30 +503,6 @@ class LocalCluster:
                     f"{tail(Path(rec.log or ''))}"
                 )
             time.sleep(0.2)
-
-    def _ensure_node_rbac(self) -> None:
-        """The Node authorizer limits the node to its own pods' objects. For anything a real kubelet would not
-        do but our runner does, RBAC grants the node group the standard ``system:node`` ClusterRole (which
-        Kubernetes no longer binds by default)."""
-        from kubernetes import client
-        from kubernetes.client.rest import ApiException
-
-        api = self.api_client()
-        try:
-            body = {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "sipfleet:nodes", "labels": {"app.kubernetes.io/part-of": "sipfleet"}},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
-            }
-            try:
-                client.RbacAuthorizationV1Api(api).create_cluster_role_binding(body)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-        finally:
-            api.close()
 
     # -------------------------------------------------------------------------------------------------- node
     def nodes(self) -> list[dict[str, Any]]:

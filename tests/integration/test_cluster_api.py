@@ -277,3 +277,29 @@ def test_service_account_token_limited_by_resource_names(cluster, k8s, objs, nam
 
     theirs = objs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "theirs")
     assert not (theirs.get("status") or {}).get("observedGeneration")
+
+
+def test_node_identity_is_limited_by_the_node_authorizer(cluster, k8s, namespace):
+    """The node runner's credentials (CN=system:node:..., O=system:nodes) get a kubelet's rights, no more:
+    it may read Nodes but not a Secret that no pod on it references, nor write other namespaces' objects."""
+    from kubernetes import config
+
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "unreferenced"}, "stringData": {"k": "v"}})
+    node_api = config.new_client_from_config(config_file=str(cluster.dir / "kubeconfig-node"))
+    with node_api:
+        node_core = client.CoreV1Api(node_api)
+        review = client.AuthenticationV1Api(node_api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        )
+        assert review.status.user_info.username == "system:node:sipfleet-node-0"
+        assert "system:nodes" in review.status.user_info.groups
+        assert node_core.list_node() is not None
+        for call in (
+            lambda: node_core.read_namespaced_secret("unreferenced", namespace),
+            lambda: node_core.list_namespaced_secret(namespace),
+            lambda: node_core.create_namespaced_config_map(namespace, {"metadata": {"name": "x"}}),
+        ):
+            with pytest.raises(ApiException) as info:
+                call()
+            assert info.value.status == 403
