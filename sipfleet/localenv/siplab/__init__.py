@@ -20,6 +20,7 @@ another process (``sipfleet lab ...``) to drive or stop a lab started elsewhere.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import dataclasses
@@ -193,6 +194,8 @@ def format_inject_mode(cfg_mode: str, delay_us: int) -> str:
 
 def _unescape_common(s: str) -> str:
     # reverse of Kamailio's {s.escape.common}: \' \" \\ and \0
+    if "\\" not in s:
+        return s
     out: list[str] = []
     i = 0
     while i < len(s):
@@ -393,7 +396,8 @@ class SipLab:
         self.die_with_parent = bool(die_with_parent)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._wire_lock = threading.Lock()
-        self._wire_cache: dict[str, tuple[int, int, list[WireRecord]]] = {}  # node -> (inode, offset, records)
+        # node -> (inode, offset, records, bisection keys)
+        self._wire_cache: dict[str, tuple[int, int, list[WireRecord], list[float]]] = {}
 
     # ---------------------------------------------------------------- addresses
     def ip(self, node: str) -> str:
@@ -934,37 +938,46 @@ class SipLab:
         return _parse_ul_lookup(out)
 
     # ---------------------------------------------------------------- wire log
-    def _read_node_records(self, node: str) -> list[WireRecord]:
+    def _read_node_records(self, node: str, since: float | None = None) -> list[WireRecord]:
+        """The node's records (a copy), starting near ``since`` (records are in log order, nearly by time)."""
         with self._wire_lock:
-            return self._read_node_records_locked(node)
+            recs, ats = self._read_node_records_locked(node)
+            start = 0
+            if since is not None:
+                # a worker stamps $TV just before it writes its line, so log order is time order up to a
+                # tiny jitter; 5 s of slack keeps the bisection safe
+                start = bisect.bisect_left(ats, since - 5.0)
+            return recs[start:]
 
-    def _read_node_records_locked(self, node: str) -> list[WireRecord]:
+    def _read_node_records_locked(self, node: str) -> tuple[list[WireRecord], list[float]]:
         path = self.log_path(node)
         try:
             st = path.stat()
         except FileNotFoundError:
             self._wire_cache.pop(node, None)
-            return []
-        ino, off, recs = self._wire_cache.get(node, (st.st_ino, 0, []))
-        if ino != st.st_ino or st.st_size < off:
-            off, recs = 0, []
+            return [], []
+        cached = self._wire_cache.get(node)
+        if cached is None or cached[0] != st.st_ino or st.st_size < cached[1]:
+            cached = (st.st_ino, 0, [], [])
+        ino, off, recs, ats = cached
         if st.st_size > off:
             with open(path, "rb") as f:
                 f.seek(off)
                 data = f.read(st.st_size - off)
             end = data.rfind(b"\n")
             if end >= 0:
-                chunk = data[: end + 1]
                 off += end + 1
-                recs = list(recs)
-                for raw in chunk.split(b"\n"):
-                    if _WIRE_MARK.encode() not in raw:
+                mark = _WIRE_MARK.encode()
+                for raw in data[: end + 1].split(b"\n"):
+                    if mark not in raw:
                         continue
                     rec = parse_wire_line(raw.decode(errors="replace"))
                     if rec is not None:
                         recs.append(rec)
-        self._wire_cache[node] = (st.st_ino, off, recs)
-        return recs
+                        # keep the bisection key non-decreasing even if two workers' lines crossed
+                        ats.append(max(rec.at, ats[-1]) if ats else rec.at)
+        self._wire_cache[node] = (ino, off, recs, ats)
+        return recs, ats
 
     def wire(
         self,
@@ -975,12 +988,13 @@ class SipLab:
     ) -> list[WireRecord]:
         """Requests the nodes received, oldest first (``since`` is an epoch time, inclusive)."""
         nodes = [self._node_name(node)] if node else list(NODES)
+        m = method.upper() if method is not None else None
         out: list[WireRecord] = []
         for n in nodes:
-            for r in self._read_node_records(n):
+            for r in self._read_node_records(n, since):
                 if since is not None and r.at < since:
                     continue
-                if method is not None and r.method.upper() != method.upper():
+                if m is not None and r.method.upper() != m:
                     continue
                 if call_id is not None and r.call_id != call_id:
                     continue
@@ -996,7 +1010,7 @@ class SipLab:
         since: float | None = None,
         node: str | None = None,
         method: str | None = None,
-        interval: float = 0.05,
+        interval: float = 0.1,
     ) -> WireRecord:
         """The first (oldest) record matching ``predicate``, polling until ``timeout`` (TimeoutError)."""
         deadline = time.monotonic() + timeout
