@@ -33,7 +33,7 @@ def _read(path: str, default: str = "") -> str:
         return default
 
 
-def node_capacity(state_dir: Path) -> dict[str, str]:
+def node_capacity(state_dir: Path, cpu: str = "2", pods: int = 110) -> dict[str, str]:
     mem_kib = 8 * 1024 * 1024
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
@@ -42,7 +42,7 @@ def node_capacity(state_dir: Path) -> dict[str, str]:
         disk_kib = shutil.disk_usage(state_dir).total // 1024
     except OSError:
         disk_kib = 10 * 1024 * 1024
-    return {"cpu": "2", "memory": f"{mem_kib}Ki", "pods": "110", "ephemeral-storage": f"{disk_kib}Ki"}
+    return {"cpu": str(cpu), "memory": f"{mem_kib}Ki", "pods": str(pods), "ephemeral-storage": f"{disk_kib}Ki"}
 
 
 def _os_image() -> str:

@@ -38,6 +38,8 @@ class NodeRunner:
         backoff_cap: float = DEFAULT_BACKOFF_CAP,
         shutdown_grace: float = 5.0,
         taints: list[dict] | None = None,
+        cpu: str = "2",
+        max_pods: int = 110,
     ):
         self.kube = Kube(kubeconfig)
         self.node_name = node_name
@@ -48,7 +50,7 @@ class NodeRunner:
         self.backoff_cap = backoff_cap
         self.shutdown_grace = shutdown_grace
         self.host_ip = "127.0.0.1"
-        self.node_capacity = node_capacity(state_dir)
+        self.node_capacity = node_capacity(state_dir, cpu, max_pods)
         host, port, ca = kubeconfig_server(kubeconfig)
         self._ca = ca
         self.api_host = "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1") else host
@@ -263,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds the runner's processes get after SIGTERM when the runner itself stops")
     p.add_argument("--register-with-taints", action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
                    help="taint the Node when it is created (repeatable), as the kubelet's flag")
+    p.add_argument("--cpu", default="2", help="the Node's cpu capacity/allocatable (default 2)")
+    p.add_argument("--max-pods", type=int, default=110, help="the Node's pods capacity (default 110)")
     p.add_argument("--log-level", default=os.environ.get("SIPFLEET_NODERUNNER_LOG", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = NodeRunner(
         args.kubeconfig, args.node_name, args.state_dir.resolve(), args.pod_subnet,
         backoff_base=args.backoff_base, backoff_cap=args.backoff_cap, shutdown_grace=args.shutdown_grace,
-        taints=[parse_taint(t) for t in args.register_with_taints],
+        taints=[parse_taint(t) for t in args.register_with_taints], cpu=args.cpu, max_pods=args.max_pods,
     )
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -494,9 +494,12 @@ class PodWorker(threading.Thread):
             return "ok" if st["succ"] >= need else None
         st["fail"] += 1
         st["succ"] = 0
-        if st["fail"] == 1 or st["fail"] % 10 == 0:
-            log.info("%s/%s: %s probe failed (%d): %s", self.key, c.name, kind, st["fail"], msg)
-        return "fail" if st["fail"] >= int(spec.get("failureThreshold") or 3) else None
+        threshold = int(spec.get("failureThreshold") or 3)
+        if st["fail"] == threshold or (st["fail"] > threshold and st["fail"] % 30 == 0):
+            log.info("%s/%s: %s probe failed %d times: %s", self.key, c.name, kind, st["fail"], msg)
+        else:
+            log.debug("%s/%s: %s probe failed (%d): %s", self.key, c.name, kind, st["fail"], msg)
+        return "fail" if st["fail"] >= threshold else None
 
     def _kill_container(self, c: Container, pod: dict, reason: str) -> None:
         if c.proc is None:
@@ -629,7 +632,7 @@ class PodWorker(threading.Thread):
             )
             self.last_published = text
         except KubeError as e:
-            if e.status == 404:
+            if e.status in (404, 409):  # gone, or the name now belongs to a pod with another uid
                 self.mark_gone()
             else:
                 log.warning("%s: status patch failed: %s", self.key, e)
