@@ -21,6 +21,7 @@ import gc
 import heapq
 import itertools
 import logging
+import os
 import queue
 import random
 import threading
@@ -210,6 +211,11 @@ class AccountRuntime:
         self.last_failure_mono = 0.0
         self.last_register: SentRequest | None = None
         self.seen_tx: collections.deque = collections.deque(maxlen=32)
+        #: Call-IDs used by the current pjsua account's registration clients, and by deleted ones: a
+        #: deleted account whose REGISTER was still in flight (un-REGISTER refused with EBUSY) may still
+        #: answer a 401 with one more REGISTER; that one says nothing about the current route.
+        self.current_call_ids: set[str] = set()
+        self.retired_call_ids: collections.deque = collections.deque(maxlen=32)
         self.retry_timer: Any = None
         self.status = AccountStatus(
             mode=res.spec.route_mode,
@@ -448,7 +454,16 @@ class Agent:
 
     def _init_endpoint(self) -> None:
         ep = self.ep = _Endpoint(self)
-        ep.libCreate()
+        # pjlib prints a few lines to fd 1 before our LogWriter is installed: not on stdout.
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            ep.libCreate()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = False
@@ -495,6 +510,14 @@ class Agent:
                 tcp_id = self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tc2)
                 self.transport_ids = {"udp": udp_id, "tcp": tcp_id}
                 self.sip_port = port
+                try:
+                    tc3 = pj.TransportConfig()
+                    tc3.boundAddress = addr
+                    tc3.publicAddress = addr
+                    tc3.port = 0
+                    self.transport_ids["tls"] = self.ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc3)
+                except pj.Error as e:
+                    LOG.warning("no TLS transport: %s", e.info())
                 return
             except pj.Error as e:
                 last_err = AgentError(e.info())
@@ -628,11 +651,16 @@ class Agent:
         cfg.regConfig.randomRetryIntervalSec = spec.registration.jitter_seconds
         cfg.regConfig.delayBeforeRefreshSec = min(5, max(1, res.expires // 4))
         cfg.regConfig.unregWaitMsec = int(self.settings.unregister_timeout_seconds * 1000)
+        # routeMode account: the route per account. In a process started with a global outbound proxy
+        # (some account is in prevent mode) the proxy is already there for every account: adding it
+        # again would put it twice into the Route set.
         if spec.route_mode == "account" and not self.global_proxy:
             for uri in res.applied_route():
                 cfg.sipConfig.proxies.append(uri)
         cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", res.creds.realm, res.creds.username, 0, res.creds.password))
-        cfg.sipConfig.transportId = self.transport_ids[spec.transport if spec.transport in self.transport_ids else "udp"]
+        if spec.transport not in self.transport_ids:
+            raise AgentError(f"transport {spec.transport} is not available in this agent")
+        cfg.sipConfig.transportId = self.transport_ids[spec.transport]
         cfg.natConfig.sipOutboundUse = 0
         cfg.natConfig.viaRewriteUse = 0
         cfg.natConfig.sdpNatRewriteUse = 0
@@ -655,12 +683,12 @@ class Agent:
         rt.acc = acc
         try:
             acc.create(self._account_config(rt), False)
-        except pj.Error as e:
+        except (pj.Error, AgentError) as e:
             rt.acc = None
             acc.rt = None
             _release(acc)
             del acc
-            reason = f"account create failed: {e.info()}"
+            reason = f"account create failed: {e.info() if isinstance(e, pj.Error) else e}"
             log(LOG, logging.ERROR, reason, account=rt.name)
             rt.status.set_registration(state="Failed", code=None, reason=scrub(reason), last_failure=now_iso())
             self._mark(rt)
@@ -690,6 +718,8 @@ class Agent:
             return False
         self._hangup_calls_of(rt)
         rt.retiring = True
+        rt.retired_call_ids.extend(c for c in rt.current_call_ids if c not in rt.retired_call_ids)
+        rt.current_call_ids.clear()
         rt.unreg_sent = False
         rt.unreg_done = False
         rt.unreg_call_id = None
@@ -927,7 +957,13 @@ class Agent:
         if rt.retiring:
             rt.unreg_sent = True
             rt.unreg_call_id = req.call_id
+            if req.call_id not in rt.retired_call_ids:
+                rt.retired_call_ids.append(req.call_id)
             return
+        if req.call_id in rt.retired_call_ids:
+            LOG.debug("REGISTER from a deleted registration client of %s ignored", rt.name)
+            return
+        rt.current_call_ids.add(req.call_id)
         rt.last_tx_register = time.monotonic()
         # A retransmission is not a new REGISTER: an older transaction still retransmitting must not
         # make the measured route flap between two registration clients.
