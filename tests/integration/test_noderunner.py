@@ -323,8 +323,8 @@ def test_unknown_image_waits_with_a_clear_reason(cluster, k8s, namespace):
 
 def test_runner_restart_adopts_pods_and_sigterm_stops_them(cluster, k8s, namespace, tmp_path):
     """A second node runner (own node, tainted so nothing else lands there): killed with SIGKILL its pod's
-    process survives; the next runner stops it and restarts the container (restartCount 1, same pod IP);
-    SIGTERM stops the runner and its processes."""
+    process survives; the next runner stops it and restarts the container (restartCount 1, same pod IP); a
+    runner with another --pod-subnet gives the pod a new IP; SIGTERM stops the runner and its processes."""
     import os
     import random
     import signal
@@ -425,9 +425,22 @@ def test_runner_restart_adopts_pods_and_sigterm_stops_them(cluster, k8s, namespa
         st2 = proc_start_time(pid2)
         assert proc_alive(pid2, st2)
 
+        # a runner with another pod subnet re-addresses the pod (the status keeps exactly one pod IP)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(30)
+        subnet2 = f"127.0.{random.choice([n for n in range(230, 255) if f'127.0.{n}' != subnet])}"
+        cmd[cmd.index("--pod-subnet") + 1] = subnet2
+        runner = start_runner()
+        pod = wait_for(running(2), timeout=60, interval=0.3, message="adoptee restarted in the new subnet")
+        assert not proc_alive(pid2, st2)
+        pid3 = _pid(pod)
+        assert pod.status.pod_ip.startswith(subnet2 + ".")
+        assert [i.ip for i in pod.status.pod_ips] == [pod.status.pod_ip]
+        st3 = proc_start_time(pid3)
+
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(60) == 0
-        assert not proc_alive(pid2, st2), "SIGTERM to the runner stops its pods' processes"
+        assert not proc_alive(pid3, st3), "SIGTERM to the runner stops its pods' processes"
         assert json.loads((state / "pids.json").read_text())["processes"] == []
         assert os.path.exists(log_path(state, namespace, "adoptee", "main", previous=True))
     finally:

@@ -109,6 +109,8 @@ class PodWorker(threading.Thread):
         self.start_time: str | None = None
         self.conditions: dict[str, dict] = {}
         self.last_published: str | None = None
+        self.publish_retry = 0.0
+        self.publish_failures = 0
         self.terminal = False
         self.adopted_terminal = False
         spec = pod["spec"]
@@ -609,7 +611,8 @@ class PodWorker(threading.Thread):
         }
         if self.ip:
             status["podIP"] = self.ip
-            status["podIPs"] = [{"ip": self.ip}]
+            # replace, not merge by ip: a re-addressed pod (another --pod-subnet after a restart) has one IP
+            status["podIPs"] = [{"$patch": "replace"}, {"ip": self.ip}]
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         status["message"] = self.volume_error if (self.volume_error and not self.volumes_ready) else None
@@ -620,7 +623,7 @@ class PodWorker(threading.Thread):
         if not status:
             return
         text = json.dumps(status, sort_keys=True)
-        if text == self.last_published:
+        if text == self.last_published or time.monotonic() < self.publish_retry:
             return
         body = {"metadata": {"uid": self.uid}, "status": status}
         try:
@@ -631,10 +634,17 @@ class PodWorker(threading.Thread):
                 content_type=STRATEGIC,
             )
             self.last_published = text
+            self.publish_failures = 0
         except KubeError as e:
             if e.status in (404, 409):  # gone, or the name now belongs to a pod with another uid
                 self.mark_gone()
             else:
-                log.warning("%s: status patch failed: %s", self.key, e)
+                self._publish_failed(e)
         except Exception as e:  # noqa: BLE001
-            log.warning("%s: status patch failed: %s", self.key, e)
+            self._publish_failed(e)
+
+    def _publish_failed(self, e: Exception) -> None:
+        self.publish_failures += 1
+        self.publish_retry = time.monotonic() + min(2 ** (self.publish_failures - 1), 30) * 0.5
+        if self.publish_failures == 1 or self.publish_failures % 10 == 0:
+            log.warning("%s: status patch failed (%d): %s", self.key, self.publish_failures, e)
