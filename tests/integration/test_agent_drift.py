@@ -51,9 +51,8 @@ def test_reregister_drifts_to_the_edge_and_sigusr1_repairs(clean_lab, agent_fact
     assert rep["durationMs"] > 0 and rep.get("driftSeenAt")
     assert st["route"]["firstHop"] == f"udp:{lab.hostport('P')}"
     agent.wait_registered(user)
-    # After the repair nothing more goes to E.
-    time.sleep(0)  # (no fixed waits: the check below is on what already happened)
-    late = [r for r in registers(lab, user, node="E", since=rec.at)]
+    # After the repair no registration goes to E (the old client's un-REGISTER may still be on its way).
+    late = [r for r in registers(lab, user, node="E", since=rec.at) if r.expires != "0"]
     assert late == [], late
     assert agent.metric("sipfleet_agent_drift_seen_total") >= 1
     assert agent.metric("sipfleet_agent_drift_repaired_total") >= 1
@@ -70,7 +69,7 @@ def test_ip_change_during_an_inflight_register_drifts_and_self_heal_repairs(clea
     lab.inject("R", "delay:1500")
     t0 = time.time()
     agent.post(f"/debug/refresh?account={user}")
-    lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="P", method="REGISTER", since=t0, timeout=60)
+    inflight = lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="P", method="REGISTER", since=t0, timeout=60)
     agent.post("/debug/ip-change")
     rec = lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="E", method="REGISTER", since=t0, timeout=60)
     assert [normalize_uri(u) for u in rec.route] == [normalize_uri(lab.edge_uri())]
@@ -86,8 +85,10 @@ def test_ip_change_during_an_inflight_register_drifts_and_self_heal_repairs(clea
     )
     assert st["route"].get("lastDriftAt")
     assert any(_drifted(s) for s in agent.statuses(user)) or st["route"]["lastRepair"].get("driftSeenAt")
-    back = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.at > rec.at and r.expires != "0",
-                         node="P", method="REGISTER", timeout=60)
+    # The re-created account's REGISTER (a new registration client: a new Call-ID) goes through P.
+    back = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0"
+                         and r.call_id not in (inflight.call_id, rec.call_id),
+                         node="P", method="REGISTER", since=t0, timeout=60)
     assert [normalize_uri(u) for u in back.route] == [normalize_uri(lab.proxy_uri())]
     agent.wait_registered(user)
     assert agent.stop() == 0

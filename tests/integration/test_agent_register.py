@@ -84,7 +84,7 @@ def test_sigterm_unregisters_before_exit_and_exits_zero(lab, agent_factory, agen
     assert unreg, "no un-REGISTER reached R"
     assert unreg[0].at <= t_exit
     assert lab.contacts(user) == []
-    assert agent.latest(user)["registration"]["state"] == "Unregistered"
+    agent.wait_status(user, lambda s: s["registration"]["state"] == "Unregistered", 30, "Unregistered")
 
 
 def test_calls_are_answered_and_a_fifth_concurrent_call_gets_486(lab, agent_factory, agent_account):
