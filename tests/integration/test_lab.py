@@ -177,6 +177,9 @@ def test_register_over_tcp(lab, lab_user):
     assert {x.transport for x in p} == {"tcp"}
     assert p[0].route == [lab.proxy_uri("tcp")]
     assert any(c.lower().endswith("transport=tcp") for c in lab.contacts(user[0]))
+    # a TCP client is told to route through E over TCP too
+    assert lab.service_route("tcp") == lab.edge_uri("tcp")
+    assert any(f"service-route={lab.edge_uri('tcp')}" in line for line in res.logs), res.logs
 
 
 def test_unregister_removes_contact(lab, lab_user):

@@ -375,6 +375,7 @@ class SipLab:
         proxy_fr_timer_ms: int = 8000,
         wire_log: bool = True,
         die_with_parent: bool = False,
+        service_route_transport: str = "auto",
     ) -> None:
         if not _NAME_RE.match(name):
             raise LabError(f"bad lab name {name!r}")
@@ -394,6 +395,10 @@ class SipLab:
         # Kamailio gets SIGTERM when this process dies (for test sessions); only for nodes started from the
         # main thread, since the kernel signals when the creating *thread* exits
         self.die_with_parent = bool(die_with_parent)
+        # "auto": R's Service-Route is edge_uri(<the client's transport at P or E>); "udp"/"tcp": always that one
+        if service_route_transport not in ("auto", "udp", "tcp"):
+            raise LabError("service_route_transport must be auto, udp or tcp")
+        self.service_route_transport = service_route_transport
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._wire_lock = threading.Lock()
         # node -> (inode, offset, records, bisection keys)
@@ -407,7 +412,14 @@ class SipLab:
         return self._lr_uri("P", transport)
 
     def edge_uri(self, transport: str = "udp") -> str:
+        """E's loose-route URI: what R puts in Service-Route (with ``;transport=tcp`` for clients that reached
+        P or E over TCP, unless ``service_route_transport`` pins one)."""
         return self._lr_uri("E", transport)
+
+    def service_route(self, client_transport: str = "udp") -> str:
+        """The Service-Route URI R answers a client that used ``client_transport`` at its first hop."""
+        t = client_transport if self.service_route_transport == "auto" else self.service_route_transport
+        return self.edge_uri(t)
 
     def registrar_uri(self, transport: str = "udp") -> str:
         t = transport.lower()
@@ -634,6 +646,10 @@ class SipLab:
             "MPATH": _kamailio_mpath(),
             "REGISTRAR_URI": f"sip:{self.ip('R')}:{self.port}",
             "EDGE_URI": self.edge_uri(),
+            "EDGE_URI_TCP": self.edge_uri("tcp"),
+            "EDGE_URI_FIXED": self.edge_uri(
+                "udp" if self.service_route_transport == "auto" else self.service_route_transport
+            ),
             "USERS_INIT": users_init,
         }
         for k, v in repl.items():
@@ -641,7 +657,8 @@ class SipLab:
         if "@@" in text:
             raise LabError(f"unrendered token in config template: {text[text.index('@@'):][:40]!r}")
         lines = text.split("\n", 1)
-        return f"{lines[0]}\n#!define {role}\n#!define NODE_{node}\n{lines[1]}"
+        sr = "SR_AUTO" if self.service_route_transport == "auto" else "SR_FIXED"
+        return f"{lines[0]}\n#!define {role}\n#!define NODE_{node}\n#!define {sr}\n{lines[1]}"
 
     def _check_addr_free(self, node: str) -> None:
         ip = self.ip(node)
