@@ -319,6 +319,8 @@ class Agent:
     def submit(self, fn: Callable, *args: Any) -> Future:
         fut: Future = Future()
         self._q.put((fn, args, fut))
+        if self._finished.is_set():
+            self._fail_pending()
         return fut
 
     def apply(self, accounts: list[ResolvedAccount]) -> Future:
@@ -383,6 +385,7 @@ class Agent:
                 self._destroy()
             finally:
                 self._finished.set()
+                self._fail_pending()
                 if self.on_exit:
                     self.on_exit(self.exit_code)
 
@@ -398,6 +401,15 @@ class Agent:
                 fut.set_result(fn(*args))
             except BaseException as e:  # noqa: BLE001
                 fut.set_exception(e)
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                _, _, fut = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(AgentError("agent stopped"))
 
     def call_later(self, delay: float, fn: Callable, *args: Any) -> list:
         entry = [time.monotonic() + max(0.0, delay), next(self._seq), fn, args, False]
@@ -992,7 +1004,8 @@ class Agent:
                 effective=list(req.route), desired=rt.desired_register_route(), destination=req.destination)
         rt.status.set_route(**upd)
         self._mark(rt)
-        if in_sync and rt.repair is not None and not rt.busy:
+        if in_sync and rt.repair is not None:
+            # the re-created account's first REGISTER (sent from inside create()) via the configured route
             self._finish_repair(rt, ok=True)
         elif not in_sync and rt.self_heal() and rt.repair is None and not rt.busy:
             wait = rt.last_self_heal + SELF_HEAL_MIN_INTERVAL_S - time.monotonic()
