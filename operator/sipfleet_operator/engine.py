@@ -380,12 +380,11 @@ class Engine:
             if not changed:
                 return
             agent = pl.find(self.fleet, ans, aname)
-            if agent is None:
-                if new.problem is None:
-                    await self.reconcile_account(body)
+            if agent is None and new.problem is None:
+                await self.reconcile_account(body)  # placed now that it can register
                 continue
-            if new.problem is None:
-                await self.sync_agent(agent)
+            if agent is not None and new.problem is None:
+                await self.sync_agent(agent)  # new secretVersion: the agent re-reads the credentials
             await self.refresh_status(ans, aname)
 
     async def on_pod(self, event_type: str, pod: dict) -> None:
