@@ -12,6 +12,23 @@ log), with its own rendered config and a ctl unix socket for ``kamcmd``. Every r
 logged as one ``SIPLAB-WIRE`` line; :meth:`SipLab.wire` parses those lines into :class:`WireRecord`.
 Authorization headers are never logged, only whether one was present.
 
+Failure injection (``inject(node, mode)``, REGISTER only, switched at run time with ``kamcmd pv.shvSet``):
+``normal``, ``408`` / ``503`` (answered by that node; a proxy passes R's 503 on as 503, not 500),
+``blackhole`` (dropped silently; on P that makes P unreachable for REGISTER), ``delay:<ms>`` (held, then
+handled; retransmissions are absorbed). A proxy answers 408 itself when R stays silent for
+``proxy_fr_timer_ms`` (8 s). ``stop_node`` / ``start_node`` stop and restart one process on the same address.
+
+Example::
+
+    with SipLab("demo", subnet="127.0.10") as lab:           # up() ... down()
+        lab.add_user("alice", "secret")
+        t0 = time.time()
+        res = lab.sipp("register", "P", users=[("alice", "secret")], route=f"<{lab.proxy_uri()}>")
+        assert res.count(200) == 1
+        rec = lab.wait_wire(lambda r: r.node == "R" and r.has_auth, timeout=30, since=t0)
+        lab.inject("R", "503")                               # the next REGISTERs get 503
+        lab.contacts("alice")                                # ["sip:alice@127.0.10.10:<port>;transport=UDP"]
+
 State lives in ``$SIPFLEET_STATE/labs/<name>/`` (default ``~/.local/state/sipfleet``): ``lab.json``, the
 rendered ``<node>.cfg``, ``pids.json``, ``inject.json``, ``users.json`` (HA1 hashes only, mode 0600),
 ``logs/<node>.log`` and ``sipp/<run>/``. Processes are started and stopped by PID; the state is enough for
