@@ -688,7 +688,8 @@ class SipLab:
             except OSError as e:
                 raise LabError(
                     f"{ip}:{self.port}/{'udp' if kind == socket.SOCK_DGRAM else 'tcp'} is in use "
-                    f"(another lab on subnet {self.subnet}?): {e}"
+                    f"(another lab on subnet {self.subnet}, or a system kamailio bound to 0.0.0.0:{self.port}? "
+                    f"see `ss -lunp`; stop it with `service kamailio stop`): {e}"
                 ) from None
             finally:
                 s.close()
