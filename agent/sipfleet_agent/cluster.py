@@ -253,7 +253,7 @@ def run_cluster(args: Any) -> int:
     logs.log(LOG, logging.INFO, "agent starting (cluster)", version=__version__, agent=agent_name, namespace=ns,
              configmap=cm_name, pod=pod, pod_ip=pod_ip, accounts=len(assignment.accounts))
     try:
-        agent.start(resolve(assignment))
+        agent.start(resolve(assignment), specs=list(assignment.accounts))
     except RestartRequired:
         agent.wait(30)
         writer.stop()

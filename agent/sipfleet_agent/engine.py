@@ -58,6 +58,7 @@ from .siplog import (
     scrub,
     service_route_from_message,
     uri_hostport,
+    with_transport,
 )
 from .status import AccountStatus, Debouncer, now_iso
 
@@ -305,9 +306,19 @@ class Agent:
 
     # ---------------------------------------------------------------- thread-safe API
 
-    def start(self, initial: list[ResolvedAccount], timeout: float = 30.0) -> None:
-        """Start the event thread, create the Endpoint (global proxy from ``initial``) and the accounts."""
-        self.global_proxy = self._prevent_route(initial)
+    def start(self, initial: list[ResolvedAccount], timeout: float = 30.0, specs: list | None = None) -> None:
+        """Start the event thread, create the Endpoint and the accounts.
+
+        The global outbound proxy (routeMode prevent) comes from ``specs`` (every assigned account, also
+        those whose credentials are not readable yet) or else from ``initial``.
+        """
+        if specs is not None:
+            self.global_proxy = next(
+                ([with_transport(r, a.transport) for r in a.route] for a in specs if a.route_mode == "prevent" and a.route),
+                [],
+            )
+        else:
+            self.global_proxy = self._prevent_route(initial)
         self._thread = threading.Thread(target=self._run, name="pjsua", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
