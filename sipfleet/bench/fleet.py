@@ -111,9 +111,11 @@ class Env:
             pass
 
     def create_accounts(self, n: int, prefix: str, **spec_extra: Any) -> list[tuple[str, str]]:
-        """(account name, lab username) for n new accounts; users, Secrets and SipAccounts created."""
+        """(account name, lab username) for n new accounts. Lab users and Secrets are created first (untimed);
+        ``self.t_apply`` is when the first SipAccount was created, ``self.created_at`` per account."""
         out = []
         creds = [(f"{prefix}{i:03d}x{uuid.uuid4().hex[:4]}", secrets.token_urlsafe(10)) for i in range(n)]
+        t = time.monotonic()
         self.lab.add_users(creds)
         for i, (user, password) in enumerate(creds):
             name = f"{prefix}{i:03d}"
@@ -121,7 +123,9 @@ class Env:
                 self.ns, {"metadata": {"name": f"{name}-creds"}, "stringData": {"username": user, "password": password}}
             )
             out.append((name, user))
+        print(f"prepared {n} lab users and Secrets in {time.monotonic() - t:.1f} s (not timed)", flush=True)
         self.created_at: dict[str, float] = {}
+        self.t_apply = time.time()
         for name, user in out:
             spec = {
                 "aor": self.lab.aor(user), "registrar": self.lab.registrar_uri(), "route": [self.lab.proxy_uri()],
@@ -132,6 +136,7 @@ class Env:
                 {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SipAccount", "metadata": {"name": name}, "spec": spec},
             )
             self.created_at[name] = time.time()
+        print(f"created {n} SipAccounts in {time.time() - self.t_apply:.1f} s", flush=True)
         return out
 
     def accounts(self) -> list[dict]:
@@ -192,10 +197,8 @@ def _ready(obj: dict) -> bool:
 def _converge(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
-        t0 = time.time()
         accs = env.create_accounts(args.accounts, "cv")
-        t_applied = time.time()
-        print(f"applied {len(accs)} SipAccounts (+ Secrets) in {t_applied - t0:.1f} s", flush=True)
+        t0 = env.t_apply
         names = {n for n, _ in accs}
         seen = env.wait_all(names, _registered, "Registered", args.timeout)
         ready = env.wait_all(names, _ready, "Ready", 120)
@@ -205,7 +208,7 @@ def _converge(args: argparse.Namespace) -> int:
         print(json.dumps({
             "benchmark": "converge", "accounts": len(names), "registered": len(seen), "ready": len(ready),
             "agents": agents,
-            "all_registered_after_apply_s": round(max(seen.values()) - t0, 2) if seen else None,
+            "all_registered_after_first_create_s": round(max(seen.values()) - t0, 2) if seen else None,
             "per_account_to_registered_p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
             "operator_rss_mib": round((env.operator.rss_bytes() or 0) / 2**20, 1),
         }), flush=True)
