@@ -8,7 +8,6 @@ import random
 import time
 
 import pytest
-from kubernetes.client.rest import ApiException
 
 from sipfleet.localenv.waiting import wait_for
 
@@ -96,11 +95,6 @@ def test_operator_killed_mid_reconcile_ten_times(operator, sipacc, lab, lab_user
                  timeout=60, message=f"exactly one pod for {agent}")
     for n in names:
         sipacc.wait_condition(n, "Ready", timeout=60)
-    # no leftovers: no operator bookkeeping stuck on the objects
+    # exactly one finalizer, however many operator instances came and went
     for n in names:
-        meta = sipacc.get(n)["metadata"]
-        assert meta["finalizers"] == ["sipfleet.io/finalizer"]
-        try:
-            assert not [k for k in meta.get("annotations", {}) if k.startswith("sipfleet.io/") and "progress" in k]
-        except ApiException:  # pragma: no cover
-            raise
+        assert sipacc.get(n)["metadata"]["finalizers"] == ["sipfleet.io/finalizer"]
