@@ -261,6 +261,62 @@ def test_env_volumes_and_in_cluster_login(cluster, k8s, namespace):
     assert _cond(pod, "Ready") == "False"
 
 
+
+def test_probes_exec_readiness_startup_and_liveness_restart(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    script = (
+        "cd /srv-data && rm -f ready alive.txt && touch alive.txt && "
+        "(sleep 2; touch ready) & (sleep 8; rm -f /srv-data/alive.txt) & "
+        f"exec {PY} -m http.server --bind $POD_IP --directory /srv-data 8080"
+    )
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c", script],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "volumeMounts": [{"name": "data", "mountPath": "/srv-data"}],
+                "startupProbe": {"httpGet": {"path": "/alive.txt", "port": 8080}, "periodSeconds": 1,
+                                 "failureThreshold": 30},
+                # exec runs inside the container's mount namespace: /srv-data/ready exists only there
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/srv-data/ready"]}, "periodSeconds": 1},
+                "livenessProbe": {"httpGet": {"path": "/alive.txt", "port": 8080}, "periodSeconds": 2,
+                                  "failureThreshold": 2},
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    })
+
+    def ready():
+        p = _pod(core, namespace, "probed")
+        return p if p and _cond(p, "Ready") == "True" else None
+
+    pod = wait_for(ready, timeout=90, interval=0.3, message="probed Ready (exec readiness probe)")
+    cs = pod.status.container_statuses[0]
+    assert cs.started and cs.ready
+    assert not Path("/srv-data/ready").exists()
+
+    def restarted_by_liveness():
+        p = _pod(core, namespace, "probed")
+        cs = p.status.container_statuses[0]
+        t = cs.last_state.terminated if cs.last_state else None
+        return p if cs.restart_count >= 1 and t is not None else None
+
+    pod = wait_for(restarted_by_liveness, timeout=120, interval=0.5, message="a liveness restart")
+    t = pod.status.container_statuses[0].last_state.terminated
+    assert "liveness probe" in (t.message or "")
+    # after the restart it becomes ready again (the startup probe passes first)
+    wait_for(ready, timeout=90, interval=0.3, message="probed Ready again after the restart")
+    for d in (Path("/srv-data"),):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
 def test_missing_secret_is_a_config_error_until_it_appears(cluster, k8s, namespace):
     core = client.CoreV1Api(k8s)
     core.create_namespaced_pod(namespace, {

@@ -434,6 +434,8 @@ class PodWorker(threading.Thread):
                 c.done = True
                 return
             restart = policy != "Never"
+        elif c.kill_reason:
+            restart = policy != "Never"  # killed for a failed liveness/startup probe
         else:
             restart = should_restart(policy, exit_code)
         if restart and not self.shutting_down:
