@@ -41,7 +41,7 @@ class ImageEntry:
 
 def _table() -> dict[str, ImageEntry]:
     py = sys.executable
-    python_env = {"PYTHONUNBUFFERED": "1"}
+    python_env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     entries = [
         ImageEntry(
             "sipfleet/agent",
