@@ -51,7 +51,7 @@ def operator_rules(request, helm):  # noqa: F811
     if request.param == "cluster-wide":
         docs = render(helm)
         return one(docs, "ClusterRole")["rules"]
-    docs = render(helm, "--set", "watchNamespaces={team-a}")
+    docs = render(helm, "--set", "watchNamespaces={team-a}", "--set", "rbac.clusterDiscovery=false")
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     return one(docs, "Role")["rules"]
 

@@ -187,8 +187,17 @@ def test_non_default_values_render(helm, tmp_path):
 
 
 def test_namespaced_rbac(helm):
+    strict = render(helm, "--set", "watchNamespaces={team-a}", "--set", "rbac.clusterDiscovery=false")
+    assert not by_kind(strict, "ClusterRole") and not by_kind(strict, "ClusterRoleBinding")
+
     docs = render(helm, "--set", "watchNamespaces={team-a,team-b}", namespace="ops")
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    # the only cluster-scoped RBAC: read-only discovery of namespaces and CRDs for kopf
+    discovery = one(docs, "ClusterRole")
+    assert discovery["metadata"]["name"].endswith("-discovery")
+    for rule in discovery["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+        assert set(rule["resources"]) <= {"namespaces", "customresourcedefinitions"}
+    assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == discovery["metadata"]["name"]
     roles = {d["metadata"]["namespace"]: d for d in by_kind(docs, "Role")}
     bindings = {d["metadata"]["namespace"]: d for d in by_kind(docs, "RoleBinding")}
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
