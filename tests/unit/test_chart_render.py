@@ -237,3 +237,26 @@ def test_service_monitor_needs_the_capability(helm):
 
     off = render(helm, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
     assert not by_kind(off, "ServiceMonitor")
+
+
+def test_agent_defaults_match_the_operator_defaults(helm):
+    """The chart's agent defaults are the operator's built-in ones, so an operator run without the chart builds
+    the same agent pods."""
+    from sipfleet_operator import builders as b
+    from sipfleet_operator import placement as p
+    from sipfleet_operator.config import Settings
+
+    docs = render(helm)
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = env_of(c)
+    s = Settings()
+    assert env["SIPFLEET_AGENT_IMAGE"] == s.agent_image
+    assert env["SIPFLEET_AGENT_IMAGE_PULL_POLICY"] == s.agent_image_pull_policy
+    assert env["SIPFLEET_AGENT_LOG_LEVEL"] == s.agent_log_level
+    key = p.GroupKey(namespace="ns", transport="udp", route=("sip:127.0.10.1;lr",), route_mode="prevent")
+    pod = b.build_pod_template(p.Agent(name="sipfleet-agent-x-0", key=key), s)["spec"]
+    (agent,) = pod["containers"]
+    assert json.loads(env["SIPFLEET_AGENT_RESOURCES"]) == agent["resources"]
+    assert json.loads(env["SIPFLEET_AGENT_POD_SECURITY_CONTEXT"]) == pod["securityContext"]
+    chart_sc = json.loads(env["SIPFLEET_AGENT_SECURITY_CONTEXT"])
+    assert {k: v for k, v in agent["securityContext"].items() if k != "runAsNonRoot"} == chart_sc

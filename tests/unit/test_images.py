@@ -133,3 +133,15 @@ def test_image_names_agree_with_the_node_runner_and_the_operator():
     from sipfleet_operator.config import Settings
 
     assert Settings().agent_image == f"{chart_images['agent']}:{app_version}"
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_console_script_answers_help(component):
+    """The builder stage's smoke test (`sipfleet-<component> --help`) passes."""
+    import subprocess
+    import sys
+
+    module = scripts()[COMPONENTS[component]].partition(":")[0]
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage" in proc.stdout.lower()
