@@ -237,7 +237,13 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
         agents = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=agent").items
         logs = [f"operator {pod.metadata.name}:\n{_log_tail(cluster, namespace, pod.metadata.name)}"] if pod else []
         logs += [f"agent {a.metadata.name}:\n{_log_tail(cluster, namespace, a.metadata.name)}" for a in agents]
-        raise AssertionError(f"{e}\n\n" + "\n\n".join(logs)) from e
+        hint = ""
+        if any("system:anonymous" in text for text in logs):
+            hint = ("\n\nHINT: the operator's own API client sent no credentials in the pod. In-cluster, the "
+                    "kubernetes package (>= 31) keeps the ServiceAccount token as api_key['BearerToken']; "
+                    "operator/sipfleet_operator/k8s.py must ask for that key (alias 'authorization'), e.g. "
+                    "get_api_key_with_prefix('BearerToken', alias='authorization').")
+        raise AssertionError(f"{e}\n\n" + "\n\n".join(logs) + hint) from e
     finally:
         helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s", check=False)
 
