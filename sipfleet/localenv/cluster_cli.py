@@ -90,6 +90,9 @@ def _down(args: argparse.Namespace) -> int:
     from .cluster import LocalCluster
 
     c = LocalCluster(args.name)
+    if not c.dir.exists():
+        print(f"cluster {c.name!r} does not exist ({c.dir})", file=sys.stderr)
+        return 0
     killed = c.down(purge=args.purge)
     msg = f"cluster {c.name!r} stopped"
     if killed:
