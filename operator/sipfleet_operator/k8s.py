@@ -88,7 +88,8 @@ class Client:
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         h = {"Accept": "application/json"}
-        token = self._cfg.get_api_key_with_prefix("authorization") if self._cfg.api_key else None
+        # the config loaders store "bearer <token>" under BearerToken (and refresh it through the hook)
+        token = self._cfg.get_api_key_with_prefix("BearerToken", alias="authorization") if self._cfg.api_key else None
         if token:
             h["Authorization"] = token
         if content_type:
