@@ -66,10 +66,17 @@ def ensure_crd(cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{m.PLURAL}.{m.GROUP}", "--timeout=60s")
 
 
+def restricted(cluster, namespace: str) -> None:
+    """Enforce (and warn about) the restricted Pod Security Standard in the namespace."""
+    cluster.kubectl("label", "namespace", namespace, "--overwrite",
+                    "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted")
+
+
 def server_dry_run(cluster, namespace: str, manifest: str) -> list[str]:
     res = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest)
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     assert lines and all("(server dry run)" in ln for ln in lines), res.stdout
+    assert "PodSecurity" not in res.stderr, res.stderr  # "would violate PodSecurity restricted:..."
     return lines
 
 
@@ -78,6 +85,7 @@ def server_dry_run(cluster, namespace: str, manifest: str) -> list[str]:
 
 def test_rendered_chart_and_examples_pass_server_side_validation(cluster, helm, namespace):
     ensure_crd(cluster)
+    restricted(cluster, namespace)
     variants = {
         "default": [],
         "namespaced": ["--set", f"watchNamespaces={{{namespace}}}"],
@@ -180,6 +188,8 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
     custom = client.CustomObjectsApi(k8s)
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
     pod = None
+    # the operator pod and the agent pods it creates must pass the restricted Pod Security Standard
+    restricted(cluster, namespace)
 
     out = helm("install", RELEASE, str(CHART), "--namespace", namespace,
                "--set", f"watchNamespaces={{{namespace}}}", "--set", "logFormat=text").stdout
