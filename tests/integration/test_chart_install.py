@@ -41,7 +41,7 @@ RELEASE = "sf"
 def helm_bin() -> Path:
     from sipfleet.localenv import kubebin
 
-    return kubebin.ensure(["helm"])["helm"]
+    return kubebin.ensure(["helm"], allow_path=False)["helm"]  # the pinned build, never a PATH helm
 
 
 @pytest.fixture

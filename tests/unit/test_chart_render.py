@@ -22,7 +22,7 @@ KUBE_VERSION = "1.35.0"
 def helm() -> Path:
     from sipfleet.localenv import kubebin
 
-    return kubebin.ensure(["helm"])["helm"]
+    return kubebin.ensure(["helm"], allow_path=False)["helm"]  # the pinned build, never a PATH helm
 
 
 def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
