@@ -53,7 +53,9 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
         else:
             out[key] = value
     if out.get("type") == "object" and "properties" in out:
-        # A nested object whose fields are all optional defaults to {} so the apiserver fills its defaults.
+        # A nested object whose fields are all optional defaults to its fully defaulted form, so the apiserver
+        # fills it in. (Not `{}`: kube-apiserver checks a default against the object's CEL rules without
+        # filling nested defaults first, so `{}` would be rejected by rules that read defaulted fields.)
         for name, sub in out["properties"].items():
             if (
                 sub.get("type") == "object"
@@ -61,10 +63,20 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
                 and not sub.get("required")
                 and name not in out.get("required", [])
                 and "default" not in sub
-                and sub.get("x-sipfleet-default-empty", True)
             ):
-                sub["default"] = {}
+                sub["default"] = _filled_default(sub)
     return out
+
+
+def _filled_default(schema: dict[str, Any]) -> dict[str, Any]:
+    """The object an empty value becomes once every property default is applied (recursively)."""
+    filled: dict[str, Any] = {}
+    for name, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            filled[name] = copy.deepcopy(sub["default"])
+        elif sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
+            filled[name] = _filled_default(sub)
+    return filled
 
 
 def model_schema(model: type[m.ApiModel]) -> dict[str, Any]:

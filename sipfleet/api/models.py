@@ -209,14 +209,8 @@ class SipAccountSpec(ApiModel):
         ),
     )
     credentials: CredentialsRef
-    # The explicit (full) defaults matter for the CRD: kube-apiserver checks an object's default against the
-    # object's CEL rules without filling in the nested defaults first, so `default: {}` is rejected.
-    registration: RegistrationSettings = Field(
-        default_factory=RegistrationSettings, json_schema_extra={"default": RegistrationSettings().to_api()}
-    )
-    incoming_calls: IncomingCallPolicy = Field(
-        default_factory=IncomingCallPolicy, json_schema_extra={"default": IncomingCallPolicy().to_api()}
-    )
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     agent: AgentPlacement = Field(default_factory=AgentPlacement)
 
