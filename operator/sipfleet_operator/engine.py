@@ -96,6 +96,20 @@ def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
     )
 
 
+def namespace_matches(patterns, ns: str) -> bool:
+    """Whether a namespace is watched (kopf's namespace patterns: names, globs, ``!`` negations; none = all)."""
+    if not patterns:
+        return True
+    included = False
+    for p in patterns:
+        if p.startswith("!"):
+            if fnmatch.fnmatchcase(ns, p[1:]):
+                return False
+        elif fnmatch.fnmatchcase(ns, p):
+            included = True
+    return included
+
+
 class Engine:
     def __init__(self, settings: Settings, client: Client | None = None):
         self.settings = settings
@@ -140,17 +154,7 @@ class Engine:
         self.loaded.set()
 
     def watches(self, ns: str) -> bool:
-        """Whether a namespace is ours (kopf's namespace patterns: globs, ``!`` negations)."""
-        if not self.settings.namespaces:
-            return True
-        included = False
-        for p in self.settings.namespaces:
-            if p.startswith("!"):
-                if fnmatch.fnmatchcase(ns, p[1:]):
-                    return False
-            elif fnmatch.fnmatchcase(ns, p):
-                included = True
-        return included
+        return namespace_matches(self.settings.namespaces, ns)
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._ticker(), name="sipfleet-ticker"))

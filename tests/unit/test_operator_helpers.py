@@ -74,3 +74,25 @@ def test_agent_overrides_from_env_reach_the_deployment():
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000}
     assert pod["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
     assert pod["containers"][0]["securityContext"] == {"readOnlyRootFilesystem": True}
+
+
+def test_namespace_patterns():
+    from sipfleet_operator.engine import namespace_matches
+
+    assert namespace_matches((), "anything")
+    assert namespace_matches(("op-*",), "op-x") and not namespace_matches(("op-*",), "default")
+    assert namespace_matches(("a", "b"), "b") and not namespace_matches(("a", "b"), "c")
+    assert not namespace_matches(("op-*", "!op-skip"), "op-skip")
+
+
+def test_inputs_digest_sees_user_annotations_and_ladder_token():
+    from sipfleet_operator.engine import Engine
+
+    body = {"metadata": {"annotations": {}}, "spec": {"aor": "sip:a@b"}, "status": {}}
+    d0 = Engine.inputs_digest(body)
+    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"unrelated": "x"}}}) == d0
+    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/reregister": "1"}}}) != d0
+    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/repair": "1"}}}) != d0
+    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
+    assert Engine.inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
+    assert Engine.inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
