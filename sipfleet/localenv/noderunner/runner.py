@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .logserver import LogServer
-from .kube import Kube, KubeError, kubeconfig_server
+from .kube import Kube, KubeError, kubeconfig_server, now_time
 from . import log_path
 from .logic import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, IPAllocator
 from .node import NodeHeartbeat, node_capacity, parse_taint
@@ -112,6 +112,27 @@ class NodeRunner:
         except (KeyError, ValueError):
             expiry = time.time() + expiration
         return token, float(expiry)
+
+    def event(self, pod: dict, typ: str, reason: str, message: str, field_path: str | None = None) -> None:
+        """Record a core/v1 Event about a pod, as the kubelet does (best effort: failures are only logged)."""
+        meta = pod["metadata"]
+        now = now_time()
+        ref = {"kind": "Pod", "apiVersion": "v1", "namespace": meta["namespace"], "name": meta["name"],
+               "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion")}
+        if field_path:
+            ref["fieldPath"] = field_path
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "involvedObject": ref, "reason": reason, "message": message[:1000], "type": typ,
+            "source": {"component": "kubelet", "host": self.node_name},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": "kubelet", "reportingInstance": self.node_name,
+        }
+        try:
+            self.kube.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body, timeout=10)
+        except Exception as e:  # noqa: BLE001
+            log.debug("event %s for %s/%s not recorded: %s", reason, meta["namespace"], meta["name"], e)
 
     def container_running(self, namespace: str, pod: str, container: str) -> bool:
         with self._lock:

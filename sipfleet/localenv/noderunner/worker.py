@@ -110,6 +110,7 @@ class PodWorker(threading.Thread):
         self.conditions: dict[str, dict] = {}
         self.last_published: str | None = None
         self.publish_retry = 0.0
+        self._events: dict[tuple[str, str, str], float] = {}
         self.publish_failures = 0
         self.terminal = False
         self.adopted_terminal = False
@@ -317,6 +318,9 @@ class PodWorker(threading.Thread):
             c.next_start = now + backoff_delay(c.image_errors, self.runner.backoff_base, self.runner.backoff_cap)
             if c.image_errors == 1:
                 log.warning("%s/%s: %s", self.key, c.name, e)
+                self._event(c, "Warning", "Failed", f"Failed to pull image \"{image}\": {e}")
+            else:
+                self._event(c, "Normal", "BackOff", f"Back-off pulling image \"{image}\"")
             return
         try:
             env = resolve_env(
@@ -336,6 +340,7 @@ class PodWorker(threading.Thread):
             c.next_start = now + min(2 ** c.config_errors, 10)
             if c.config_errors == 1:
                 log.warning("%s/%s: %s", self.key, c.name, e)
+            self._event(c, "Warning", "Failed", f"Error: {e}")
             return
         except KubeError as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": f"API error: {e}"}}
@@ -387,6 +392,19 @@ class PodWorker(threading.Thread):
         shown = shlex.join(raw_argv)
         shown = shown if len(shown) <= 200 else shown[:200] + "..."
         log.info("%s/%s: started pid %d: %s", self.key, c.name, proc.pid, shown.replace("\n", "\\n"))
+        self._event(c, "Normal", "Started", f"Started container {c.name}")
+
+    def _event(self, c: Container | None, typ: str, reason: str, message: str) -> None:
+        """An Event for the pod, without repeating the same one within a minute."""
+        key = (c.name if c else "", reason, message)
+        now = time.monotonic()
+        if now - self._events.get(key, -1e9) < 60:
+            return
+        self._events[key] = now
+        fp = None
+        if c is not None:
+            fp = f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}"
+        self.runner.event(self.pod, typ, reason, message, fp)
 
     # ------------------------------------------------------------------ exits
 
@@ -443,6 +461,8 @@ class PodWorker(threading.Thread):
             delay = backoff_delay(c.failures, self.runner.backoff_base, self.runner.backoff_cap)
             c.next_start = time.monotonic() + delay
             c.last_state = {"terminated": term}
+            self._event(c, "Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod "
+                        f"{self.pod_name}_{self.namespace}({self.uid})")
             c.state = {
                 "waiting": {
                     "reason": "CrashLoopBackOff",
@@ -501,6 +521,7 @@ class PodWorker(threading.Thread):
         threshold = int(spec.get("failureThreshold") or 3)
         if st["fail"] == threshold or (st["fail"] > threshold and st["fail"] % 30 == 0):
             log.info("%s/%s: %s probe failed %d times: %s", self.key, c.name, kind, st["fail"], msg)
+            self._event(c, "Warning", "Unhealthy", f"{kind.capitalize()} probe failed: {msg}"[:500])
         else:
             log.debug("%s/%s: %s probe failed (%d): %s", self.key, c.name, kind, st["fail"], msg)
         return "fail" if st["fail"] >= threshold else None
@@ -509,6 +530,7 @@ class PodWorker(threading.Thread):
         if c.proc is None:
             return
         log.info("%s/%s: %s", self.key, c.name, reason)
+        self._event(c, "Normal", "Killing", reason)
         c.kill_reason = reason
         c.ready = False
         signal_group(c.proc.pid, signal.SIGTERM)
@@ -521,6 +543,9 @@ class PodWorker(threading.Thread):
         if not live:
             return
         log.info("%s: stopping %d container(s) (%s, grace %.0fs)", self.key, len(live), why, grace)
+        if why == "pod deleted":
+            for c in live:
+                self._event(c, "Normal", "Killing", f"Stopping container {c.name}")
         for c in live:
             signal_group(c.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
