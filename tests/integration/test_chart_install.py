@@ -183,6 +183,7 @@ def _log_tail(cluster, namespace: str, pod: str, lines: int = 60) -> str:
         return f"(no log: {e})"
 
 
+@pytest.mark.lab
 def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s, helm, namespace, lab, lab_user):
     core = client.CoreV1Api(k8s)
     custom = client.CustomObjectsApi(k8s)
