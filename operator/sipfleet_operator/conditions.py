@@ -104,7 +104,9 @@ def _registered(i: Inputs, agent_ready: C) -> C:
     if i.credentials_problem and i.placed_in is None:
         return C("Registered", "False", "CredentialsMissing", i.credentials_problem)
     if agent_ready.status != "True":
-        reason = "AgentNotReporting" if agent_ready.reason in ("AgentNotReporting",) else "AgentPending"
+        # an agent reported for this account before and is not Ready (or gone): it stopped reporting
+        reported = i.status.agent is not None and bool(i.status.agent.pod) or i.status.registration is not None
+        reason = "AgentNotReporting" if agent_ready.reason == "AgentNotReporting" or reported else "AgentPending"
         return C("Registered", "Unknown", reason, agent_ready.message)
     if not _reporter_current(i):
         return C("Registered", "Unknown", "AgentNotReporting", f"waiting for agent pod {i.pod.name} to report")

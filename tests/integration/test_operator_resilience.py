@@ -4,7 +4,10 @@ restart) mean no duplicate agents, and everything converges."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
 import time
 
 import pytest
@@ -42,6 +45,39 @@ def test_agent_pod_killed_is_recreated_and_reregisters(operator, sipacc, lab, la
     assert regs, "no new REGISTER through P"
     assert lab.contacts(user)
     assert sipacc.hosting_agent("dave") == agent  # same agent, same name
+
+
+def _agent_pid(cluster, namespace: str, pod: str) -> int:
+    """PID of the agent process the node runner started for a pod (its pids.json)."""
+    doc = json.loads((cluster.pods_dir / "pids.json").read_text())
+    pids = [p["pid"] for p in doc.get("processes", []) if p.get("namespace") == namespace and p.get("pod") == pod]
+    assert pids, f"no process recorded for {namespace}/{pod}"
+    return pids[-1]
+
+
+def test_agent_that_stops_reporting_is_not_trusted(operator, sipacc, cluster, lab, lab_user):
+    """A frozen agent (SIGSTOP: probes time out, nothing is written) must not leave 'Registered' standing."""
+    user, password = lab_user("stop")
+    sipacc.secret("creds", user, password)
+    sipacc.create("erin", sipacc.spec(lab, user, "creds"))
+    sipacc.wait_condition("erin", "Ready", timeout=120)
+    pod = sipacc.get("erin")["status"]["agent"]["pod"]
+    pid = wait_for(lambda: _agent_pid(cluster, sipacc.ns, pod), timeout=30, message="agent pid",
+                   ignore=(AssertionError, OSError, ValueError))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        body = sipacc.wait_condition("erin", "Registered", status="Unknown", reason="AgentNotReporting", timeout=90)
+        conds = {c["type"]: c for c in body["status"]["conditions"]}
+        assert conds["AgentReady"]["status"] == "False"
+        assert conds["Ready"]["status"] == "False"
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:  # the node runner may have restarted it (liveness): fine
+            pass
+    # back (same process, or restarted by its liveness probe): registered and vouched for again
+    sipacc.wait_condition("erin", "Registered", timeout=120)
+    sipacc.wait_condition("erin", "Ready", timeout=60)
 
 
 def _check_no_duplicates(sipacc, names: list[str]) -> dict[str, str]:

@@ -67,9 +67,13 @@ def test_agent_gone_makes_registration_unknown():
     assert conds["RouteInSync"].status == "Unknown"
     nopod = by_type(c.compute(inputs(status("Registered", True), pod=None), T0))
     assert nopod["Registered"].status == "Unknown" and nopod["AgentReady"].reason == "AgentPending"
+    assert nopod["Registered"].reason == "AgentNotReporting"  # someone reported before: it stopped
     starting = c.PodState(name="p2", phase="Pending", ready=False)
     st = by_type(c.compute(inputs(status("Registered", True), pod=starting), T0))
     assert st["AgentReady"].reason == "AgentPending" and st["Registered"].status == "Unknown"
+    assert st["Registered"].reason == "AgentNotReporting"
+    fresh = by_type(c.compute(inputs(status(agent_pod=None), pod=starting), T0))
+    assert (fresh["Registered"].status, fresh["Registered"].reason) == ("Unknown", "AgentPending")
 
 
 def test_stale_status_from_previous_pod_is_not_trusted():
