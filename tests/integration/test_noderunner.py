@@ -160,6 +160,11 @@ def test_crashing_container_restarts_with_kubernetes_backoff(cluster, k8s, names
     assert "back-off" in waiting.message and "crasher" in waiting.message
     assert "run-" in _log(cluster, namespace, "crasher", "crash")
     assert "run-" in _log(cluster, namespace, "crasher", "crash", previous=True)
+    def backoff_event():
+        evs = core.list_namespaced_event(namespace, field_selector="involvedObject.name=crasher").items
+        return [e for e in evs if e.reason == "BackOff" and e.source and e.source.component == "kubelet"]
+
+    wait_for(backoff_event, timeout=30, interval=0.5, message="a kubelet BackOff event for crasher")
     # kubectl logs -p goes apiserver -> the runner's kubelet log endpoint
     res = cluster.kubectl("logs", "-n", namespace, "crasher", "-c", "crash", "-p")
     assert "run-" in res.stdout
