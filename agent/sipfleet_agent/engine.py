@@ -54,7 +54,6 @@ from .siplog import (
     parse_tx_request,
     parse_uri,
     routes_equal,
-    same_aor,
     scrub,
     service_route_from_message,
     uri_hostport,
@@ -192,6 +191,18 @@ class _Call(pj.Call):
 # --------------------------------------------------------------------------------------------------
 
 
+def _sent_request(req: TxRequest, at: str) -> dict:
+    return SentRequest(method=req.method, transport=req.transport, destination=req.destination,
+                       request_uri=req.request_uri, route=list(req.route), at=at).to_api()
+
+
+def _aor_key(uri: str) -> tuple:
+    u = parse_uri(uri)
+    if u is None:
+        return ("raw", uri.strip().lower())
+    return (u.user or "", u.host, u.port or 5060)
+
+
 class AccountRuntime:
     def __init__(self, agent: "Agent", res: ResolvedAccount, global_proxy: list[str]):
         self.agent = agent
@@ -210,7 +221,7 @@ class AccountRuntime:
         self.last_self_heal = 0.0
         self.last_tx_register = 0.0
         self.last_failure_mono = 0.0
-        self.last_register: SentRequest | None = None
+        self.last_register: tuple[TxRequest, str] | None = None
         self.seen_tx: collections.deque = collections.deque(maxlen=32)
         #: Call-IDs used by the current pjsua account's registration clients, and by deleted ones: a
         #: deleted account whose REGISTER was still in flight (un-REGISTER refused with EBUSY) may still
@@ -232,6 +243,18 @@ class AccountRuntime:
     @property
     def key(self) -> tuple[str | None, str]:
         return self.res.key
+
+    @property
+    def res(self) -> ResolvedAccount:
+        return self._res
+
+    @res.setter
+    def res(self, value: ResolvedAccount) -> None:
+        self._res = value
+        self.aor_key = _aor_key(value.spec.aor)
+        t = value.spec.transport
+        self.desired_norm = [normalize_uri(r, t) for r in value.spec.route]
+        self.first_hop_expected = uri_hostport(value.spec.route[0], t) if value.spec.route else None
 
     def desired_register_route(self) -> list[str]:
         return list(self.res.spec.route)
@@ -303,6 +326,7 @@ class Agent:
         self.reg_hook: Callable[[AccountRuntime, int, int], None] | None = None  # benchmarks: (rt, code, expires)
         #: pjsip log lines up to this level (besides errors/warnings) are forwarded to the JSON log
         self.pjsip_log_level = 2
+        self._from_cache: dict[str, tuple] = {}
 
     # ---------------------------------------------------------------- thread-safe API
 
@@ -949,7 +973,9 @@ class Agent:
                 self._on_tx(req)
             return
         if msg.startswith("RX "):
-            if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80]:
+            if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
+                rt.retiring for rt in self.accounts.values()
+            ):
                 resp = parse_rx_response(msg)
                 if resp is not None:
                     self._on_rx_register(resp)
@@ -960,9 +986,14 @@ class Agent:
             PJ_LOG.info(scrub(msg.strip()))
 
     def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
+        cached = self._from_cache.get(from_uri)
+        if cached is None:
+            if len(self._from_cache) > 256:
+                self._from_cache.clear()
+            cached = self._from_cache[from_uri] = _aor_key(from_uri)
         found = None
         for rt in self.accounts.values():
-            if same_aor(rt.res.spec.aor, from_uri):
+            if rt.aor_key == cached:
                 if not rt.retiring:
                     return rt
                 found = rt
@@ -995,26 +1026,30 @@ class Agent:
             return
         rt.seen_tx.append(tx_key)
         at = now_iso()
-        rt.last_register = SentRequest(method=req.method, transport=req.transport, destination=req.destination,
-                                       request_uri=req.request_uri, route=list(req.route), at=at)
+        rt.last_register = (req, at)  # a SentRequest is built only when someone asks (GET /status)
         in_sync = self._in_sync(rt, req)
-        prev = rt.status.route.in_sync
-        upd: dict[str, Any] = dict(
-            effective=list(req.route),
-            first_hop=f"{req.transport}:{req.destination}",
-            request_uri=req.request_uri,
-            in_sync=in_sync,
-            observed_at=at,
-        )
-        if not in_sync and prev is not False:
+        route = rt.status.route
+        first_hop = f"{req.transport}:{req.destination}"
+        rt.status.observed_at = at
+        upd: dict[str, Any] = {}
+        if route.in_sync is not in_sync:
+            upd["in_sync"] = in_sync
+        if tuple(route.effective) != req.route:
+            upd["effective"] = list(req.route)
+        if route.first_hop != first_hop:
+            upd["first_hop"] = first_hop
+        if route.request_uri != req.request_uri:
+            upd["request_uri"] = req.request_uri
+        if not in_sync and route.in_sync is not False:
             upd["last_drift_at"] = at
             if rt.repair is None:
                 rt.repair_drift_t0 = time.monotonic()
             self.metrics.drift_seen.inc()
             log(LOG, logging.WARNING, "route drift: REGISTER sent off the configured route", account=rt.name,
                 effective=list(req.route), desired=rt.desired_register_route(), destination=req.destination)
-        rt.status.set_route(**upd)
-        self._mark(rt)
+        if upd:
+            rt.status.set_route(**upd)
+            self._mark(rt)
         if in_sync and rt.repair is not None:
             # the re-created account's first REGISTER (sent from inside create()) via the configured route
             self._finish_repair(rt, ok=True)
@@ -1030,12 +1065,13 @@ class Agent:
         self._start_repair(rt, "self-heal", None)
 
     def _in_sync(self, rt: AccountRuntime, req: TxRequest) -> bool:
-        desired = rt.desired_register_route()
         transport = rt.res.spec.transport
-        if not routes_equal(list(req.route), desired, transport):
+        if len(req.route) != len(rt.desired_norm):
             return False
-        if desired:
-            hp = uri_hostport(desired[0], transport)
+        if any(normalize_uri(u, transport) != d for u, d in zip(req.route, rt.desired_norm)):
+            return False
+        if rt.desired_norm:
+            hp = rt.first_hop_expected
             if hp is not None:
                 host, port = req.destination.rsplit(":", 1) if ":" in req.destination else (req.destination, "0")
                 if host.strip("[]") != hp[0] or int(port) != hp[1]:
@@ -1066,12 +1102,17 @@ class Agent:
         before = st.registration.state
         if 200 <= code < 300:
             sr = service_route_from_message(whole) if whole else []
-            st.set_route(service_route=sr, response_from=src or None,
-                         desired=list(rt.res.spec.route) + sr)
+            desired = list(rt.res.spec.route) + sr
+            r = st.route
+            if r.service_route != sr or r.response_from != (src or None) or r.desired != desired:
+                st.set_route(service_route=sr, response_from=src or None, desired=desired)
             if expiration > 0:
-                since = st.registration.registered_since if before == "Registered" else now_iso()
-                st.set_registration(state="Registered", code=code, reason=reason, expires_seconds=expiration,
-                                    registered_since=since)
+                reg = st.registration
+                if not (before == "Registered" and reg.code == code and reg.reason == reason
+                        and reg.expires_seconds == expiration):
+                    since = reg.registered_since if before == "Registered" else now_iso()
+                    st.set_registration(state="Registered", code=code, reason=reason, expires_seconds=expiration,
+                                        registered_since=since)
             else:
                 st.set_registration(state="Unregistered", code=code, reason=reason, expires_seconds=None,
                                     registered_since=None)
@@ -1228,7 +1269,7 @@ class Agent:
                     "namespace": rt.res.spec.namespace,
                     "created": rt.acc is not None,
                     "status": rt.doc(),
-                    "lastRegister": rt.last_register.to_api() if rt.last_register else None,
+                    "lastRegister": _sent_request(*rt.last_register) if rt.last_register else None,
                 }
                 for rt in self.accounts.values()
             ],

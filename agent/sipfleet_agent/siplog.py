@@ -13,6 +13,7 @@ checks and the full parse only looks at the header lines it needs.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -242,6 +243,7 @@ class SipUri:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_uri(uri: str) -> SipUri | None:
     m = _URI_RE.match(addr_spec(uri).strip())
     if not m:
@@ -271,6 +273,7 @@ def parse_uri(uri: str) -> SipUri | None:
     return SipUri(m.group("scheme").lower(), m.group("user"), host.lower(), port, tuple(params))
 
 
+@functools.lru_cache(maxsize=1024)
 def normalize_uri(uri: str, default_transport: str | None = None) -> str:
     """A canonical form for comparing route URIs.
 

@@ -25,6 +25,9 @@ class AccountStatus:
         self.registration = RegistrationStatus(state="Registering")
         self.route = RouteStatus(mode=mode, desired=desired)  # type: ignore[arg-type]
         self.agent = agent
+        #: route.observedAt changes with every REGISTER: kept apart so that a REGISTER that changes
+        #: nothing else costs no model copy (it is merged into the document when one is made).
+        self.observed_at: str | None = None
 
     def set_registration(self, **kw: Any) -> None:
         self.registration = self.registration.model_copy(update=kw)
@@ -41,9 +44,12 @@ class AccountStatus:
         self.set_route(last_repair=record, repair_history=history[-10:])
 
     def document(self) -> dict:
+        route = self.route.to_api()
+        if self.observed_at:
+            route["observedAt"] = self.observed_at
         return {
             "registration": self.registration.to_api(),
-            "route": self.route.to_api(),
+            "route": route,
             "agent": self.agent.to_api(),
         }
 
