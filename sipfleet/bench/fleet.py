@@ -176,7 +176,8 @@ class Env:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
                 continue
-            key = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            key = f"{labels['verb']} " + labels.get("resource", "") + (
+                f"/{labels['subresource']}" if labels.get("subresource") else "")
             out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
         return out
 
@@ -306,14 +307,17 @@ def _steady(args: argparse.Namespace) -> int:
         api_delta = {k: a1[k] - a0.get(k, 0.0) for k in a1 if a1[k] - a0.get(k, 0.0) > 0}
         minutes = args.duration / 60.0
         op_total = sum(op_writes.values())
-        sa_writes = sum(v for k, v in api_delta.items() if k.startswith("sipaccounts"))
+        # DELETE includes the namespace controller's deletecollection sweeps (other namespaces going away)
+        sa_writes = sum(v for k, v in api_delta.items() if k.split(" ")[1].startswith("sipaccounts")
+                        and not k.startswith("DELETE"))
         print(json.dumps({
             "benchmark": "steady", "accounts": len(names), "window_s": args.duration,
             "operator_writes_total": op_total,
             "operator_writes_per_account_per_10min": round(op_total / len(names) / minutes * 10, 4),
             "operator_writes": op_writes,
-            "apiserver_writes_by_resource_all_clients": api_delta,
-            "sipaccount_writes_per_account_per_10min_all_clients": round(sa_writes / len(names) / minutes * 10, 4),
+            "apiserver_writes_by_verb_resource_all_clients": {k: v for k, v in api_delta.items()
+                                                               if not k.startswith("DELETE")},
+            "sipaccount_create_update_patch_per_account_per_10min_all_clients": round(sa_writes / len(names) / minutes * 10, 4),
             "operator_rss_mib_start": round(rss0 / 2**20, 1),
             "operator_rss_mib_end": round((env.operator.rss_bytes() or 0) / 2**20, 1),
         }), flush=True)
