@@ -120,6 +120,7 @@ class Engine:
         self.pods: dict[str, dict[str, cond.PodState]] = defaultdict(dict)  # agent -> pod name -> state
         self.ever_ready: set[str] = set()  # pod uids seen Ready once
         self.applied: dict[tuple[str, str, str], str] = {}
+        self.hosted_names: dict[str, set[str]] = {}  # agent -> accounts its children were last applied for
         self.synced_generation: dict[tuple[str, str], int] = {}
         self.reconciled: dict[tuple[str, str], str] = {}  # digest of the inputs last reconciled
         self.frozen: dict[tuple[str, str], b.HostedAccount] = {}  # last hosted form (used while paused)
@@ -336,13 +337,19 @@ class Engine:
                 break
             else:
                 return
-            for child in b.build_children(agent, hosted, self.settings):
+            children = b.build_children(agent, hosted, self.settings)
+            names = set(agent.accounts)
+            if names - self.hosted_names.get(agent_name, set()):
+                # accounts join: grant the agent access (Role) before it sees them in the assignment
+                children.sort(key=lambda c: c["kind"] != "Role")
+            for child in children:
                 key = (child["kind"], agent.namespace, agent_name)
                 digest = _digest(child)
                 if self.applied.get(key) == digest:
                     continue
                 await self.client.apply(child)
                 self.applied[key] = digest
+            self.hosted_names[agent_name] = names
 
     async def delete_agent(self, agent_name: str, ns: str) -> None:
         async with self.agent_locks[agent_name]:
@@ -356,6 +363,7 @@ class Engine:
             await self.client.delete(kind, ns, agent_name)
             self.applied.pop((kind, ns, agent_name), None)
         self.pods.pop(agent_name, None)
+        self.hosted_names.pop(agent_name, None)
 
     async def child_deleted(self, kind: str, ns: str, name: str) -> None:
         """A child vanished (someone deleted it): forget it was applied and re-create it if still needed."""
