@@ -443,8 +443,9 @@ def test_runner_restart_adopts_pods_and_sigterm_stops_them(cluster, k8s, namespa
         n = wait_for(node_ready, timeout=60, interval=0.3, message=f"node {node} Ready")
         assert [(t.key, t.effect) for t in n.spec.taints or []] == [(taint["key"], taint["effect"])]
         assert n.status.allocatable["cpu"] == "2" and n.status.allocatable["pods"] == "110"
-        lease = client.CoordinationV1Api(k8s).read_namespaced_lease(node, "kube-node-lease")
-        assert lease.spec.holder_identity == node
+        lease = wait_for(lambda: client.CoordinationV1Api(k8s).read_namespaced_lease(node, "kube-node-lease"),
+                         timeout=60, interval=0.3, message="the node's Lease")
+        assert lease.spec.holder_identity == node and lease.spec.renew_time is not None
 
         core.create_namespaced_pod(namespace, {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "adoptee"},

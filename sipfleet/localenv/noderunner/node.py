@@ -164,14 +164,15 @@ class NodeHeartbeat(threading.Thread):
                 node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
         else:
             # keep the labels we rely on; leave everything else (taints someone added on purpose) alone
-            self.kube.request(
+            node = self.kube.request(
                 "PATCH", f"/api/v1/nodes/{self.node_name}",
                 body={"metadata": {"labels": node_object(self.node_name)["metadata"]["labels"]}},
                 content_type=STRATEGIC,
             )
         self.node_uid = node["metadata"]["uid"]
+        # untaint before reporting Ready: whoever sees the node Ready can schedule to it at once
+        self.untaint(node)
         self.post_status()
-        self.untaint(self.kube.request("GET", f"/api/v1/nodes/{self.node_name}"))
         self.registered.set()
 
     def untaint(self, node: dict) -> None:
@@ -182,25 +183,29 @@ class NodeHeartbeat(threading.Thread):
         cluster runs without that controller (it would also evict pods on missed heartbeats), so the runner
         removes the taint itself.
         """
-        taints = (node.get("spec") or {}).get("taints") or []
-        keep = [t for t in taints if t.get("key") not in MANAGED_TAINTS]
-        if len(keep) == len(taints):
-            return
-        try:
-            self.kube.request(
-                "PATCH", f"/api/v1/nodes/{self.node_name}",
-                body={"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                      "spec": {"taints": keep or None}},
-                content_type=MERGE,
-            )
-            log.info("removed taints %s from node %s",
-                     sorted({t["key"] for t in taints if t.get("key") in MANAGED_TAINTS}), self.node_name)
-        except KubeError as e:
-            # 409: changed meanwhile (next check retries); 403: e.g. NodeRestriction forbids it - not fatal
-            if e.status not in (409, 403):
+        for _ in range(5):
+            taints = (node.get("spec") or {}).get("taints") or []
+            keep = [t for t in taints if t.get("key") not in MANAGED_TAINTS]
+            if len(keep) == len(taints):
+                return
+            try:
+                self.kube.request(
+                    "PATCH", f"/api/v1/nodes/{self.node_name}",
+                    body={"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+                          "spec": {"taints": keep or None}},
+                    content_type=MERGE,
+                )
+                log.info("removed taints %s from node %s",
+                         sorted({t["key"] for t in taints if t.get("key") in MANAGED_TAINTS}), self.node_name)
+                return
+            except KubeError as e:
+                if e.status == 409:  # changed meanwhile: look again
+                    node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
+                    continue
+                if e.status == 403:  # e.g. NodeRestriction forbids it: not fatal
+                    log.warning("cannot remove taints from node %s: %s", self.node_name, e)
+                    return
                 raise
-            if e.status == 403:
-                log.warning("cannot remove taints from node %s: %s", self.node_name, e)
 
     def post_status(self) -> None:
         self.kube.request(
