@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sipfleet.localenv.noderunner import log_path
+from sipfleet.localenv.noderunner.kube import kubeconfig_server
 from sipfleet.localenv.noderunner.process import proc_alive, proc_start_time
 from sipfleet.localenv.waiting import wait_for
 
@@ -257,7 +258,7 @@ def test_env_volumes_and_in_cluster_login(cluster, k8s, namespace):
     assert out["FROM_CM_colour"] == "blue"
     assert out["EXPANDED"] == f"inspector@{namespace}"
     assert out["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
-    assert out["KUBERNETES_SERVICE_PORT"] == str(cluster.config()["ports"]["apiserver"])
+    assert out["KUBERNETES_SERVICE_PORT"] == str(kubeconfig_server(str(cluster.kubeconfig))[1])
     assert out["token_len"] > 100 and out["ca_has_cert"] and out["sa_namespace"] == namespace
     # the in-cluster client logged in with the pod's own (bound) service-account token
     assert out["whoami"] == f"system:serviceaccount:{namespace}:default"
