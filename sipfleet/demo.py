@@ -45,7 +45,7 @@ EXAMPLES = REPO / "examples"
 EXAMPLE_SUBNET = "127.0.10"
 DEFAULT_NAME = "demo"
 DEFAULT_SUBNET = "127.0.10"
-DEFAULT_NAMESPACE = "demo"
+DEFAULT_NAMESPACE = "default"
 RELEASE = "sipfleet"
 RELEASE_NAMESPACE = "sipfleet-system"
 #: how long R holds each answer to REGISTER while the agent's address flaps
@@ -70,7 +70,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster and lab name (default demo)")
     parser.add_argument("--subnet", default=DEFAULT_SUBNET,
                         help="SIP lab subnet: P=<subnet>.1, R=.2, E=.3 (default 127.0.10, as in examples/)")
-    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace of the example SipAccounts")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                        help="namespace of the example SipAccounts (default: default)")
     parser.add_argument("--state-dir", default=None,
                         help="state root (default $SIPFLEET_STATE or ~/.local/state/sipfleet): "
                              "clusters/<name>/ and labs/<name>/ under it")
@@ -335,6 +336,11 @@ class Demo:
         self.timeline = Timeline()
 
     # ------------------------------------------------------------------ small tools
+    @property
+    def _ns(self) -> str:
+        """`` -n <namespace>`` for printed kubectl commands, empty for the default namespace."""
+        return "" if self.namespace == "default" else f" -n {self.namespace}"
+
     def remaining(self, cap: float) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
@@ -605,7 +611,7 @@ class Demo:
         out.line(f"kubectl wait --for=condition=Registered: all {len(names)} Registered "
                  f"({time.monotonic() - t:.1f} s)")
         res = self.kubectl("-n", self.namespace, "get", "sipacc", "-o", "wide")
-        out.line(f"kubectl -n {self.namespace} get sipacc -o wide")
+        out.line(f"kubectl{self._ns} get sipacc -o wide")
         out.block(res.stdout)
 
     def _agent_logs(self) -> str:
@@ -660,10 +666,10 @@ class Demo:
                 raise DemoError(f"agent pod {pod_name} has no IP")
             out.line(f"{name} is hosted by agent pod {pod_name} (pod IP {pod_ip}); it registers through P "
                      f"({self.lab.hostport('P')}) with Route {_fmt_route(drift['spec']['route'])}")
-            out.line(f"fault: R holds every answer to REGISTER for {HOLD_MS / 1000:.0f} s (lab inject "
-                     f"R delay:{HOLD_MS}) while the agent pod's address flaps: `ip addr add {pod_ip}/32 dev lo`, "
-                     f"then `ip addr del` once a REGISTER is in flight; the agent sees its interface change "
-                     f"and calls pjsua's handleIpChange() each time")
+            out.line(f"fault: the registrar R holds its answers to REGISTER ({HOLD_MS / 1000:.0f} s each, lab "
+                     f"inject R delay:{HOLD_MS}) while the agent pod's address flaps: `ip addr add {pod_ip}/32 dev "
+                     f"lo`, then `ip addr del` once a REGISTER is held in flight. The agent notices each interface "
+                     f"change and calls pjsua's handleIpChange(); the second one meets the REGISTER in flight.")
 
             watcher = StatusWatcher(self.cluster, self.namespace, name)
             watcher.start()
@@ -711,6 +717,12 @@ class Demo:
                 t_del = time.time()
                 self._address_del(pod_ip)
                 tl.add(t_del, "network", f"address {pod_ip}/32 removed from lo (interface changes back)")
+                # New REGISTERs get answers at once again; the one R already holds stays held to its end.
+                t_normal = time.time()
+                self.lab.inject("R", "normal")
+                self._faulted = False
+                tl.add(t_normal, "lab R", "answers new REGISTERs at once again (inject normal; the one it holds "
+                                          "stays held)")
                 try:
                     drifted = self.lab.wait_wire(mine, node="E", since=t_fault, timeout=self.remaining(20))
                 except TimeoutError:
@@ -718,14 +730,13 @@ class Demo:
             finally:
                 for addr in list(self._added_addresses):
                     self._address_del(addr)
-                t_normal = time.time()
-                self.lab.inject("R", "normal")
-                self._faulted = False
+                if self._faulted:
+                    self.lab.inject("R", "normal")
+                    self._faulted = False
             if drifted is not None:
                 tl.add(drifted.at, "wire E", f"REGISTER sent straight to the edge E, bypassing P: Route "
                                              f"{_fmt_route(drifted.route)}, from {drifted.src} "
                                              f"(Call-ID {drifted.call_id[:10]})")
-                tl.add(t_normal, "lab R", "answers REGISTER at once again (inject normal)")
                 self.out.line(f"attempt {attempt}: drifted REGISTER seen at E {drifted.at - t_fault:.2f} s after "
                               f"the fault started")
                 return t_fault, drifted
@@ -789,6 +800,27 @@ class Demo:
             final = obj
             ladder = obj["status"].get("ladder") or {}
 
+        # after the repair: the new registration client stays on the route; the deleted client may still finish
+        # the REGISTER it had in flight (pjsip completes pending transactions, 401 challenge included)
+        after_note = ""
+        if back is not None:
+            with contextlib.suppress(DemoError):
+                self._wait(lambda: self._quiet(mine, 1.5), 30, "the account's REGISTERs settled after the repair")
+            before_ids = {r.call_id for r in self.lab.wire(since=t_fault - 1) if mine(r) and r.at < back.at}
+            after = [r for r in self.lab.wire(since=back.at) if mine(r) and r.node in ("P", "E")]
+            fresh = [r for r in after if r.call_id not in before_ids]
+            late = [r for r in after if r.call_id in before_ids]
+            off_route = [r for r in fresh if r.node == "E"]
+            if off_route:
+                problems.append(f"after the repair the new registration client sent {len(off_route)} REGISTER(s) "
+                                f"to E again")
+            after_note = (f"after the repair: {len(fresh)} REGISTER(s) of the new registration client, "
+                          f"{len(fresh) - len(off_route)} via P, {len(off_route)} via E")
+            if late:
+                nodes = sorted({r.node for r in late})
+                after_note += (f"; {len(late)} late REGISTER(s) of the deleted account's clients (a transaction in "
+                               f"flight at the repair, finished by pjsip) via {'/'.join(nodes)}")
+
         # ---- the timeline
         st = (final or get()).get("status") or {}
         route = st.get("route") or {}
@@ -809,11 +841,11 @@ class Demo:
             tl.add(t, "operator", f"condition RouteInSync=False ({reason}) (observed)")
         t = watcher.seen("ladder", lambda v: v[0] == "RepairRequested", t_fault)
         if t is not None:
-            tl.add(t, "operator", "ladder step 1: RepairRequested, a new repairToken in the agent's ConfigMap "
+            tl.add(t, "operator", "ladder RepairRequested: a new repairToken in the agent's assignment ConfigMap "
                                   "(observed)")
         t = watcher.seen("ladder", lambda v: v[0] == "PodRestarted", t_fault)
         if t is not None:
-            tl.add(t, "operator", "ladder step 2: PodRestarted, the agent pod deleted (observed)")
+            tl.add(t, "operator", "ladder PodRestarted: the operator deleted the agent pod (observed)")
         if rep:
             tl.add(_parse_time(rep.get("startedAt")), "agent",
                    f"repair started: {rep.get('method')} (trigger {rep.get('trigger')})")
@@ -833,6 +865,8 @@ class Demo:
 
         out.line("timeline (wire = the lab nodes' own logs; observed = when a watch on the SipAccount delivered the change)")
         out.block(tl.render(t_fault))
+        if after_note:
+            out.line(after_note)
 
         drift_seen = out_of_sync() is not None
         repaired_ok = final is not None and rep.get("result") == "repaired" and back is not None and not [
@@ -842,8 +876,7 @@ class Demo:
             "repaired": repaired_ok and not problems,
             "method": rep.get("method"),
             "durationMs": rep.get("durationMs"),
-            "ladderStep": "1 (recreate-account)" if rep.get("method") == "recreate-account" else
-                          "2 (restart-pod)" if rep.get("method") == "restart-pod" else "?",
+            "trigger": rep.get("trigger"),
             "problems": problems,
         }
         return drift_seen and repaired_ok and not problems
@@ -859,10 +892,10 @@ class Demo:
                     return ts.timestamp()
             return 0.0
 
-        evs.sort(key=when)
+        evs.sort(key=lambda e: (int(when(e)), int(e.metadata.resource_version or 0)))
         recent = [e for e in evs if when(e) >= since - 2]
         out.line()
-        out.line(f"Kubernetes events of sipaccount/{name} (this run; kubectl -n {self.namespace} get events "
+        out.line(f"Kubernetes events of sipaccount/{name} (this run; kubectl{self._ns} get events "
                  f"--field-selector involvedObject.name={name})")
         if not recent:
             out.line("  (none)")
@@ -878,12 +911,12 @@ class Demo:
         s = getattr(self, "summary", {})
         out.step(6, "result")
         res = self.kubectl("-n", self.namespace, "get", "sipacc", "-o", "wide", check=False)
-        out.line(f"kubectl -n {self.namespace} get sipacc -o wide")
+        out.line(f"kubectl{self._ns} get sipacc -o wide")
         out.block(res.stdout or res.stderr)
         if ok:
-            out.line(f"RESULT: drift detected and repaired: ladder step {s.get('ladderStep')}, method "
-                     f"{s.get('method')}, {s.get('durationMs', 0):.0f} ms from drift seen to the first REGISTER "
-                     f"through P; verified on the wire")
+            out.line(f"RESULT: drift detected and repaired: {s.get('method')} (trigger {s.get('trigger')}), "
+                     f"{s.get('durationMs') or 0:.0f} ms from drift seen to the first REGISTER through P again; "
+                     f"both verified on the wire")
         else:
             out.line("RESULT: NOT OK: " + ("drift detected" if s.get("drift") else "drift NOT detected") + ", "
                      + ("repaired" if s.get("repaired") else "NOT repaired"))
@@ -899,9 +932,10 @@ class Demo:
             out.line("cluster and lab keep running. To use them:")
             out.line(f"  export KUBECONFIG={self.cluster.kubeconfig}")
             if not on_path or Path(on_path).resolve() != Path(kubectl).resolve():
-                out.line(f"  export PATH={Path(kubectl).parent}:$PATH    # kubectl {kubectl.parent.name}")
-            out.line(f"  kubectl -n {self.namespace} get sipacc -o wide")
-            out.line(f"  kubectl -n {self.namespace} describe sipacc {getattr(self, '_drift_name', 'dave')}")
+                out.line(f"  export PATH={Path(kubectl).parent}:$PATH    # the kubectl built for this cluster")
+            out.line(f"  kubectl{self._ns} get sipacc -o wide")
+            out.line(f"  kubectl{self._ns} describe sipacc {getattr(self, '_drift_name', 'dave')}")
+            out.line(f"  kubectl{self._ns} get events --field-selector involvedObject.kind=SipAccount")
             out.line(f"  kubectl -n {RELEASE_NAMESPACE} logs deploy/{RELEASE}")
             lab = f"sipfleet lab --name {self.lab.name}" + (f" --state-dir {self.lab.state_dir}" if self.state_root else "")
             out.line(f"  {lab} wire --method REGISTER --last 10   # requests as P, R and E received them")
