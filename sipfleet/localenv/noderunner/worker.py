@@ -238,7 +238,10 @@ class PodWorker(threading.Thread):
         if self.start_time is None:
             self.start_time = now_time()
         if self.ip is None:
-            self.ip = self.runner.ipam.allocate(self.key)
+            if pod["spec"].get("hostNetwork"):
+                self.ip = self.runner.host_ip  # the host's address, as for a hostNetwork pod
+            else:
+                self.ip = self.runner.ipam.allocate(self.key)
         if now >= self.volume_retry and (not self.volumes_ready or self.vm.needs_refresh()):
             try:
                 self.vm.setup(pod, self.ip)
