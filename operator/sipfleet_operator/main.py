@@ -61,7 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agent-image")
     args = parser.parse_args(argv)
     if args.command == "peering-crds":
+        # kopf's peering CRDs plus the peering object(s) an HA deployment needs: one ClusterKopfPeering when
+        # watching cluster-wide, one KopfPeering per watched namespace otherwise (kopf pauses without them)
         sys.stdout.write(PEERING_CRDS)
+        name = os.environ.get("SIPFLEET_PEERING_NAME", "sipfleet")
+        if args.namespace:
+            for ns in args.namespace:
+                sys.stdout.write(f"---\napiVersion: kopf.dev/v1\nkind: KopfPeering\n"
+                                 f"metadata: {{name: {name}, namespace: {ns}}}\n")
+        else:
+            sys.stdout.write(f"---\napiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata: {{name: {name}}}\n")
         return 0
     if args.namespace:
         os.environ["SIPFLEET_WATCH_NAMESPACES"] = ",".join(args.namespace)
