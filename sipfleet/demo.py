@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -333,6 +334,7 @@ class Demo:
         self.deadline = time.monotonic() + float(args.timeout)
         self._added_addresses: list[str] = []
         self._faulted = False
+        self._signal_only = bool(os.environ.get("SIPFLEET_DEMO_SIGNAL_FAULT"))
         self.timeline = Timeline()
 
     # ------------------------------------------------------------------ small tools
@@ -435,7 +437,8 @@ class Demo:
         killed = self.cluster.down()
         out.line(f"cluster {self.cluster.name!r}: " + ("stopped" if cl_was else "was not running")
                  + (f" (SIGKILL needed for {', '.join(killed)})" if killed else ""))
-        out.line(f"state and logs kept in {self.cluster.dir} and {self.lab.state_dir}")
+        out.line(f"logs kept in {self.cluster.logs_dir} and {self.lab.logs_dir} (the next `sipfleet demo` "
+                 "starts the cluster with fresh etcd data)")
         return 0
 
     # ------------------------------------------------------------------ run
@@ -482,10 +485,11 @@ class Demo:
         t = time.monotonic()
         reused = self.cluster.running()
         try:
-            self.cluster.up(timeout=self.remaining(300))
+            # a stopped demo cluster starts from scratch (no objects of an earlier run are adopted)
+            self.cluster.up(fresh=not reused, timeout=self.remaining(300))
         except ClusterError as e:
             raise DemoError(f"cluster: {e}") from None
-        out.line(f"cluster {self.cluster.name!r}: {'reused, already running' if reused else 'started'} "
+        out.line(f"cluster {self.cluster.name!r}: {'reused, already running' if reused else 'started with fresh etcd data'} "
                  f"({time.monotonic() - t:.1f} s); API {self.cluster.server}, pod addresses "
                  f"{self.cluster.pod_subnet}.x.y, node {'Ready' if self.cluster.node_ready() else 'NOT ready'}")
 
@@ -668,14 +672,14 @@ class Demo:
                      f"({self.lab.hostport('P')}) with Route {_fmt_route(drift['spec']['route'])}")
             out.line(f"fault: the registrar R holds its answers to REGISTER ({HOLD_MS / 1000:.0f} s each, lab "
                      f"inject R delay:{HOLD_MS}) while the agent pod's address flaps: `ip addr add {pod_ip}/32 dev "
-                     f"lo`, then `ip addr del` once a REGISTER is held in flight. The agent notices each interface "
+                     f"lo`, then `ip addr del` while a REGISTER is held in flight. The agent notices each interface "
                      f"change and calls pjsua's handleIpChange(); the second one meets the REGISTER in flight.")
 
             watcher = StatusWatcher(self.cluster, self.namespace, name)
             watcher.start()
             self._wait(watcher.started_watching.is_set, 30, f"a watch on sipaccount/{name}")
             try:
-                result = self._inject(pod_ip, mine, watcher)
+                result = self._inject(pod_name, pod_ip, mine, watcher)
                 if result is None:
                     raise DemoError(f"no drift after {FAULT_ATTEMPTS} fault attempts: every REGISTER of {name} "
                                     "stayed on the route (the in-flight window was missed)")
@@ -693,7 +697,42 @@ class Demo:
         now = time.time()
         return not [r for r in self.lab.wire(since=now - seconds) if mine(r)]
 
-    def _inject(self, pod_ip: str, mine, watcher: StatusWatcher):
+    def _agent_pid(self, pod_name: str) -> int:
+        """The PID of the agent container's process, from the node runner's pids.json."""
+        from .localenv.noderunner.process import proc_alive
+
+        try:
+            data = json.loads((self.cluster.pods_dir / "pids.json").read_text())
+        except (OSError, ValueError) as e:
+            raise DemoError(f"cannot read the node runner's pids.json: {e}") from None
+        for rec in data.get("processes") or []:
+            if (rec.get("namespace") == self.namespace and rec.get("pod") == pod_name
+                    and proc_alive(int(rec["pid"]), rec.get("start_time"))):
+                return int(rec["pid"])
+        raise DemoError(f"no running process of pod {pod_name} in the node runner's pids.json")
+
+    def _flap(self, pod_name: str, pod_ip: str, up: bool) -> tuple[float, str]:
+        """One half of the interface flap; returns (when, what happened). Without the right to change addresses,
+        SIGUSR2 to the agent process instead: what the agent's address watcher does on a change."""
+        t = time.time()
+        if not self._signal_only:
+            try:
+                if up:
+                    self._address_add(pod_ip)
+                    return t, f"address {pod_ip}/32 added on lo (the agent pod's interface changes)"
+                self._address_del(pod_ip)
+                return t, f"address {pod_ip}/32 removed from lo (the interface changes back)"
+            except DemoError as e:
+                if not up:
+                    raise
+                self._signal_only = True
+                self.out.line(f"cannot change addresses ({e}); falling back to SIGUSR2 to the agent process, "
+                              "which calls handleIpChange() as its address watcher does on a change")
+        pid = self._agent_pid(pod_name)
+        os.kill(pid, signal.SIGUSR2)
+        return time.time(), f"SIGUSR2 to the agent (pid {pid}): handleIpChange(), as on an interface change"
+
+    def _inject(self, pod_name: str, pod_ip: str, mine, watcher: StatusWatcher):
         """Provoke the drift; returns (fault start, the drifted REGISTER at E) or None."""
         tl = self.timeline
         for attempt in range(1, FAULT_ATTEMPTS + 1):
@@ -704,9 +743,8 @@ class Demo:
             tl.add(t_fault, "lab R", f"holds its answers to REGISTER {HOLD_MS} ms (inject delay:{HOLD_MS})")
             drifted = None
             try:
-                t_add = time.time()
-                self._address_add(pod_ip)
-                tl.add(t_add, "network", f"address {pod_ip}/32 added on lo (the agent pod's interface changes)")
+                t_add, what = self._flap(pod_name, pod_ip, True)
+                tl.add(t_add, "network", what)
                 try:
                     held = self.lab.wait_wire(mine, node="P", since=t_add, timeout=self.remaining(20))
                 except TimeoutError:
@@ -714,15 +752,14 @@ class Demo:
                 if held is not None:
                     tl.add(held.at, "wire P", f"REGISTER in flight via P (Route {_fmt_route(held.route)}, "
                                               f"Call-ID {held.call_id[:10]}), held at R")
-                t_del = time.time()
-                self._address_del(pod_ip)
-                tl.add(t_del, "network", f"address {pod_ip}/32 removed from lo (interface changes back)")
                 # New REGISTERs get answers at once again; the one R already holds stays held to its end.
                 t_normal = time.time()
                 self.lab.inject("R", "normal")
                 self._faulted = False
                 tl.add(t_normal, "lab R", "answers new REGISTERs at once again (inject normal; the one it holds "
                                           "stays held)")
+                t_del, what = self._flap(pod_name, pod_ip, False)
+                tl.add(t_del, "network", what)
                 try:
                     drifted = self.lab.wait_wire(mine, node="E", since=t_fault, timeout=self.remaining(20))
                 except TimeoutError:
@@ -776,7 +813,9 @@ class Demo:
             problems.append(str(e))
 
         # the first REGISTER of a new registration client through P after the drift, on the wire
-        bad_ids = {drifted.call_id}
+        # registration clients that existed up to the drift (the held one, the drifted one): not the repair's
+        old_ids = {r.call_id for r in self.lab.wire(since=t_fault - 600) if mine(r) and r.at <= drifted.at}
+        bad_ids = old_ids | {drifted.call_id}
 
         def back_via_p():
             for r in self.lab.wire(since=drifted.at, node="P"):
@@ -805,21 +844,27 @@ class Demo:
         after_note = ""
         if back is not None:
             with contextlib.suppress(DemoError):
-                self._wait(lambda: self._quiet(mine, 1.5), 30, "the account's REGISTERs settled after the repair")
-            before_ids = {r.call_id for r in self.lab.wire(since=t_fault - 1) if mine(r) and r.at < back.at}
-            after = [r for r in self.lab.wire(since=back.at) if mine(r) and r.node in ("P", "E")]
-            fresh = [r for r in after if r.call_id not in before_ids]
-            late = [r for r in after if r.call_id in before_ids]
+                # the REGISTER R held ends HOLD_MS after it arrived: wait past that, then for a quiet wire
+                settled = t_fault + HOLD_MS / 1000.0 + 2.0
+                self._wait(lambda: time.time() > settled and self._quiet(mine, 1.5), 30,
+                           "the account's REGISTERs settled after the repair")
+            rest = [r for r in self.lab.wire(since=drifted.at) if mine(r) and r.node in ("P", "E")
+                    and r.at > drifted.at and not (r.call_id == drifted.call_id and r.cseq == drifted.cseq)]
+            fresh = [r for r in rest if r.call_id not in old_ids]
+            unreg = [r for r in rest if r.call_id in old_ids and r.expires == "0"]
+            late = [r for r in rest if r.call_id in old_ids and r.expires != "0" and r.at > back.at]
             off_route = [r for r in fresh if r.node == "E"]
             if off_route:
                 problems.append(f"after the repair the new registration client sent {len(off_route)} REGISTER(s) "
-                                f"to E again")
-            after_note = (f"after the repair: {len(fresh)} REGISTER(s) of the new registration client, "
-                          f"{len(fresh) - len(off_route)} via P, {len(off_route)} via E")
+                                f"to E")
+            after_note = (f"wire after the repair: the new registration client sent {len(fresh)} REGISTER(s), "
+                          f"{len(fresh) - len(off_route)} via P and {len(off_route)} via E")
+            if unreg:
+                after_note += (f"; the re-created account's old client un-REGISTERed (Expires: 0) via "
+                               f"{'/'.join(sorted({r.node for r in unreg}))}")
             if late:
-                nodes = sorted({r.node for r in late})
-                after_note += (f"; {len(late)} late REGISTER(s) of the deleted account's clients (a transaction in "
-                               f"flight at the repair, finished by pjsip) via {'/'.join(nodes)}")
+                after_note += (f"; {len(late)} late REGISTER(s) of the old account's clients (a transaction held at "
+                               f"R during the repair, completed by pjsip) via {'/'.join(sorted({r.node for r in late}))}")
 
         # ---- the timeline
         st = (final or get()).get("status") or {}
@@ -940,7 +985,7 @@ class Demo:
             lab = f"sipfleet lab --name {self.lab.name}" + (f" --state-dir {self.lab.state_dir}" if self.state_root else "")
             out.line(f"  {lab} wire --method REGISTER --last 10   # requests as P, R and E received them")
             out.line(f"  {lab} status")
-            out.line(f"To stop them (by PID; state and logs are kept): {down}")
+            out.line(f"To stop them (by PID; logs are kept): {down}")
         else:
             out.line("--no-keep: stopping the SIP lab and the cluster")
             self.lab.down()

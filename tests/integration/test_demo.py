@@ -86,9 +86,13 @@ def test_demo_shows_drift_and_repair_end_to_end(tmp_path):
     assert at_e, "no REGISTER from dave reached the edge E"
     drift = at_e[0]
     assert [normalize_uri(u) for u in drift.route] == [normalize_uri(lab.edge_uri())]
-    back = [r for r in registers if r.node == "P" and r.at > drift.at and r.call_id != drift.call_id
+    # a new registration client (a Call-ID not seen up to the drift: not the held or the drifted one)
+    old_ids = {r.call_id for r in registers if r.at <= drift.at}
+    back = [r for r in registers if r.node == "P" and r.at > drift.at and r.call_id not in old_ids
             and r.expires != "0"]
-    assert back, "no REGISTER from dave through P after the drift"
+    assert back, "no REGISTER of a new registration client of dave through P after the drift"
+    assert not [r for r in registers if r.node == "E" and r.call_id not in old_ids], \
+        "the repaired registration client sent a REGISTER to E"
     assert [normalize_uri(u) for u in back[0].route] == [normalize_uri(lab.proxy_uri())]
     # alice and bob (routeMode prevent, one shared agent) never left the route
     others = [r for r in lab.wire(method="REGISTER") if ":alice@" in r.from_uri or ":bob@" in r.from_uri]
