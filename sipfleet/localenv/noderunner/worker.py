@@ -551,8 +551,11 @@ class PodWorker(threading.Thread):
                 self._event(c, "Normal", "Killing", f"Stopping container {c.name}")
         for c in live:
             signal_group(c.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        start = time.monotonic()
+        deadline = start + grace
         while time.monotonic() < deadline and any(c.proc.poll() is None for c in live):
+            if self.shutting_down and time.monotonic() - start >= self.runner.shutdown_grace:
+                break  # the runner is stopping: its own shorter grace wins
             time.sleep(0.1)
         for c in live:
             if c.proc.poll() is None:
