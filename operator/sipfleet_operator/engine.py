@@ -203,11 +203,7 @@ class Engine:
         if refresh or key not in self.secrets:
             secret = await self.client.get("Secret", ns, creds.secret_name)
             self.secrets[key] = secret_problem(secret, creds)
-        info = self.secrets[key]
-        if info.problem is None:
-            return info
-        # the cached info may have been computed for another key set: recheck cheaply only when asked
-        return info
+        return self.secrets[key]
 
     async def account(self, ns: str, name: str) -> dict | None:
         body = self.accounts.get((ns, name))
