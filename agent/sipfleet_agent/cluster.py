@@ -204,11 +204,15 @@ def run_cluster(args: Any) -> int:
     custom = client.CustomObjectsApi(api)
 
     def read_assignment() -> tuple[AgentAssignment, str]:
-        cm = core.read_namespaced_config_map(cm_name, ns)
-        text = (cm.data or {}).get(ASSIGNMENT_KEY)
+        # A list (one name, by field selector, as RBAC allows) answers with the collection's current
+        # resourceVersion: a watch from there never starts "too old", unlike the object's own version.
+        lst = core.list_namespaced_config_map(ns, field_selector=f"metadata.name={cm_name}")
+        if not lst.items:
+            raise ConfigError(f"ConfigMap {ns}/{cm_name} not found")
+        text = (lst.items[0].data or {}).get(ASSIGNMENT_KEY)
         if text is None:
             raise ConfigError(f"ConfigMap {ns}/{cm_name} has no key {ASSIGNMENT_KEY}")
-        return parse_assignment(text), cm.metadata.resource_version
+        return parse_assignment(text), lst.metadata.resource_version
 
     delay = 1.0
     while True:
@@ -266,6 +270,7 @@ def run_cluster(args: Any) -> int:
         return 1
 
     state = {"rv": rv, "text": assignment.model_dump_json()}
+    watch_timeout = max(1, int(env.get("SIPFLEET_AGENT_WATCH_TIMEOUT", "120")))
 
     def apply(a: AgentAssignment) -> None:
         if a.settings.model_dump_json() != assignment.settings.model_dump_json():
@@ -275,6 +280,8 @@ def run_cluster(args: Any) -> int:
         except RestartRequired:
             pass
         except Exception as e:  # noqa: BLE001
+            if agent.wait(0):
+                return  # stopping: nothing to apply any more
             LOG.error("applying the assignment failed: %s", e)
 
     def watch_loop() -> None:
@@ -282,20 +289,35 @@ def run_cluster(args: Any) -> int:
             w = watch.Watch()
             try:
                 for ev in w.stream(core.list_namespaced_config_map, ns, field_selector=f"metadata.name={cm_name}",
-                                   resource_version=state["rv"], timeout_seconds=30, allow_watch_bookmarks=True):
+                                   resource_version=state["rv"], timeout_seconds=watch_timeout,
+                                   allow_watch_bookmarks=True):
                     if agent.wait(0):
                         break
                     obj = ev["object"]
                     kind = ev["type"]
+                    # BOOKMARK (and ERROR) objects can arrive as plain dicts, not V1ConfigMap
+                    if isinstance(obj, dict):
+                        meta = obj.get("metadata") or {}
+                        rv_now = meta.get("resourceVersion")
+                        data = obj.get("data") or {}
+                    else:
+                        rv_now = obj.metadata.resource_version if obj.metadata else None
+                        data = obj.data or {}
+                    if kind == "ERROR":
+                        code = obj.get("code") if isinstance(obj, dict) else None
+                        if code == 410:
+                            raise ApiException(status=410, reason="Gone")
+                        LOG.warning("assignment watch error event: %s", obj)
+                        break
+                    if rv_now:
+                        state["rv"] = rv_now
                     if kind == "BOOKMARK":
-                        state["rv"] = obj.metadata.resource_version
                         continue
-                    state["rv"] = obj.metadata.resource_version
                     if kind == "DELETED":
                         LOG.warning("assignment ConfigMap deleted: removing all accounts")
                         apply(AgentAssignment(agent=agent_name))
                         continue
-                    text = (obj.data or {}).get(ASSIGNMENT_KEY)
+                    text = data.get(ASSIGNMENT_KEY)
                     try:
                         a = parse_assignment(text or "")
                     except ConfigError as e:
@@ -307,7 +329,8 @@ def run_cluster(args: Any) -> int:
                     logs.log(LOG, logging.INFO, "assignment changed: applying", accounts=len(a.accounts))
                     apply(a)
             except ApiException as e:
-                if e.status == 410:  # resource version too old: re-read and carry on
+                if e.status == 410:  # resource version too old: re-list and carry on
+                    time.sleep(0.5)
                     try:
                         a, state["rv"] = read_assignment()
                         state["text"] = a.model_dump_json()
