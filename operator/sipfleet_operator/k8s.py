@@ -76,9 +76,11 @@ class Client:
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # Many handlers share this pool: waiting for a free connection is not a connect timeout (aiohttp's
+            # ``connect`` would count that wait), so only the socket connect and reads are bounded.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=20),
-                timeout=aiohttp.ClientTimeout(total=30, connect=10),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
             )
         return self._session
 
