@@ -246,8 +246,10 @@ def build_pod_template(agent: Agent, settings: Settings) -> dict:
                     "ports": [
                         {"name": "http", "containerPort": port, "protocol": "TCP"},
                     ],
+                    # pjsua start-up can take long on a busy node: liveness only counts once it has started
+                    "startupProbe": probe("/healthz", 2, 90),
                     "readinessProbe": probe("/readyz", 2, 3),
-                    "livenessProbe": probe("/healthz", 10, 3) | {"initialDelaySeconds": 5},
+                    "livenessProbe": probe("/healthz", 10, 3),
                     "resources": settings.agent_resources or {
                         "requests": {"cpu": settings.agent_cpu_request, "memory": settings.agent_memory_request},
                         "limits": {"cpu": settings.agent_cpu_limit, "memory": settings.agent_memory_limit},
