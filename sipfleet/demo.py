@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,7 +81,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=main)
 
 
+def _terminated(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(args: argparse.Namespace) -> int:
+    # SIGTERM like Ctrl-C: the fault is undone (address, R's injection) and --no-keep still tears down
+    with contextlib.suppress(ValueError):  # not in the main thread
+        signal.signal(signal.SIGTERM, _terminated)
     out = Output()
     demo = Demo(args, out)
     if args.down:
@@ -91,9 +97,17 @@ def main(args: argparse.Namespace) -> int:
         return demo.run()
     except DemoError as e:
         out.fail(str(e))
+        if args.keep and demo.cluster.records():
+            out.line(f"cluster and lab are left running for a look (export KUBECONFIG={demo.cluster.kubeconfig}); "
+                     f"stop them with: {demo.down_command()}")
         return 1
+    except KeyboardInterrupt:
+        out.fail("interrupted (an injected fault is undone: the /32 address removed, R answering normally)")
+        return 130
     finally:
         demo.cleanup()
+        if not args.keep:
+            demo.teardown()
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -443,7 +457,6 @@ class Demo:
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
-        out = self.out
         wanted = None if self.args.accounts in ("all", "") else {
             a.strip() for a in self.args.accounts.split(",") if a.strip()}
         manifest, accounts, secrets = _render_examples(self.lab.subnet, wanted, self.namespace)
@@ -969,8 +982,7 @@ class Demo:
                 out.line(f"  - {p}")
         out.line(f"wall time {out.elapsed():.1f} s")
         out.line()
-        down = f"sipfleet demo --down" + (f" --name {self.cluster.name}" if self.cluster.name != DEFAULT_NAME else "") \
-            + (f" --state-dir {self.state_root}" if self.state_root else "")
+        down = self.down_command()
         if self.args.keep:
             kubectl = self.cluster.kubectl_path()
             on_path = shutil.which("kubectl")
@@ -986,8 +998,17 @@ class Demo:
             out.line(f"  {lab} wire --method REGISTER --last 10   # requests as P, R and E received them")
             out.line(f"  {lab} status")
             out.line(f"To stop them (by PID; logs are kept): {down}")
-        else:
-            out.line("--no-keep: stopping the SIP lab and the cluster")
+
+    def down_command(self) -> str:
+        return "sipfleet demo --down" + (f" --name {self.cluster.name}" if self.cluster.name != DEFAULT_NAME else "") \
+            + (f" --state-dir {self.state_root}" if self.state_root else "")
+
+    def teardown(self) -> None:
+        """--no-keep: stop the lab and the cluster (by PID), whatever happened before."""
+        self.out.line("--no-keep: stopping the SIP lab and the cluster")
+        try:
             self.lab.down()
-            killed = self.cluster.down()
-            out.line("stopped" + (f" (SIGKILL needed for {', '.join(killed)})" if killed else ""))
+        except Exception as e:  # noqa: BLE001 - go on with the cluster
+            self.out.line(f"stopping the lab failed: {e}")
+        killed = self.cluster.down()
+        self.out.line("stopped" + (f" (SIGKILL needed for {', '.join(killed)})" if killed else ""))
