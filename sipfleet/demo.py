@@ -407,7 +407,10 @@ class Demo:
 
     def _ip(self, *args: str) -> None:
         ip = shutil.which("ip") or "/usr/sbin/ip"
-        res = subprocess.run([ip, *args], capture_output=True, text=True, timeout=20)
+        try:
+            res = subprocess.run([ip, *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DemoError(f"ip {' '.join(args)}: {e}") from None
         if res.returncode != 0:
             raise DemoError(f"ip {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()} "
                             "(the demo needs root, or CAP_NET_ADMIN, for its network fault)")
@@ -433,17 +436,24 @@ class Demo:
                 if self.lab.node("R").running:
                     self.lab.inject("R", "normal")
 
-    # ------------------------------------------------------------------ --down
-    def down(self) -> int:
-        out = self.out
+    def _remove_leftover_addresses(self) -> list[str]:
+        """Addresses an earlier run added and could not remove (it was killed): recorded in demo.json."""
         leftovers: list[str] = []
         with contextlib.suppress(OSError, ValueError):
             leftovers = list(json.loads(self.demo_state.read_text()).get("addedAddresses") or [])
         for addr in leftovers:
-            subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "addr", "del", f"{addr}/32", "dev", "lo"],
-                           capture_output=True, timeout=20)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "addr", "del", f"{addr}/32", "dev", "lo"],
+                               capture_output=True, timeout=20)
         if leftovers:
             self._record(addedAddresses=[])
+        return leftovers
+
+    # ------------------------------------------------------------------ --down
+    def down(self) -> int:
+        out = self.out
+        for addr in self._remove_leftover_addresses():
+            out.line(f"removed {addr}/32 from lo (left by an interrupted run)")
         lab_was = any(n.running for n in self.lab.nodes())
         self.lab.down()
         out.line(f"SIP lab {self.lab.name!r} ({self.lab.subnet}.1-3): " + ("stopped" if lab_was else "was not running"))
@@ -495,6 +505,8 @@ class Demo:
         if missing:  # the build does not count against --timeout
             self.deadline = time.monotonic() + float(self.args.timeout)
 
+        for addr in self._remove_leftover_addresses():
+            out.line(f"removed {addr}/32 from lo (left by an interrupted run)")
         t = time.monotonic()
         reused = self.cluster.running()
         try:
