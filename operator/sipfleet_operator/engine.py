@@ -96,6 +96,17 @@ def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
     )
 
 
+def namespace_terminating(e: ApiError) -> bool:
+    """The apiserver refuses new objects in a namespace that is being deleted."""
+    body = e.body if isinstance(e.body, dict) else {}
+    details = body.get("details") or {}
+    causes = " ".join(c.get("reason", "") for c in details.get("causes") or [])
+    return e.status == 403 and (
+        "NamespaceTerminating" in causes or "being terminated" in str(body.get("message", ""))
+        or "unable to create new content" in str(body.get("message", ""))
+    )
+
+
 def namespace_matches(patterns, ns: str) -> bool:
     """Whether a namespace is watched (kopf's namespace patterns: names, globs, ``!`` negations; none = all)."""
     if not patterns:
@@ -277,10 +288,16 @@ class Engine:
             log.info("%s/%s removed from agent %s", ns, name, next(iter(plan.changed | plan.removed)))
         metrics.AGENTS.set(len(self.fleet))
         self.forget(ns, name)
-        for gone in sorted(plan.removed):
-            await self.delete_agent(gone, ns)
-        for agent in sorted(plan.changed):
-            await self.sync_agent(agent)
+        try:
+            for gone in sorted(plan.removed):
+                await self.delete_agent(gone, ns)
+            for agent in sorted(plan.changed):
+                await self.sync_agent(agent)
+        except ApiError as e:
+            if not namespace_terminating(e):
+                raise
+            # the namespace is going away with everything in it: nothing left to update
+            log.info("%s/%s removed while namespace %s terminates", ns, name, ns)
 
     async def hosted(self, ns: str, name: str) -> b.HostedAccount | None:
         body = await self.account(ns, name)
