@@ -79,6 +79,9 @@ def test_chart_metadata():
     assert chart["apiVersion"] == "v2"
     assert chart["version"] == "0.1.0"
     assert str(chart["appVersion"]) == "0.1.0"
+    import tomllib
+
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == str(chart["appVersion"])
     assert (CHART / "crds" / "sipaccounts.sipfleet.io.yaml").exists()
 
 
