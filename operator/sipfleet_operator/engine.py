@@ -562,6 +562,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         last_slow = loop.time()
         last_sweep = loop.time()
+        last_ns = loop.time()
         while True:
             await asyncio.sleep(self.settings.ladder_tick_seconds)
             try:
@@ -574,6 +575,9 @@ class Engine:
                     last_slow = loop.time()
                     await self._retry_unplaced()
                     self._count_accounts()
+                if loop.time() - last_ns > 5:
+                    last_ns = loop.time()
+                    await self._release_terminating_namespaces()
                 if loop.time() - last_sweep > 300:
                     last_sweep = loop.time()
                     await self._sweep()
@@ -587,6 +591,43 @@ class Engine:
         for (ns, name), body in list(self.accounts.items()):
             if pl.find(self.fleet, ns, name) is None and not is_paused(body) and not _meta(body).get("deletionTimestamp"):
                 await self.reconcile_account(body)
+
+    async def _release_terminating_namespaces(self) -> None:
+        """Namespace-scoped kopf stops watching a namespace as soon as it is being deleted (kopf's namespace
+        observer), so our finalizers would hold the namespace forever. Its content goes away with it, agents
+        unregister on SIGTERM: release the accounts."""
+        if not self.settings.namespaces:
+            return  # cluster-wide: kopf keeps watching and runs the delete handlers itself
+        finalizer = f"{m.GROUP}/finalizer"
+        known = {k[0] for k in self.accounts} | {a.namespace for a in self.fleet.values()}
+        exact = {p for p in self.settings.namespaces if not set(p) & set("*?[!")}
+        try:  # also namespaces that were already terminating when this operator started
+            listed = {_meta(n)["name"]: n for n in await self.client.list("Namespace") if self.watches(_meta(n)["name"])}
+        except ApiError as e:
+            if e.status != 403:
+                raise
+            listed = {}
+        for ns in sorted(known | exact | set(listed)):
+            obj = listed.get(ns) if ns in listed else await self.client.get("Namespace", None, ns)
+            if obj is not None and not _meta(obj).get("deletionTimestamp"):
+                continue
+            if obj is None and ns not in known:
+                continue
+            log.info("namespace %s is being deleted: releasing its SipAccounts", ns)
+            for acc in await self.client.list("SipAccount", ns) if obj is not None else []:
+                meta = _meta(acc)
+                if finalizer in (meta.get("finalizers") or []):
+                    try:
+                        await self.client.merge_patch("SipAccount", ns, meta["name"], {"metadata": {
+                            "finalizers": [f for f in meta["finalizers"] if f != finalizer],
+                            "resourceVersion": meta["resourceVersion"]}})
+                    except ApiError as e:
+                        if e.status not in (404, 409):
+                            raise
+            self.fleet = {n: a for n, a in self.fleet.items() if a.namespace != ns}
+            for key in [k for k in self.accounts if k[0] == ns]:
+                self.forget(*key)
+            metrics.AGENTS.set(len(self.fleet))
 
     async def _sweep(self) -> None:
         """Agents hosting accounts that no longer exist (deleted while no operator ran): fix them."""

@@ -21,6 +21,7 @@ MERGE = "application/merge-patch+json"
 FIELD_MANAGER = "sipfleet-operator"
 
 _PLURALS = {
+    "Namespace": ("v1", "namespaces"),
     "ConfigMap": ("v1", "configmaps"),
     "ServiceAccount": ("v1", "serviceaccounts"),
     "Secret": ("v1", "secrets"),

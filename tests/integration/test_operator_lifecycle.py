@@ -117,3 +117,36 @@ def test_delete_unregisters_and_collects_children(operator, sipacc, lab, lab_use
     for kind, lister in kinds.items():
         wait_for(lambda: not lister(), timeout=60, message=f"{kind} {agent} collected")
     wait_for(lambda: not sipacc.agent_pods(agent), timeout=60, message="agent pod gone")
+
+
+def test_deleting_the_namespace_completes(operator, cluster, k8s, lab, lab_user):
+    """Finalizers must not hold a namespace forever (kopf stops watching a namespace being deleted)."""
+    import uuid
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from tests.fixtures.operator import SipAccounts
+
+    core = client.CoreV1Api(k8s)
+    ns = f"op-nsdel-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"sipfleet.io/test": "operator"}}})
+    acc = SipAccounts(k8s, cluster, ns)
+    user, password = lab_user("nsdel")
+    acc.secret("creds", user, password)
+    for i in range(2):
+        acc.create(f"n{i}", acc.spec(lab, user, "creds") if i == 0 else
+                   {**acc.spec(lab, user, "creds"), "aor": lab.aor(user + "x")})
+    acc.wait_condition("n0", "Registered", timeout=120)
+    core.delete_namespace(ns)
+
+    def gone():
+        try:
+            core.read_namespace(ns)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    wait_for(gone, timeout=120, interval=1, message=f"namespace {ns} deleted")
+    wait_for(lambda: not lab.contacts(user), timeout=60, message="contacts removed when the namespace went")
+
