@@ -150,3 +150,38 @@ def test_deleting_the_namespace_completes(operator, cluster, k8s, lab, lab_user)
     wait_for(gone, timeout=120, interval=1, message=f"namespace {ns} deleted")
     wait_for(lambda: not lab.contacts(user), timeout=60, message="contacts removed when the namespace went")
 
+
+
+def test_secret_rotation_reaches_the_agent(operator, sipacc, lab, lab_user):
+    """A changed Secret changes secretVersion in the assignment; the agent re-reads it and registers with it."""
+    import secrets as pysecrets
+
+    user, password = lab_user("rot")
+    sipacc.secret("creds", user, password)
+    sipacc.create("gina", sipacc.spec(lab, user, "creds"))
+    sipacc.wait_condition("gina", "Ready", timeout=120)
+    agent = sipacc.hosting_agent("gina")
+    v0 = next(a for a in sipacc.agent_configmaps()[agent]["accounts"] if a["name"] == "gina")["credentials"]["secretVersion"]
+
+    new_password = pysecrets.token_urlsafe(12)
+    lab.add_user(user, new_password)  # R now only accepts the new password
+    t0 = time.time()
+    sipacc.core.patch_namespaced_secret("creds", sipacc.ns, {"stringData": {"password": new_password}})
+    wait_for(lambda: next(a for a in sipacc.agent_configmaps()[agent]["accounts"] if a["name"] == "gina")
+             ["credentials"]["secretVersion"] != v0, timeout=60, message="secretVersion updated in the assignment")
+    # the agent registers again, and R accepts it (authenticated with the new password)
+    wait_for(lambda: [r for r in registers(lab, user, t0) if r.node == "R" and r.has_auth], timeout=60,
+             message="an authenticated REGISTER after the rotation")
+    # registered anew after the rotation (a wrong password would end in Failed 401/403 instead)
+    from datetime import datetime
+
+    def registered_again():
+        reg = (sipacc.get("gina").get("status") or {}).get("registration") or {}
+        since = reg.get("registeredSince")
+        return reg.get("state") == "Registered" and since and \
+            datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() > t0
+
+    wait_for(registered_again, timeout=60, message="registered again with the new password")
+    sipacc.wait_condition("gina", "Registered", timeout=60)
+    assert lab.contacts(user)
+    assert new_password not in str(sipacc.agent_configmaps())
