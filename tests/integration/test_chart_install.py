@@ -282,3 +282,53 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
     wait_for(lambda: not leftovers(), timeout=120, message="no release objects left")
     # CRDs in crds/ are never deleted by helm: the users' SipAccounts survive an uninstall
     client.ApiextensionsV1Api(k8s).read_custom_resource_definition(f"{m.PLURAL}.{m.GROUP}")
+
+
+def test_deleting_a_watched_namespace_is_not_blocked(cluster, k8s, helm, namespace):
+    """Namespaced mode with the chart's default RBAC: when a watched namespace is deleted, kopf (which can see
+    namespaces through the discovery ClusterRole) stops watching it, and the operator releases its finalizers
+    itself (reading namespaces). The namespace must go away, not hang in Terminating on our finalizer."""
+    core = client.CoreV1Api(k8s)
+    custom = client.CustomObjectsApi(k8s)
+    release = "sfns"
+    watched = f"{namespace[:50]}-w"
+    core.create_namespace({"metadata": {"name": watched, "labels": {"sipfleet.io/test": "true"}}})
+    finalizer = f"{m.GROUP}/finalizer"
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(watched)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    try:
+        helm("install", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{watched}}}",
+             "--set", "logFormat=text")
+        selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+        wait_for(lambda: next((p for p in _pods(core, namespace, selector) if _ready(p)), None),
+                 timeout=120, message="operator pod Ready")
+        core.create_namespaced_secret(watched, {"metadata": {"name": "w-sip"},
+                                                "stringData": {"username": "w", "password": "not-used"}})
+        nowhere = "sip:127.0.20.250:5060"  # nothing listens there: this account need not register
+        custom.create_namespaced_custom_object(m.GROUP, m.VERSION, watched, m.PLURAL, {
+            "apiVersion": m.API_VERSION, "kind": m.KIND, "metadata": {"name": "w"},
+            "spec": {"aor": "sip:w@lab.sipfleet.test", "registrar": nowhere, "route": [f"{nowhere};lr"],
+                     "credentials": {"secretName": "w-sip"}},
+        })
+        wait_for(lambda: finalizer in (custom.get_namespaced_custom_object(
+            m.GROUP, m.VERSION, watched, m.PLURAL, "w")["metadata"].get("finalizers") or []),
+            timeout=120, message="the operator took the SipAccount (finalizer)")
+
+        core.delete_namespace(watched)
+        wait_for(namespace_gone, timeout=120, interval=0.5, message=f"namespace {watched} deleted")
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s", check=False)
+        if not namespace_gone():  # never leave a namespace stuck on our finalizer
+            try:
+                for acc in custom.list_namespaced_custom_object(m.GROUP, m.VERSION, watched, m.PLURAL)["items"]:
+                    custom.patch_namespaced_custom_object(m.GROUP, m.VERSION, watched, m.PLURAL,
+                                                          acc["metadata"]["name"], {"metadata": {"finalizers": []}})
+                core.delete_namespace(watched)
+            except ApiException:
+                pass
