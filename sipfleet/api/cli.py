@@ -15,7 +15,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="crd_command", required=True)
     gen = sub.add_parser("generate", help="write crds/ (and the chart's copy) from the models")
     gen.set_defaults(func=_generate)
-    chk = sub.add_parser("check", help="fail when the committed CRD differs from the models")
+    chk = sub.add_parser("check", help="fail when the committed CRD or its reference differs from the models")
     chk.set_defaults(func=_check)
     docs = sub.add_parser("docs", help="write docs/crd-reference.md from the models (--check: fail when stale)")
     docs.add_argument("--check", action="store_true", help="only check that the committed reference is current")
@@ -34,11 +34,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    problem = crd.check(args.root)
+    from . import docs
+
+    problem = crd.check(args.root) or docs.check(args.root)
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    print("CRD matches the models")
+    print("CRD and CRD reference match the models")
     return 0
 
 
