@@ -608,7 +608,12 @@ class Engine:
                 raise
             listed = {}
         for ns in sorted(known | exact | set(listed)):
-            obj = listed.get(ns) if ns in listed else await self.client.get("Namespace", None, ns)
+            try:
+                obj = listed.get(ns) if ns in listed else await self.client.get("Namespace", None, ns)
+            except ApiError as e:
+                if e.status == 403:  # no read access to namespaces: kopf then keeps watching them anyway
+                    return
+                raise
             if obj is not None and not _meta(obj).get("deletionTimestamp"):
                 continue
             if obj is None and ns not in known:
