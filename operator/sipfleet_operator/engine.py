@@ -519,6 +519,8 @@ class Engine:
             elif isinstance(a, lad.RestartPod):
                 await self._restart_pod(ns, a.pod)
             elif isinstance(a, lad.Event):
+                log.log(logging.WARNING if a.type == "Warning" else logging.INFO, "%s/%s %s: %s", ns, name,
+                        a.reason, a.message)
                 await self.event(body, a.type, a.reason, a.message)
 
     async def _restart_pod(self, ns: str, pod: str) -> None:
