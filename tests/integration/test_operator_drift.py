@@ -58,3 +58,64 @@ def test_drift_is_seen_reported_and_repaired(operator, sipacc, lab, lab_user):
     assert [e for e in sipacc.events("carol") if e.reason == "RouteRepaired"]
     assert ladder
     assert operator.metrics().get("sipfleet_drift_repaired_total{method=\"recreate-account\"}", 0) >= 1
+
+
+def _agent_pid(cluster, namespace: str, pod: str) -> int:
+    import json
+
+    doc = json.loads((cluster.pods_dir / "pids.json").read_text())
+    pids = [p["pid"] for p in doc.get("processes", []) if p.get("namespace") == namespace and p.get("pod") == pod]
+    assert pids, f"no process recorded for {namespace}/{pod}"
+    return pids[-1]
+
+
+def test_agent_that_cannot_repair_gets_its_pod_restarted(operator, sipacc, cluster, lab, lab_user):
+    """Ladder step 2 with a real pod restart. The agent is frozen (SIGSTOP), so it cannot carry out the repair
+    token; the drift report it would have written is written in its place (the status subresource, as the
+    agent writes it). Not in sync within repairTimeoutSeconds -> the operator deletes the pod -> the new pod
+    registers through P -> Idle with lastMethod restart-pod."""
+    import os
+    import signal
+    from datetime import datetime, timezone
+
+    user, password = lab_user("frozen")
+    sipacc.secret("creds", user, password)
+    sipacc.create("hank", sipacc.spec(lab, user, "creds", routeMode="account",
+                                      drift={"repairTimeoutSeconds": 3, "maxPodRestarts": 2}))
+    sipacc.wait_condition("hank", "Ready", timeout=120)
+    st = sipacc.get("hank")["status"]
+    old_pod = st["agent"]["pod"]
+    pid = wait_for(lambda: _agent_pid(cluster, sipacc.ns, old_pod), timeout=30, message="agent pid",
+                   ignore=(AssertionError, OSError, ValueError))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        route = st["route"]
+        sipacc.custom.patch_namespaced_custom_object_status(
+            "sipfleet.io", "v1alpha1", sipacc.ns, "sipaccounts", "hank",
+            {"status": {"route": {"inSync": False, "effective": [lab.edge_uri()], "firstHop": f"udp:{lab.hostport('E')}",
+                                  "lastDriftAt": now, "observedAt": now, "desired": route["desired"]}}})
+        sipacc.wait_condition("hank", "RouteInSync", status="False", reason="RouteDrift", timeout=60)
+        wait_for(lambda: (sipacc.get("hank")["status"].get("ladder") or {}).get("phase") == "PodRestarted",
+                 timeout=60, message="ladder step 2 (pod restart)")
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)  # let it handle its SIGTERM
+        except ProcessLookupError:
+            pass
+    t_restart = time.time()
+    wait_for(lambda: [e for e in sipacc.events("hank") if e.reason == "RestartingAgent"], timeout=30,
+             message="RestartingAgent event")
+
+    def repaired():
+        s = sipacc.get("hank")["status"]
+        lad = s.get("ladder") or {}
+        return s["agent"]["pod"] != old_pod and lad.get("phase") == "Idle" and s["route"].get("inSync") is True
+
+    wait_for(repaired, timeout=120, interval=0.5, message="repaired by the new pod")
+    st = sipacc.wait_condition("hank", "Ready", timeout=60)["status"]
+    assert st["ladder"]["lastMethod"] == "restart-pod", st["ladder"]
+    new_pod = sipacc.core.read_namespaced_pod(st["agent"]["pod"], sipacc.ns)
+    regs = [r for r in registers(lab, user, t_restart, "P") if r.src.startswith(new_pod.status.pod_ip + ":")]
+    assert regs, "no REGISTER through P from the new pod"
+    assert any(e.reason == "RouteRepaired" for e in sipacc.events("hank"))
