@@ -96,3 +96,18 @@ def test_inputs_digest_sees_user_annotations_and_ladder_token():
     assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
     assert Engine.inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
     assert Engine.inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
+
+
+def test_peering_crds_and_objects(capsys):
+    import yaml
+
+    from sipfleet_operator.main import main
+
+    assert main(["peering-crds", "-n", "a", "-n", "b"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    kinds = [(d["kind"], d["metadata"].get("namespace")) for d in docs]
+    assert kinds == [("CustomResourceDefinition", None), ("CustomResourceDefinition", None),
+                     ("KopfPeering", "a"), ("KopfPeering", "b")]
+    assert main(["peering-crds"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert docs[-1] == {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "sipfleet"}}
