@@ -28,6 +28,8 @@ LABEL_AGENT = "sipfleet.io/agent"
 LABEL_GROUP = "sipfleet.io/group"
 ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
 ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
+#: digest of the desired object as last applied (lets a restarted operator skip unchanged children)
+ANNOTATION_APPLIED = "sipfleet.io/applied-digest"
 AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
 
 # user-facing annotations on SipAccounts

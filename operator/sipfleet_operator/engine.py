@@ -360,6 +360,16 @@ class Engine:
                 digest = _digest(child)
                 if self.applied.get(key) == digest:
                     continue
+                if key not in self.applied:
+                    # not applied by this process yet (it just started): read before writing, and skip the
+                    # write when the object already is what we would apply
+                    current = await self.client.get(child["kind"], agent.namespace, agent_name)
+                    if current is not None and (_meta(current).get("annotations") or {}).get(
+                        b.ANNOTATION_APPLIED
+                    ) == digest:
+                        self.applied[key] = digest
+                        continue
+                child["metadata"].setdefault("annotations", {})[b.ANNOTATION_APPLIED] = digest
                 await self.client.apply(child)
                 self.applied[key] = digest
             self.hosted_names[agent_name] = names
