@@ -115,6 +115,7 @@ def test_default_render(helm):
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"healthz": 8081, "metrics": 9090}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert_restricted(pod["securityContext"], c["securityContext"])
     # the operator writes no files: no volumes besides the projected ServiceAccount token
