@@ -146,3 +146,34 @@ def test_log_path(tmp_path):
     os.utime(old, (1, 1))
     assert log_path(tmp_path, "ns", "p", "c") == new / "c.log"
     assert log_path(tmp_path, "ns", "p", "c", previous=True) == new / "c.previous.log"
+
+
+def test_mount_order_parents_first_but_covering_mounts_after_the_sources_they_hide():
+    from sipfleet.localenv.noderunner.process import mount_order
+
+    state = "/tmp/state/pods/p"
+    mounts = [
+        (f"{state}/tmp", "/tmp", False),                          # an emptyDir at /tmp covers the pod's files
+        (f"{state}/sa", "/var/run/secrets/kubernetes.io/serviceaccount", True),
+        (f"{state}/cfg", "/etc/app", True),
+        (f"{state}/cfg-sub", "/etc/app/sub", True),
+    ]
+    order = [m[1] for m in mount_order(mounts)]
+    assert order[-1] == "/tmp"
+    assert order.index("/etc/app") < order.index("/etc/app/sub")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+def test_an_emptydir_over_the_state_directory_does_not_hide_other_volumes(tmp_path, tmp_path_factory):
+    pod = tmp_path / "pod"
+    (pod / "emptydir").mkdir(parents=True)
+    (pod / "emptydir" / "scratch").write_text("")
+    (pod / "sa").mkdir()
+    (pod / "sa" / "token").write_text("tok")
+    sa_target = tmp_path_factory.mktemp("elsewhere") / "serviceaccount"
+    mounts = [(str(pod / "emptydir"), str(tmp_path), False), (str(pod / "sa"), str(sa_target), True)]
+    log = tmp_path_factory.mktemp("logs") / "c.log"
+    proc = spawn(["/bin/sh", "-c", f"cat {sa_target}/token; echo; ls {tmp_path}"],
+                 {"PATH": os.environ["PATH"]}, "/", mounts, log)
+    assert proc.wait(timeout=30) == 0, log.read_text()
+    assert log.read_text().split() == ["tok", "scratch"], log.read_text()

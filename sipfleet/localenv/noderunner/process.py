@@ -36,6 +36,21 @@ def proc_alive(pid: int, start_time: int | None) -> bool:
     return not start_time or int(rest[19]) == start_time
 
 
+def _covers(target: str, path: str) -> bool:
+    t, p = Path(target), Path(path)
+    return p == t or t in p.parents
+
+
+def mount_order(mounts: Sequence[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """The order to bind-mount in: parents before children (/a before /a/b), except that a mount whose target
+    would hide another mount's source (an emptyDir at /tmp while the pod's files live under /tmp) goes after
+    the mounts that read from there: a bind mount, once made, stays valid when its source is covered."""
+    def hides_a_source(m: tuple[str, str, bool]) -> bool:
+        return any(other is not m and _covers(m[1], other[0]) for other in mounts)
+
+    return sorted(mounts, key=lambda m: (hides_a_source(m), len(Path(m[1]).parts)))
+
+
 def mount_script(mounts: Sequence[tuple[str, str, bool]]) -> str:
     """A /bin/sh script that bind-mounts (source, target, read_only) triples, then execs "$@".
 
@@ -43,8 +58,7 @@ def mount_script(mounts: Sequence[tuple[str, str, bool]]) -> str:
     Missing targets are created on the host filesystem (directories, or empty files for file sources).
     """
     lines = []
-    # parents before children: /a is mounted before /a/b
-    for src, tgt, ro in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):
+    for src, tgt, ro in mount_order(mounts):
         s, t = shlex.quote(src), shlex.quote(tgt)
         fail = f'{{ echo "sipfleet-node-runner: cannot mount {src} at {tgt}" >&2; exit 126; }}'
         lines.append(
