@@ -517,7 +517,9 @@ class Engine:
 
     async def _act(self, body: dict, agent: str | None, actions) -> None:
         ns, name = _ref(body)
-        for a in actions:
+        # events are best effort and nobody waits for them: post them after the repair request / pod restart
+        # is on its way (one apiserver round trip less between drift seen and the new token reaching the agent)
+        for a in sorted(actions, key=lambda a: isinstance(a, lad.Event)):
             if isinstance(a, lad.DriftSeen):
                 metrics.DRIFT_SEEN.inc()
             elif isinstance(a, lad.Repaired):

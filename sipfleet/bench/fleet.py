@@ -200,6 +200,22 @@ class Env:
         return out
 
 
+def _op_writes(env: "Env", since: dict[str, float] | None = None) -> dict[str, float]:
+    """The operator's own write counter by verb/kind (minus ``since``); {} when its metrics are not reachable."""
+    try:
+        m = env.operator.metrics()
+    except Exception:  # noqa: BLE001 - numbers are informative only
+        return {}
+    out = {}
+    for k, v in m.items():
+        if k.startswith("sipfleet_operator_api_writes_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', k))
+            d = v - (since or {}).get(k, 0.0)
+            if d > 0:
+                out[f"{labels.get('verb')} {labels.get('kind')}"] = d
+    return out if since is not None else m
+
+
 def _registered(obj: dict) -> bool:
     c = Env.cond(obj, "Registered")
     return bool(c and c["status"] == "True")
@@ -230,6 +246,7 @@ def _converge(args: argparse.Namespace) -> int:
             "all_registered_after_first_create_s": round(max(seen.values()) - t0, 2) if seen else None,
             "per_account_to_registered_p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
             "operator_rss_mib": round((env.operator.rss_bytes() or 0) / 2**20, 1),
+            "operator_writes": _op_writes(env, {}),
         }), flush=True)
         return 0 if len(seen) == len(names) else 1
 
@@ -247,6 +264,7 @@ def _repair(args: argparse.Namespace) -> int:
         seen = env.wait_all(names, _ready, "Ready", args.timeout)
         if len(seen) != len(names):
             return 1
+        w0 = _op_writes(env)
         t0 = time.time()
         def drift(n: str) -> None:  # setRegistration(False/True) in account mode drifts (PJSIP #4066)
             env.custom.patch_namespaced_custom_object(
@@ -294,6 +312,7 @@ def _repair(args: argparse.Namespace) -> int:
             "status_duration_p50_ms": _pct(durations, 50), "status_duration_p99_ms": _pct(durations, 99),
             "wire_first_drift_to_via_P_p50_ms": _pct(wall, 50), "wire_p99_ms": _pct(wall, 99),
             "all_repaired_after_s": round(max(done.values()) - t0, 2) if done else None,
+            "operator_writes_during_repair": _op_writes(env, w0),
         }), flush=True)
         return 0 if repaired_ok == drifted == len(names) else 1
 
