@@ -153,37 +153,27 @@ class VolumeManager:
         return out
 
     def _secret(self, pod, d: Path, src: Mapping[str, Any], vol_name: str) -> None:
-        ns = pod["metadata"]["namespace"]
         name = src.get("secretName", "")
-        obj = self.api.get_secret(ns, name)
-        keep: set[str] = set()
-        if obj is None:
-            if src.get("optional"):
-                _prune(d, keep)
-                return
-            raise VolumeError(f'MountVolume.SetUp failed for volume "{vol_name}": secret "{name}" not found')
-        try:
-            items = self._items(decode_secret_data(obj), src.get("items"), src.get("defaultMode", 0o644))
-        except KeyError as e:
-            raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in secret "{name}"') from None
-        for rel, data, mode in items:
-            keep.add(_write_file(d, rel, data, mode))
-        _prune(d, keep)
+        obj = self.api.get_secret(pod["metadata"]["namespace"], name)
+        self._keyed(d, src, vol_name, "secret", name, obj, decode_secret_data)
 
     def _configmap(self, pod, d: Path, src: Mapping[str, Any], vol_name: str) -> None:
-        ns = pod["metadata"]["namespace"]
         name = src.get("name", "")
-        obj = self.api.get_configmap(ns, name)
+        obj = self.api.get_configmap(pod["metadata"]["namespace"], name)
+        self._keyed(d, src, vol_name, "configmap", name, obj, configmap_data)
+
+    def _keyed(self, d: Path, src: Mapping[str, Any], vol_name: str, kind: str, name: str, obj, data_of) -> None:
+        """Materialise a Secret or ConfigMap volume (all keys, or ``items``) and drop files no longer in it."""
         keep: set[str] = set()
         if obj is None:
             if src.get("optional"):
                 _prune(d, keep)
                 return
-            raise VolumeError(f'MountVolume.SetUp failed for volume "{vol_name}": configmap "{name}" not found')
+            raise VolumeError(f'MountVolume.SetUp failed for volume "{vol_name}": {kind} "{name}" not found')
         try:
-            items = self._items(configmap_data(obj), src.get("items"), src.get("defaultMode", 0o644))
+            items = self._items(data_of(obj), src.get("items"), src.get("defaultMode", 0o644))
         except KeyError as e:
-            raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in configmap "{name}"') from None
+            raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in {kind} "{name}"') from None
         for rel, data, mode in items:
             keep.add(_write_file(d, rel, data, mode))
         _prune(d, keep)
