@@ -165,18 +165,25 @@ class VolumeManager:
     def _keyed(self, d: Path, src: Mapping[str, Any], vol_name: str, kind: str, name: str, obj, data_of) -> None:
         """Materialise a Secret or ConfigMap volume (all keys, or ``items``) and drop files no longer in it."""
         keep: set[str] = set()
-        if obj is None:
-            if src.get("optional"):
-                _prune(d, keep)
-                return
-            raise VolumeError(f'MountVolume.SetUp failed for volume "{vol_name}": {kind} "{name}" not found')
-        try:
-            items = self._items(data_of(obj), src.get("items"), src.get("defaultMode", 0o644))
-        except KeyError as e:
-            raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in {kind} "{name}"') from None
-        for rel, data, mode in items:
+        items = self._key_files(vol_name, kind, name, obj, data_of, src, src.get("defaultMode", 0o644),
+                                missing_prefix="MountVolume.SetUp failed for ")
+        for rel, data, mode in items or []:
             keep.add(_write_file(d, rel, data, mode))
         _prune(d, keep)
+
+    def _key_files(self, vol_name: str, kind: str, name: str, obj, data_of, ref: Mapping[str, Any],
+                   default_mode: int, *, missing_prefix: str = "", skip_missing_keys: bool = False):
+        """The (path, bytes, mode) files a Secret/ConfigMap reference yields; None when it is optional and absent."""
+        if obj is None:
+            if ref.get("optional"):
+                return None
+            raise VolumeError(f'{missing_prefix}volume "{vol_name}": {kind} "{name}" not found')
+        try:
+            return self._items(data_of(obj), ref.get("items"), default_mode)
+        except KeyError as e:
+            if skip_missing_keys and ref.get("optional"):
+                return None
+            raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in {kind} "{name}"') from None
 
     def _downward(self, pod, d: Path, items: list, default_mode: int, keep: set[str], pod_ip) -> None:
         for it in items:
@@ -227,33 +234,16 @@ class VolumeManager:
                     ca = self.api.cluster_ca()
                     if ca:
                         obj = {"data": {"ca.crt": ca.decode()}}
-                if obj is None:
-                    if cm.get("optional"):
-                        continue
-                    raise VolumeError(f'volume "{vol_name}": configmap "{name}" not found')
-                try:
-                    items = self._items(configmap_data(obj), cm.get("items"), default_mode)
-                except KeyError as e:
-                    if cm.get("optional"):
-                        continue
-                    raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in configmap "{name}"') from None
-                for rel, data, mode in items:
+                items = self._key_files(vol_name, "configmap", name, obj, configmap_data, cm, default_mode,
+                                        skip_missing_keys=True)
+                for rel, data, mode in items or []:
                     keep.add(_write_file(d, rel, data, mode))
             elif source.get("secret") is not None:
                 sc = source["secret"]
                 name = sc.get("name", "")
-                obj = self.api.get_secret(ns, name)
-                if obj is None:
-                    if sc.get("optional"):
-                        continue
-                    raise VolumeError(f'volume "{vol_name}": secret "{name}" not found')
-                try:
-                    items = self._items(decode_secret_data(obj), sc.get("items"), default_mode)
-                except KeyError as e:
-                    if sc.get("optional"):
-                        continue
-                    raise VolumeError(f'volume "{vol_name}": key {e.args[0]} not found in secret "{name}"') from None
-                for rel, data, mode in items:
+                items = self._key_files(vol_name, "secret", name, self.api.get_secret(ns, name), decode_secret_data,
+                                        sc, default_mode, skip_missing_keys=True)
+                for rel, data, mode in items or []:
                     keep.add(_write_file(d, rel, data, mode))
             elif source.get("downwardAPI") is not None:
                 self._downward(pod, d, source["downwardAPI"].get("items") or [], default_mode, keep, pod_ip)
