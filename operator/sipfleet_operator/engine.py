@@ -633,7 +633,17 @@ class Engine:
             if obj is None and ns not in known:
                 continue
             log.info("namespace %s is being deleted: releasing its SipAccounts", ns)
-            for acc in await self.client.list("SipAccount", ns) if obj is not None else []:
+            try:
+                accounts = await self.client.list("SipAccount", ns) if obj is not None else []
+            except ApiError as e:
+                if e.status != 403:
+                    raise
+                # Known race: the namespace controller deleted our Role/RoleBinding there first.
+                log.error("namespace %s is being deleted but its RBAC for this operator is already gone; release "
+                          "the finalizers by hand: kubectl -n %s patch sipaccount NAME --type=merge "
+                          "-p '{\"metadata\":{\"finalizers\":null}}'", ns, ns)
+                continue
+            for acc in accounts:
                 meta = _meta(acc)
                 if finalizer in (meta.get("finalizers") or []):
                     try:
