@@ -152,20 +152,6 @@ def build_configmap(agent: Agent, accounts: Sequence[HostedAccount], settings: S
     }
 
 
-def parse_configmap(cm: dict) -> tuple[str, GroupKey, list[str]] | None:
-    """(agent name, group key, account names) from a stored assignment ConfigMap; None when unusable."""
-    meta = cm.get("metadata") or {}
-    try:
-        key = GroupKey.from_json((meta.get("annotations") or {})[ANNOTATION_GROUP_KEY])
-        data = json.loads((cm.get("data") or {})[ASSIGNMENT_KEY])
-        names = [a["name"] for a in data.get("accounts", [])]
-    except (KeyError, ValueError, TypeError):
-        return None
-    if key.namespace != meta.get("namespace"):
-        return None
-    return meta["name"], key, names
-
-
 def build_service_account(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
     return {
         "apiVersion": "v1",
@@ -289,6 +275,28 @@ def build_deployment(agent: Agent, accounts: Sequence[HostedAccount], settings: 
             "template": template,
         },
     }
+
+
+def unchanged(desired: dict, current: dict | None, digest: str) -> bool:
+    """Whether a child read from the API already is what ``desired`` (whose digest is ``digest``) would apply: the
+    applied-digest annotation says so, and the fields that carry meaning were not changed by anyone since (the
+    server defaults other fields, so those are not compared)."""
+    if current is None:
+        return False
+    meta = current.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(ANNOTATION_APPLIED) != digest:
+        return False
+    want_ann = desired["metadata"].get("annotations") or {}
+    if any((meta.get("annotations") or {}).get(k) != v for k, v in want_ann.items()):
+        return False
+    if [r.get("uid") for r in meta.get("ownerReferences") or []] != [
+        r["uid"] for r in desired["metadata"].get("ownerReferences") or []
+    ]:
+        return False
+    fields = {"ConfigMap": ("data",), "Role": ("rules",), "RoleBinding": ("roleRef", "subjects")}.get(desired["kind"], ())
+    if desired["kind"] == "Deployment":
+        return (current.get("spec") or {}).get("replicas") == desired["spec"]["replicas"]
+    return all(current.get(f) == desired.get(f) for f in fields)
 
 
 def build_children(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings) -> list[dict]:

@@ -14,13 +14,27 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _json(value: str | None) -> dict | None:
+def _json(env: Mapping[str, str], name: str) -> dict | None:
+    value = env.get(name)
     if not value or not value.strip():
         return None
-    parsed = json.loads(value)
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"{name} is not JSON ({e})") from None
     if not isinstance(parsed, dict):
-        raise ValueError(f"expected a JSON object, not {value!r}")
+        raise ValueError(f"{name} must be a JSON object, not {value[:80]!r}")
     return parsed or None
+
+
+def _number(env: Mapping[str, str], name: str, default, kind=int):
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value[:80]!r} is not {'an integer' if kind is int else 'a number'}") from None
 
 
 @dataclass(frozen=True)
@@ -65,23 +79,21 @@ class Settings:
             agent_image=env.get("SIPFLEET_AGENT_IMAGE", d.agent_image),
             agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
-            agent_resources=_json(env.get("SIPFLEET_AGENT_RESOURCES")),
-            agent_pod_security_context=_json(env.get("SIPFLEET_AGENT_POD_SECURITY_CONTEXT")),
-            agent_security_context=_json(env.get("SIPFLEET_AGENT_SECURITY_CONTEXT")),
+            agent_resources=_json(env, "SIPFLEET_AGENT_RESOURCES"),
+            agent_pod_security_context=_json(env, "SIPFLEET_AGENT_POD_SECURITY_CONTEXT"),
+            agent_security_context=_json(env, "SIPFLEET_AGENT_SECURITY_CONTEXT"),
             namespaces=namespaces,
-            metrics_port=int(env.get("SIPFLEET_METRICS_PORT", d.metrics_port)),
+            metrics_port=_number(env, "SIPFLEET_METRICS_PORT", d.metrics_port),
             metrics_address=env.get("SIPFLEET_METRICS_ADDRESS", d.metrics_address),
             liveness_endpoint=liveness or None,
             standalone=_bool(env.get("SIPFLEET_STANDALONE"), d.standalone),
             peering_name=env.get("SIPFLEET_PEERING_NAME", d.peering_name),
-            priority=int(env.get("SIPFLEET_PRIORITY", d.priority)),
-            server_timeout=int(env.get("SIPFLEET_WATCH_SERVER_TIMEOUT", d.server_timeout)),
-            client_timeout=int(env.get("SIPFLEET_WATCH_CLIENT_TIMEOUT", d.client_timeout)),
-            connect_timeout=int(env.get("SIPFLEET_WATCH_CONNECT_TIMEOUT", d.connect_timeout)),
-            ladder_tick_seconds=float(env.get("SIPFLEET_LADDER_TICK_SECONDS", d.ladder_tick_seconds)),
-            degraded_backoff_cap_seconds=int(
-                env.get("SIPFLEET_DEGRADED_BACKOFF_CAP_SECONDS", d.degraded_backoff_cap_seconds)
-            ),
+            priority=_number(env, "SIPFLEET_PRIORITY", d.priority),
+            server_timeout=_number(env, "SIPFLEET_WATCH_SERVER_TIMEOUT", d.server_timeout),
+            client_timeout=_number(env, "SIPFLEET_WATCH_CLIENT_TIMEOUT", d.client_timeout),
+            connect_timeout=_number(env, "SIPFLEET_WATCH_CONNECT_TIMEOUT", d.connect_timeout),
+            ladder_tick_seconds=_number(env, "SIPFLEET_LADDER_TICK_SECONDS", d.ladder_tick_seconds, float),
+            degraded_backoff_cap_seconds=_number(env, "SIPFLEET_DEGRADED_BACKOFF_CAP_SECONDS", d.degraded_backoff_cap_seconds),
             log_format=env.get("SIPFLEET_LOG_FORMAT", d.log_format),
             log_level=env.get("SIPFLEET_LOG_LEVEL", d.log_level).upper(),
         )

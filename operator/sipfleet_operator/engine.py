@@ -34,8 +34,10 @@ from . import conditions as cond
 from . import ladder as lad
 from . import metrics
 from . import placement as pl
+from . import stored
 from .config import Settings
 from .k8s import ApiError, Client
+from .loading import Loader, Scope, scopes_for
 
 log = logging.getLogger("sipfleet.operator")
 
@@ -138,32 +140,56 @@ class Engine:
         self.agent_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.account_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.restarted_pods: dict[str, float] = {}  # pod name -> loop time we deleted it
-        self.loaded = asyncio.Event()
+        # assignment ConfigMaps that could not be read at start, until their accounts are placed again
+        self.unreadable: dict[tuple[str, str], stored.Unreadable] = {}
+        self.loader: Loader[list[dict]] = Loader(scopes_for(settings.namespaces), self._read_scope,
+                                                 self._apply_scope, on_error=self._load_failed)
         self._tasks: list[asyncio.Task] = []
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     # ---------------------------------------------------------------------------------------------- start / stop
 
     async def load(self) -> None:
-        """Rebuild placements from the assignment ConfigMaps (the source of truth for who hosts what)."""
-        stored = []
-        patterns = self.settings.namespaces
-        globbing = any(set(p) & set("*?[!") for p in patterns)
-        for ns in (None,) if (globbing or not patterns) else patterns:
-            for cm in await self.client.list("ConfigMap", ns, b.AGENT_SELECTOR):
-                if globbing and not self.watches(_ref(cm)[0]):
-                    continue
-                parsed = b.parse_configmap(cm)
-                if parsed is None:
-                    log.warning("ignoring unparsable assignment ConfigMap %s/%s", *_ref(cm))
-                    continue
-                stored.append(parsed)
-        rec = pl.reconstruct(stored)
-        self.fleet = rec.fleet
-        log.info("loaded %d agents hosting %d accounts from assignment ConfigMaps (%d to correct)",
-                 len(self.fleet), sum(len(a.accounts) for a in self.fleet.values()), len(rec.dirty))
+        """Rebuild placements from the assignment ConfigMaps (the source of truth for who hosts what), scope by
+        scope. Never raises: a scope that cannot be read is retried in the background while the others are
+        served (loading.py); a ConfigMap that cannot be read is reported on the accounts it names."""
+        await self.loader.start()
+
+    async def _read_scope(self, scope: Scope) -> list[dict]:
+        cms = await self.client.list("ConfigMap", scope, b.AGENT_SELECTOR)
+        return [cm for cm in cms if self.watches(_ref(cm)[0])]
+
+    async def _apply_scope(self, scope: Scope, cms: list[dict]) -> None:
+        results = [stored.read_configmap(cm) for cm in cms]
+        agents = [r for r in results if isinstance(r, stored.StoredAgent)]
+        rec = pl.reconstruct(a.entry() for a in agents)
+        for a in agents:
+            if a.recovered:
+                log.warning("assignment ConfigMap %s/%s was incomplete: %s (it is rewritten)", a.namespace, a.name,
+                            a.recovered)
+        for u in (r for r in results if isinstance(r, stored.Unreadable)):
+            log.error("assignment ConfigMap %s/%s cannot be read (%s); its accounts %s are placed again",
+                      u.namespace, u.name, u.reason, ", ".join(u.accounts) or "(none named)")
+            metrics.RECONCILE_ERRORS.labels(where="load").inc()
+            self.unreadable[(u.namespace, u.name)] = u
+        empty = pl.empty_agents(rec.fleet)
+        self.fleet.update(pl.without_empty(rec.fleet))
+        log.info("loaded %s: %d agents hosting %d accounts (%d to correct, %d displaced, %d empty, %d unreadable)",
+                 "the whole cluster" if scope is None else f"namespace {scope}", len(rec.fleet) - len(empty),
+                 sum(len(a.accounts) for a in rec.fleet.values()), len(rec.dirty), len(rec.displaced), len(empty),
+                 sum(1 for r in results if isinstance(r, stored.Unreadable)))
         metrics.AGENTS.set(len(self.fleet))
-        self.loaded.set()
+        try:
+            for name in empty:  # nothing to host (its accounts were kept by another agent): remove it
+                await self._delete_children(name, rec.fleet[name].namespace)
+            for (ns, name), u in list(self.unreadable.items()):
+                if not u.accounts and (scope is None or ns == scope):
+                    await self._retire_unreadable(ns, name)
+        except ApiError as e:  # the fleet is read; leftovers go with the next sweep or placement
+            log.warning("could not remove an agent left without accounts: %s", e)
+
+    def _load_failed(self, scope: Scope, error: str) -> None:
+        metrics.RECONCILE_ERRORS.labels(where="load").inc()
 
     def watches(self, ns: str) -> bool:
         return namespace_matches(self.settings.namespaces, ns)
@@ -172,6 +198,7 @@ class Engine:
         self._tasks.append(asyncio.create_task(self._ticker(), name="sipfleet-ticker"))
 
     async def stop(self) -> None:
+        await self.loader.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -245,10 +272,11 @@ class Engine:
         return self.reconciled.get((ns, name)) != self.inputs_digest(body)
 
     async def reconcile_account(self, body: dict) -> None:
-        """create / update / resume: place the account and bring its agent's children in line."""
-        await self.loaded.wait()
-        self.remember(body)
+        """create / update / resume: place the account and bring its agent's children in line.
+        Raises ``NotLoaded`` while the account's namespace has not been read (kopf retries)."""
         ns, name = _ref(body)
+        self.remember(body)
+        await self.loader.wait(ns)
         digest = self.inputs_digest(body)
         if is_paused(body) or _meta(body).get("deletionTimestamp"):
             self.reconciled.pop((ns, name), None)  # un-pausing reconciles whatever changed meanwhile
@@ -272,6 +300,7 @@ class Engine:
             await self.delete_agent(gone, ns)
         for agent in sorted(plan.changed | {plan.agent} - {None}):
             await self.sync_agent(agent)
+        await self._tell_unreadable(body, plan.agent)
         gen = _meta(body).get("generation")
         if gen is not None:
             self.synced_generation[(ns, name)] = gen
@@ -280,8 +309,8 @@ class Engine:
 
     async def remove_account(self, body: dict) -> None:
         """delete: take the account out of its agent (the agent unregisters it); empty agents go away."""
-        await self.loaded.wait()
         ns, name = _ref(body)
+        await self.loader.wait(ns)
         plan = pl.remove(self.fleet, ns, name)
         self.fleet = plan.fleet
         if plan.changed or plan.removed:
@@ -329,6 +358,32 @@ class Engine:
         self.frozen[(ns, name)] = h
         return h
 
+    async def _tell_unreadable(self, body: dict, agent: str | None) -> None:
+        """An account that an unreadable ConfigMap named gets one Warning event saying so, once it is placed;
+        the unreadable agent is removed when none of its accounts still needs it."""
+        ns, name = _ref(body)
+        for (uns, uname), u in list(self.unreadable.items()):
+            if uns != ns or name not in u.accounts:
+                continue
+            what = "it was rewritten" if uname == agent else f"the account was placed on agent {agent}"
+            await self.event(body, "Warning", "AssignmentUnreadable",
+                             f"the assignment ConfigMap {uname} that hosted this account could not be read at operator "
+                             f"start ({u.reason}); {what}")
+            await self._retire_unreadable(uns, uname)
+
+    async def _retire_unreadable(self, ns: str, name: str) -> None:
+        u = self.unreadable.get((ns, name))
+        if u is None:
+            return
+        if name in self.fleet:  # placement re-used the name: its children were just rewritten
+            del self.unreadable[(ns, name)]
+            return
+        for account in u.accounts:
+            if pl.find(self.fleet, ns, account) is None and await self.account(ns, account) is not None:
+                return  # still to be placed (its resume handler will get here again)
+        del self.unreadable[(ns, name)]
+        await self._delete_children(name, ns)
+
     async def sync_agent(self, agent_name: str) -> None:
         """Server-side apply the children of one agent whose desired form changed (ConfigMap first)."""
         async with self.agent_locks[agent_name]:
@@ -364,9 +419,7 @@ class Engine:
                     # not applied by this process yet (it just started): read before writing, and skip the
                     # write when the object already is what we would apply
                     current = await self.client.get(child["kind"], agent.namespace, agent_name)
-                    if current is not None and (_meta(current).get("annotations") or {}).get(
-                        b.ANNOTATION_APPLIED
-                    ) == digest:
+                    if b.unchanged(child, current, digest):
                         self.applied[key] = digest
                         continue
                 child["metadata"].setdefault("annotations", {})[b.ANNOTATION_APPLIED] = digest
@@ -416,7 +469,8 @@ class Engine:
                 return
             agent = pl.find(self.fleet, ans, aname)
             if agent is None and new.problem is None:
-                await self.reconcile_account(body)  # placed now that it can register
+                if self.loader.is_loaded(ans):  # otherwise placed once its namespace is read
+                    await self.reconcile_account(body)  # placed now that it can register
                 continue
             if agent is not None and new.problem is None:
                 await self.sync_agent(agent)  # new secretVersion: the agent re-reads the credentials
@@ -603,7 +657,8 @@ class Engine:
 
     async def _retry_unplaced(self) -> None:
         for (ns, name), body in list(self.accounts.items()):
-            if pl.find(self.fleet, ns, name) is None and not is_paused(body) and not _meta(body).get("deletionTimestamp"):
+            if (pl.find(self.fleet, ns, name) is None and not is_paused(body) and not _meta(body).get("deletionTimestamp")
+                    and self.loader.is_loaded(ns)):
                 await self.reconcile_account(body)
 
     async def _release_terminating_namespaces(self) -> None:

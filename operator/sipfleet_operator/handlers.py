@@ -17,6 +17,7 @@ from . import metrics
 from .config import Settings
 from .engine import Engine
 from .k8s import ApiError
+from .loading import NotLoaded
 
 log = logging.getLogger("sipfleet.operator")
 
@@ -79,6 +80,8 @@ def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
 async def reconcile(body, **_) -> None:
     try:
         await engine().reconcile_account(dict(body))
+    except NotLoaded as e:  # its namespace's placements are not read yet: nothing may be placed before that
+        raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
         raise _temporary(e, "reconcile") from e
     except ValidationError as e:  # the CRD admitted it, the models do not: a bug, retrying will not help
@@ -90,6 +93,8 @@ async def reconcile(body, **_) -> None:
 async def delete(body, **_) -> None:
     try:
         await engine().remove_account(dict(body))
+    except NotLoaded as e:
+        raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
         raise _temporary(e, "delete") from e
 
@@ -100,12 +105,13 @@ async def delete(body, **_) -> None:
 @kopf.on.event(m.GROUP, m.VERSION, m.PLURAL)
 async def account_event(event, body, **_) -> None:
     eng = engine()
-    await eng.loaded.wait()
     ns, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
     if event.get("type") == "DELETED":
         eng.forget(ns, name)
         return
     eng.remember(dict(body))
+    if not eng.loader.is_loaded(ns):
+        return  # its resume handler places it (and refreshes its status) once the namespace is read
     try:
         if eng.needs_reconcile(dict(body)):  # annotations (repair, reregister, paused) and un-pausing
             await eng.reconcile_account(dict(body))
@@ -124,8 +130,7 @@ async def account_event(event, body, **_) -> None:
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_LABELS)
 async def pod_event(event, body, **_) -> None:
-    eng = engine()
-    await eng.loaded.wait()
+    eng = engine()  # the pod cache does not depend on the fleet being read
     try:
         await eng.on_pod(event.get("type") or "", dict(body))
     except ApiError as e:
@@ -140,7 +145,6 @@ def _referenced_secret(name, namespace, **_) -> bool:
 @kopf.on.event("", "v1", "secrets", when=_referenced_secret)
 async def secret_event(event, body, **_) -> None:
     eng = engine()
-    await eng.loaded.wait()
     try:
         await eng.on_secret(event.get("type") or "", dict(body))
     except ApiError as e:
@@ -153,8 +157,7 @@ async def secret_event(event, body, **_) -> None:
 async def child_event(event, body, resource, **_) -> None:
     if event.get("type") != "DELETED":
         return
-    eng = engine()
-    await eng.loaded.wait()
+    eng = engine()  # acts only on agents already in the fleet
     kind = "ConfigMap" if resource.plural == "configmaps" else "Deployment"
     meta = body.get("metadata", {})
     try:

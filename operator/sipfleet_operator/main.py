@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import logs
     from .config import Settings
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:  # a misconfiguration: one line naming the variable, not a traceback
+        print(f"sipfleet-operator: bad setting: {e}", file=sys.stderr)
+        return 2
     logs.setup(settings.log_format, settings.log_level)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)

@@ -27,8 +27,11 @@ from sipfleet.api import models as m
 AGENT_PREFIX = "sipfleet-agent-"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class GroupKey:
+    """What accounts must share to share an agent. Not orderable on its own (``dedicated`` is ``None`` for
+    shared agents): sort by :attr:`sort_key`, which orders every key totally."""
+
     namespace: str
     transport: str
     route: tuple[str, ...]
@@ -64,14 +67,36 @@ class GroupKey:
 
     @classmethod
     def from_json(cls, text: str) -> "GroupKey":
-        d = json.loads(text)
+        """Decode :meth:`to_json`'s form. Raises ``ValueError`` naming the field when it is not a key this
+        operator (or an older one: ``dedicated`` absent means shared) could have written; extra fields are
+        ignored."""
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"not JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        for f in ("namespace", "transport", "routeMode"):
+            if not isinstance(d.get(f), str) or not d[f]:
+                raise ValueError(f"{f} is missing or not a string")
+        route = d.get("route")
+        if not isinstance(route, list) or not all(isinstance(r, str) and r for r in route):
+            raise ValueError("route is missing or not a list of strings")
+        dedicated = d.get("dedicated")
+        if dedicated is not None and (not isinstance(dedicated, str) or not dedicated):
+            raise ValueError("dedicated is neither null nor an account name")
         return cls(
             namespace=d["namespace"],
             transport=d["transport"],
-            route=tuple(d["route"]),
+            route=tuple(route),
             route_mode=d["routeMode"],
-            dedicated=d.get("dedicated"),
+            dedicated=dedicated,
         )
+
+    @property
+    def sort_key(self) -> tuple[str, str, tuple[str, ...], str, str]:
+        """A total order over keys (shared agents, ``dedicated`` None, sort before dedicated ones)."""
+        return (self.namespace, self.transport, self.route, self.route_mode, self.dedicated or "")
 
     @property
     def id(self) -> str:
@@ -84,9 +109,18 @@ def agent_name(key: GroupKey, n: int) -> str:
 
 def agent_index(name: str) -> int | None:
     try:
-        return int(name.rsplit("-", 1)[1])
+        n = int(name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return None
+    return n if n >= 0 else None
+
+
+def agent_key_id(name: str) -> str | None:
+    """The group-key hash an agent name carries (``sipfleet-agent-<id>-<n>``), or None."""
+    if not name.startswith(AGENT_PREFIX):
+        return None
+    parts = name[len(AGENT_PREFIX):].split("-")
+    return parts[0] if len(parts) == 2 and len(parts[0]) == 8 and agent_index(name) is not None else None
 
 
 @dataclass(frozen=True)
@@ -192,15 +226,29 @@ def reconstruct(stored: Iterable[tuple[str, GroupKey, Iterable[str]]]) -> Recons
     """Rebuild the fleet from what the assignment ConfigMaps say (name, group key, account names).
 
     The ConfigMaps are the source of truth. If an operator died half-way through a move, an account can appear
-    twice: the agent with the lower index keeps it. Agents over capacity keep the first names in order.
+    twice: the first agent in (key, index, name) order keeps it. Agents over capacity keep the first names in
+    order; a dedicated agent keeps only its own account; an agent name seen twice keeps its first entry. Never
+    raises for any input of the declared types, and every account named anywhere ends up exactly once, either
+    in ``fleet`` or in ``displaced``.
     """
     fleet: dict[str, Agent] = {}
     seen: set[tuple[str, str]] = set()
     dirty: set[str] = set()
     displaced: set[tuple[str, str]] = set()
-    for name, key, accounts in sorted(stored, key=lambda s: (s[1], agent_index(s[0]) or 0, s[0])):
+
+    def order(entry: tuple[str, GroupKey, Iterable[str]]) -> tuple:
+        index = agent_index(entry[0])
+        return (entry[1].sort_key, -1 if index is None else index, entry[0])
+
+    for name, key, accounts in sorted(((n, k, list(a)) for n, k, a in stored), key=order):
+        if name in fleet:  # the same agent twice (cannot come from one cluster, but keep the promise)
+            dirty.add(name)
+            displaced.update((key.namespace, a) for a in accounts)
+            continue
+        if len(set(accounts)) != len(accounts):
+            dirty.add(name)
         keep: list[str] = []
-        for account in accounts:
+        for account in dict.fromkeys(accounts):
             ref = (key.namespace, account)
             if ref in seen or len(keep) >= key.capacity or (key.dedicated and key.dedicated != account):
                 dirty.add(name)

@@ -14,8 +14,6 @@ with another operator a different test may run cluster-wide.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -26,50 +24,13 @@ from kubernetes.client.rest import ApiException
 
 from sipfleet.api import models as m
 from sipfleet.localenv.waiting import WaitTimeout, wait_for
+from tests.fixtures.chart import CHART, KUBE_VERSION, ensure_crd, pods, ready, restricted
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "sipfleet"
-CRD = CHART / "crds" / "sipaccounts.sipfleet.io.yaml"
 EXAMPLES = REPO / "examples"
-KUBE_VERSION = "1.35.0"
 RELEASE = "sf"
-
-
-@pytest.fixture(scope="module")
-def helm_bin() -> Path:
-    from sipfleet.localenv import kubebin
-
-    return kubebin.ensure(["helm"], allow_path=False)["helm"]  # the pinned build, never a PATH helm
-
-
-@pytest.fixture
-def helm(helm_bin, cluster, tmp_path):
-    """Run helm against the test cluster, with its own config/cache dirs (nothing in ~/.config)."""
-    env = dict(os.environ)
-    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
-        env[var] = str(tmp_path / var.lower())
-
-    def run(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(helm_bin), "--kubeconfig", str(cluster.kubeconfig), *args],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    return run
-
-
-def ensure_crd(cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{m.PLURAL}.{m.GROUP}", "--timeout=60s")
-
-
-def restricted(cluster, namespace: str) -> None:
-    """Enforce (and warn about) the restricted Pod Security Standard in the namespace."""
-    cluster.kubectl("label", "namespace", namespace, "--overwrite",
-                    "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted")
 
 
 def server_dry_run(cluster, namespace: str, manifest: str) -> list[str]:
@@ -155,14 +116,6 @@ def test_operator_service_account_may_create_agent_rbac(cluster, helm, namespace
                             input=yaml.safe_dump_all(rbac), check=False)
 
 
-def _pods(core: client.CoreV1Api, namespace: str, selector: str) -> list:
-    return core.list_namespaced_pod(namespace, label_selector=selector).items
-
-
-def _ready(pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-
-
 def _http_get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback pod IP)
         return resp.status, resp.read().decode(errors="replace")
@@ -200,7 +153,7 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
 
     try:
         # the operator pod runs and is Ready (the node runner executes sipfleet/operator)
-        pod = wait_for(lambda: next((p for p in _pods(core, namespace, selector) if _ready(p)), None),
+        pod = wait_for(lambda: next((p for p in pods(core, namespace, selector) if ready(p)), None),
                        timeout=120, message="operator pod Ready")
         ip = pod.status.pod_ip
         assert ip
@@ -315,7 +268,7 @@ def test_deleting_a_watched_namespace_is_not_blocked(cluster, k8s, helm, namespa
         helm("install", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{watched}}}",
              "--set", "logFormat=text")
         selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
-        wait_for(lambda: next((p for p in _pods(core, namespace, selector) if _ready(p)), None),
+        wait_for(lambda: next((p for p in pods(core, namespace, selector) if ready(p)), None),
                  timeout=120, message="operator pod Ready")
         core.create_namespaced_secret(watched, {"metadata": {"name": "w-sip"},
                                                 "stringData": {"username": "w", "password": "not-used"}})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from sipfleet.api import models as m
 from sipfleet_operator import builders as b
 from sipfleet_operator import placement as p
+from sipfleet_operator import stored
 from sipfleet_operator.config import Settings
 
 P = "sip:127.0.20.1;lr"
@@ -45,7 +45,7 @@ def test_configmap_holds_a_valid_assignment_without_secrets():
     creds = assignment.accounts[1].credentials
     assert (creds.secret_name, creds.password_key, creds.secret_version) == ("bob-creds", "pw", "42")
     assert creds.password_file is None and "password\"" not in text.replace("passwordKey", "")
-    assert b.parse_configmap(cm) == (agent.name, agent.key, ["alice", "bob"])
+    assert stored.read_configmap(cm) == stored.StoredAgent(agent.namespace, agent.name, agent.key, ("alice", "bob"))
     # deterministic: same input, same bytes (so unchanged assignments are never rewritten)
     assert b.build_configmap(agent, list(reversed(accs)), Settings()) == cm
 
@@ -132,15 +132,3 @@ def test_deployment_shape():
     assert d2["spec"]["template"] == tpl
     assert d2["metadata"]["annotations"] == d["metadata"]["annotations"]
     assert d2["metadata"]["ownerReferences"] != d["metadata"]["ownerReferences"]
-
-
-def test_parse_configmap_rejects_garbage():
-    assert b.parse_configmap({"metadata": {"name": "x", "namespace": "n"}, "data": {}}) is None
-    accs = [account("alice")]
-    cm = b.build_configmap(agent_for(accs), accs, Settings())
-    cm["metadata"]["namespace"] = "elsewhere"
-    assert b.parse_configmap(cm) is None
-    cm["metadata"]["namespace"] = "ns1"
-    cm["data"][b.ASSIGNMENT_KEY] = "{not json"
-    assert b.parse_configmap(cm) is None
-    json.dumps(cm)

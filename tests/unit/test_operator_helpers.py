@@ -111,3 +111,15 @@ def test_peering_crds_and_objects(capsys):
     assert main(["peering-crds"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert docs[-1] == {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "sipfleet"}}
+
+
+def test_bad_settings_name_the_variable():
+    import pytest
+
+    for env, needle in [({"SIPFLEET_METRICS_PORT": "90x"}, "SIPFLEET_METRICS_PORT='90x' is not an integer"),
+                        ({"SIPFLEET_LADDER_TICK_SECONDS": "soon"}, "SIPFLEET_LADDER_TICK_SECONDS='soon' is not a number"),
+                        ({"SIPFLEET_AGENT_RESOURCES": "{"}, "SIPFLEET_AGENT_RESOURCES is not JSON"),
+                        ({"SIPFLEET_AGENT_RESOURCES": "[1]"}, "SIPFLEET_AGENT_RESOURCES must be a JSON object")]:
+        with pytest.raises(ValueError) as e:
+            Settings.from_env(env)
+        assert needle in str(e.value)

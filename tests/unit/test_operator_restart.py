@@ -1,0 +1,170 @@
+"""An operator restart, on the engine's logic with an in-memory API (tests/fixtures/memapi.py).
+
+A first engine places a fleet with every placement kind (shared, dedicated next to shared with the same route,
+account mode, two routes, two namespaces); a second engine starts on what the first one wrote. The start never
+raises, whatever it reads: a namespace that cannot be listed waits (its accounts get ``NotLoaded``) while the
+others are served; a damaged ConfigMap is reported on its accounts, which are placed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from sipfleet.api import models as m
+from sipfleet_operator import builders as b
+from sipfleet_operator.config import Settings
+from sipfleet_operator.engine import Engine
+from sipfleet_operator.k8s import ApiError
+from sipfleet_operator.loading import NotLoaded
+from tests.fixtures.memapi import MemoryApi
+
+P1, P2 = "sip:10.213.201.1;lr", "sip:10.213.201.9;lr"
+FLEET = {  # name: (namespace, route, mode, dedicated)
+    "alice": ("ns-a", P1, "prevent", False),
+    "bob": ("ns-a", P1, "prevent", False),
+    "carol": ("ns-a", P1, "prevent", True),
+    "dave": ("ns-a", P1, "account", False),
+    "erin": ("ns-a", P2, "prevent", False),
+    "frank": ("ns-b", P1, "prevent", False),
+    "gina": ("ns-b", P1, "prevent", True),
+}
+
+
+def settings() -> Settings:
+    return Settings(namespaces=("ns-a", "ns-b"), metrics_port=0, liveness_endpoint=None)
+
+
+def account(name: str) -> dict:
+    ns, route, mode, dedicated = FLEET[name]
+    return {"apiVersion": m.API_VERSION, "kind": "SipAccount", "metadata": {"name": name, "namespace": ns},
+            "spec": {"aor": f"sip:{name}@lab.test", "registrar": "sip:10.213.201.2", "route": [route],
+                     "routeMode": mode, "credentials": {"secretName": "creds"}, "agent": {"dedicated": dedicated}}}
+
+
+def populated() -> MemoryApi:
+    api = MemoryApi()
+    for ns in ("ns-a", "ns-b"):
+        api.put({"kind": "Secret", "metadata": {"name": "creds", "namespace": ns},
+                 "data": {"username": "dQ==", "password": "cA=="}})
+    for name in FLEET:
+        api.put(account(name))
+    return api
+
+
+async def first_run(api: MemoryApi) -> dict[str, list[str]]:
+    eng = Engine(settings(), client=api)
+    await eng.load()
+    for obj in api.of_kind("SipAccount"):
+        await eng.reconcile_account(obj)
+    await eng.stop()
+    return assignments(api)
+
+
+def assignments(api: MemoryApi) -> dict[str, list[str]]:
+    return {f"{cm['metadata']['namespace']}/{cm['metadata']['name']}":
+            [a["name"] for a in json.loads(cm["data"][b.ASSIGNMENT_KEY])["accounts"]]
+            for cm in api.of_kind("ConfigMap")}
+
+
+async def restart(api: MemoryApi) -> Engine:
+    eng = Engine(settings(), client=api)
+    await eng.load()
+    for obj in api.of_kind("SipAccount"):
+        if eng.loader.is_loaded(obj["metadata"]["namespace"]):
+            await eng.reconcile_account(obj)
+    return eng
+
+
+def test_restart_changes_nothing_and_writes_nothing():
+    async def go():
+        api = populated()
+        before = await first_run(api)
+        assert len(before) == 6  # alice+bob, carol, dave, erin | frank, gina
+        api.writes.clear()
+        eng = await restart(api)
+        assert assignments(api) == before
+        assert api.writes == [], api.writes  # not one write for an unchanged fleet
+        # and the restarted engine places a new account next to the others without a new agent
+        api.put({**account("alice"), "metadata": {"name": "hank", "namespace": "ns-a"}})
+        await eng.reconcile_account(api.of_kind("SipAccount", "ns-a")[[o["metadata"]["name"] for o in
+                                                                     api.of_kind("SipAccount", "ns-a")].index("hank")])
+        after = assignments(api)
+        assert len(after) == 6 and sorted(a for v in after.values() for a in v) == sorted([*FLEET, "hank"])
+        await eng.stop()
+
+    asyncio.run(go())
+
+
+def test_a_namespace_that_cannot_be_listed_waits_and_the_others_are_served():
+    async def go():
+        api = populated()
+        before = await first_run(api)
+        failures = {"n": 2}
+
+        def fail(verb, kind, ns):
+            if verb == "list" and kind == "ConfigMap" and ns == "ns-b" and failures["n"] > 0:
+                failures["n"] -= 1
+                raise ApiError(403, {"message": "configmaps is forbidden"}, "GET configmaps")
+
+        api.fail = fail
+        eng = Engine(settings(), client=api)
+        await eng.load()  # does not raise
+        assert eng.loader.is_loaded("ns-a") and not eng.loader.is_loaded("ns-b")
+        assert "403" in eng.loader.pending["ns-b"]
+        await eng.reconcile_account(account("alice"))  # served
+        with pytest.raises(NotLoaded, match="namespace ns-b.*403"):
+            await eng.loader.wait("ns-b", timeout=0.1)
+        await eng.loader.wait("ns-b", timeout=10)  # retried in the background (1 s, then 2 s)
+        await eng.reconcile_account(account("frank"))
+        assert assignments(api) == before
+        await eng.stop()
+
+    asyncio.run(go())
+
+
+def test_a_damaged_configmap_is_reported_and_its_account_placed_again():
+    async def go():
+        api = populated()
+        before = await first_run(api)
+        (erin_agent,) = [k for k, v in before.items() if v == ["erin"]]
+        ns, name = erin_agent.split("/")
+        cm = api.objects[("ConfigMap", ns, name)]
+        cm["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = "{broken"
+        cm["data"][b.ASSIGNMENT_KEY] = "{broken"
+        api.writes.clear()
+        eng = await restart(api)  # does not raise
+        reasons = [(e["involvedObject"]["name"], e["reason"]) for e in api.events]
+        assert reasons == [("erin", "AssignmentUnreadable")]
+        assert "could not be read" in api.events[0]["message"] and "group-key" in api.events[0]["message"]
+        assert assignments(api) == before  # the same name was re-used: rewritten in place, nothing duplicated
+        assert {w[1] for w in api.writes if w[0] == "apply"} <= set(("ConfigMap", "ServiceAccount", "Role",
+                                                                    "RoleBinding", "Deployment"))
+        assert {w[3] for w in api.writes} == {name}  # only erin's agent was written
+        assert not eng.unreadable
+        await eng.stop()
+
+    asyncio.run(go())
+
+
+def test_an_unreadable_agent_whose_account_moved_elsewhere_is_removed():
+    async def go():
+        api = populated()
+        before = await first_run(api)
+        (erin_agent,) = [k for k, v in before.items() if v == ["erin"]]
+        ns, name = erin_agent.split("/")
+        # a stray copy of erin's agent under another index, unreadable: erin is placed on the real one
+        stray = json.loads(json.dumps(api.objects[("ConfigMap", ns, name)]))
+        stray["metadata"]["name"] = name[:-1] + "7"
+        stray["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = "null"
+        stray["data"][b.ASSIGNMENT_KEY] = "[]"
+        api.put(stray)
+        eng = await restart(api)
+        assert ("ConfigMap", ns, stray["metadata"]["name"]) not in api.objects
+        assert ("delete", "Deployment", ns, stray["metadata"]["name"]) in api.writes
+        assert assignments(api) == before
+        await eng.stop()
+
+    asyncio.run(go())
