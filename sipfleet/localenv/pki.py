@@ -1,9 +1,13 @@
 """Throwaway PKI for the local control plane, generated with ``cryptography``.
 
-One CA signs: the kube-apiserver serving certificate (localhost, 127.0.0.1, the service IP 10.0.0.1 and the
-in-cluster names), and client certificates for the admin (O=system:masters), the controller-manager, the
-scheduler and the node. A separate RSA key pair signs service-account tokens. Keys are EC P-256 (fast to make);
-the service-account key is RSA 2048 (RS256, what every client expects).
+One CA signs: the kube-apiserver serving certificate (the node IP, the ``kubernetes`` Service IP, localhost and the
+in-cluster names), the kubelet's serving certificate (the node IP and name: the apiserver verifies it for logs
+and exec), and client certificates for the admin (O=system:masters), the controller-manager, the scheduler, the
+node (the Node authorizer's ``system:node:<name>``), kube-proxy (``system:kube-proxy``, bound to
+``system:node-proxier`` by the apiserver's own bootstrap RBAC) and the apiserver's client towards the kubelet. A
+separate RSA key pair signs service-account tokens. Keys are EC P-256 (fast to make); the service-account key is
+RSA 2048 (RS256, what every client expects). The serving certificates are issued again when the addresses they
+must name change (a cluster that got another slot of the address plan); the CA and keys of clients stay.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = _dt.timedelta(days=365)
-SERVICE_IP = "10.0.0.1"
+NODE_NAME = "sipfleet-node-0"
 APISERVER_DNS = [
     "localhost",
     "kubernetes",
@@ -28,14 +32,15 @@ APISERVER_DNS = [
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 ]
-APISERVER_IPS = ["127.0.0.1", SERVICE_IP]
 
 #: client certificates: file stem -> (CN, O list)
 CLIENTS: dict[str, tuple[str, list[str]]] = {
     "admin": ("sipfleet-admin", ["system:masters"]),
     "controller-manager": ("system:kube-controller-manager", []),
     "scheduler": ("system:kube-scheduler", []),
-    "node": ("system:node:sipfleet-node-0", ["system:nodes"]),
+    "node": (f"system:node:{NODE_NAME}", ["system:nodes"]),
+    "kube-proxy": ("system:kube-proxy", []),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ["system:masters"]),
 }
 
 
@@ -60,6 +65,18 @@ class Pki:
         return self.dir / "apiserver.key"
 
     @property
+    def kubelet_crt(self) -> Path:
+        return self.dir / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.dir / "kubelet.key"
+
+    @property
+    def sans_file(self) -> Path:
+        return self.dir / "serving-sans.txt"
+
+    @property
     def sa_key(self) -> Path:
         return self.dir / "sa.key"
 
@@ -74,7 +91,8 @@ class Pki:
         return self.dir / f"{who}.key"
 
     def complete(self) -> bool:
-        files = [self.ca_crt, self.ca_key, self.serving_crt, self.serving_key, self.sa_key, self.sa_pub]
+        files = [self.ca_crt, self.ca_key, self.serving_crt, self.serving_key, self.kubelet_crt, self.kubelet_key,
+                 self.sa_key, self.sa_pub]
         files += [self.client_crt(w) for w in CLIENTS] + [self.client_key(w) for w in CLIENTS]
         return all(p.is_file() for p in files)
 
@@ -167,32 +185,54 @@ def issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def ensure(pki_dir: Path) -> Pki:
-    """Create the PKI in ``pki_dir`` unless it is already complete; returns the paths."""
+def _load(crt: Path, key: Path):
+    cert = x509.load_pem_x509_certificate(crt.read_bytes())
+    return cert, serialization.load_pem_private_key(key.read_bytes(), password=None)
+
+
+def ensure(pki_dir: Path, *, node_ip: str, service_ip: str) -> Pki:
+    """Create the PKI in ``pki_dir`` unless it is complete for these addresses; returns the paths. The CA, client
+    certificates and service-account keys are kept; only the serving certificates follow ``node_ip`` (the
+    apiserver and the kubelet listen there) and ``service_ip`` (the ``kubernetes`` Service)."""
     pki = Pki(Path(pki_dir))
-    if pki.complete():
+    sans = f"{node_ip} {service_ip}"
+    if pki.complete() and pki.sans_file.is_file() and pki.sans_file.read_text().strip() == sans:
         return pki
     pki.dir.mkdir(parents=True, exist_ok=True)
     os.chmod(pki.dir, 0o700)
-    ca_cert, ca_key = make_ca()
-    _write(pki.ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(pki.ca_key, _key_pem(ca_key), private=True)
+    if pki.ca_crt.is_file() and pki.ca_key.is_file():
+        ca_cert, ca_key = _load(pki.ca_crt, pki.ca_key)
+    else:
+        ca_cert, ca_key = make_ca()
+        _write(pki.ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write(pki.ca_key, _key_pem(ca_key), private=True)
+        for f in pki.dir.glob("*.crt"):  # anything signed by another CA is worthless now
+            if f != pki.ca_crt:
+                f.unlink()
 
-    cert, key = issue(ca_cert, ca_key, "kube-apiserver", server=True, dns=APISERVER_DNS, ips=APISERVER_IPS)
+    cert, key = issue(ca_cert, ca_key, "kube-apiserver", server=True, dns=APISERVER_DNS,
+                      ips=[node_ip, service_ip, "127.0.0.1"])
     _write(pki.serving_crt, cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_key, _key_pem(key), private=True)
+    cert, key = issue(ca_cert, ca_key, NODE_NAME, server=True, dns=[NODE_NAME], ips=[node_ip])
+    _write(pki.kubelet_crt, cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.kubelet_key, _key_pem(key), private=True)
 
     for who, (cn, orgs) in CLIENTS.items():
+        if pki.client_crt(who).is_file() and pki.client_key(who).is_file():
+            continue
         cert, key = issue(ca_cert, ca_key, cn, orgs)
         _write(pki.client_crt(who), cert.public_bytes(serialization.Encoding.PEM))
         _write(pki.client_key(who), _key_pem(key), private=True)
 
-    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write(pki.sa_key, _key_pem(sa), private=True)
-    _write(
-        pki.sa_pub,
-        sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
-    )
+    if not (pki.sa_key.is_file() and pki.sa_pub.is_file()):
+        sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write(pki.sa_key, _key_pem(sa), private=True)
+        _write(
+            pki.sa_pub,
+            sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        )
+    pki.sans_file.write_text(sans + "\n")
     return pki
 
 

@@ -11,6 +11,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sipfleet.localenv import pki
 
+ADDR = {"node_ip": "10.213.7.1", "service_ip": "10.214.7.1"}
+
 
 def _load(path):
     return x509.load_pem_x509_certificate(path.read_bytes())
@@ -21,7 +23,7 @@ def _names(cert, oid):
 
 
 def test_pki_is_complete_signed_and_idempotent(tmp_path):
-    p = pki.ensure(tmp_path / "pki")
+    p = pki.ensure(tmp_path / "pki", **ADDR)
     assert p.complete()
     ca = _load(p.ca_crt)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -32,7 +34,7 @@ def test_pki_is_complete_signed_and_idempotent(tmp_path):
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     assert "kubernetes.default.svc" in san.get_values_for_type(x509.DNSName)
     ips = san.get_values_for_type(x509.IPAddress)
-    assert ipaddress.ip_address("127.0.0.1") in ips and ipaddress.ip_address("10.0.0.1") in ips
+    assert {ipaddress.ip_address(a) for a in ("127.0.0.1", "10.213.7.1", "10.214.7.1")} <= set(ips)
     eku = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in eku
 
@@ -41,6 +43,8 @@ def test_pki_is_complete_signed_and_idempotent(tmp_path):
         "controller-manager": ("system:kube-controller-manager", []),
         "scheduler": ("system:kube-scheduler", []),
         "node": ("system:node:sipfleet-node-0", ["system:nodes"]),
+        "kube-proxy": ("system:kube-proxy", []),
+        "apiserver-kubelet-client": (None, ["system:masters"]),
     }
     for who, (cn, orgs) in expected.items():
         cert = _load(p.client_crt(who))
@@ -60,23 +64,51 @@ def test_pki_is_complete_signed_and_idempotent(tmp_path):
     assert isinstance(key, ec.EllipticCurvePrivateKey)
 
     before = p.ca_crt.read_bytes()
-    pki.ensure(tmp_path / "pki")  # complete: nothing regenerated
+    pki.ensure(tmp_path / "pki", **ADDR)  # complete: nothing regenerated
     assert p.ca_crt.read_bytes() == before
 
 
-def test_incomplete_pki_is_regenerated(tmp_path):
-    p = pki.ensure(tmp_path / "pki")
-    old_ca = p.ca_crt.read_bytes()
+def test_kubelet_serving_certificate_names_the_node(tmp_path):
+    p = pki.ensure(tmp_path / "pki", **ADDR)
+    cert = _load(p.kubelet_crt)
+    cert.verify_directly_issued_by(_load(p.ca_crt))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.213.7.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["sipfleet-node-0"]
+
+
+def test_a_missing_piece_is_issued_again_under_the_same_ca(tmp_path):
+    p = pki.ensure(tmp_path / "pki", **ADDR)
+    old_ca, old_admin = p.ca_crt.read_bytes(), p.client_crt("admin").read_bytes()
     p.client_key("node").unlink()
     assert not p.complete()
-    pki.ensure(tmp_path / "pki")
+    pki.ensure(tmp_path / "pki", **ADDR)
     assert p.complete()
-    assert p.ca_crt.read_bytes() != old_ca
+    assert p.ca_crt.read_bytes() == old_ca and p.client_crt("admin").read_bytes() == old_admin
     _load(p.client_crt("node")).verify_directly_issued_by(_load(p.ca_crt))
 
 
+def test_serving_certificates_follow_the_addresses(tmp_path):
+    p = pki.ensure(tmp_path / "pki", **ADDR)
+    old_ca, old_admin = p.ca_crt.read_bytes(), p.client_crt("admin").read_bytes()
+    pki.ensure(tmp_path / "pki", node_ip="10.213.9.1", service_ip="10.214.9.1")
+    san = _load(p.serving_crt).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.213.9.1") in san.get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address("10.213.7.1") not in san.get_values_for_type(x509.IPAddress)
+    assert p.ca_crt.read_bytes() == old_ca and p.client_crt("admin").read_bytes() == old_admin
+
+
+def test_a_lost_ca_key_makes_everything_new(tmp_path):
+    p = pki.ensure(tmp_path / "pki", **ADDR)
+    old_admin = p.client_crt("admin").read_bytes()
+    p.ca_key.unlink()
+    pki.ensure(tmp_path / "pki", **ADDR)
+    assert p.client_crt("admin").read_bytes() != old_admin
+    _load(p.client_crt("admin")).verify_directly_issued_by(_load(p.ca_crt))
+
+
 def test_kubeconfig_document(tmp_path):
-    p = pki.ensure(tmp_path / "pki")
+    p = pki.ensure(tmp_path / "pki", **ADDR)
     doc = pki.kubeconfig("https://127.0.0.1:1234", p.ca_crt, p.client_crt("admin"), p.client_key("admin"),
                          "admin", "sipfleet-x")
     text = yaml.safe_dump(doc)

@@ -1,0 +1,276 @@
+"""What a real node changes on the host outside its network namespace, recorded at ``up`` and undone at ``down``.
+
+* **cgroups**: the kubelet's cgroup root ``/sipfleet-<cluster>`` in every cgroup v1 hierarchy (cpuset gets its
+  parent's cpus and mems). ``down`` removes that subtree, deepest first, once its processes are gone; no other
+  cgroup is ever touched.
+* **kernel sysctls** the kubelet sets when ``protectKernelDefaults`` is off (``kernel.panic``,
+  ``kernel.panic_on_oops``, ``vm.overcommit_memory``, the root key quotas): their values are recorded before the
+  first kubelet start and written back at ``down``.
+* **fixed host paths** the kubelet and containerd create whatever they are told (the device-plugin directory, the
+  ``/var/log/containers`` symlinks, containerd's shim socket directory, ``/run/netns`` as a mount point): shared by
+  every sipfleet cluster on the machine, so a machine-wide record (``/run/sipfleet-host.json``, tmpfs, under a
+  lock on ``/run`` itself so no lock file is left) says which of them sipfleet created and which clusters use
+  them; the last cluster down removes what sipfleet created, and the record itself.
+* **mounts** under the cluster's state directory (the kubelet's root, pod volumes, pod netns, container
+  rootfs): unmounted deepest first at ``down``.
+
+Pure parts (mountinfo parsing, the order of removal) are unit-tested; the rest is thin file-system I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+CGROUP_BASE = Path("/sys/fs/cgroup")
+KERNEL_SYSCTLS = ("kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "kernel/keys/root_maxkeys",
+                  "kernel/keys/root_maxbytes")
+#: host paths the kubelet or containerd create regardless of their configuration
+FIXED_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/run/containerd")
+SHARED_RECORD = Path("/run/sipfleet-host.json")
+NETNS_DIR = "/run/netns"
+
+_MNT_DETACH = 2
+
+
+class HostSideError(RuntimeError):
+    """A host prerequisite is missing (one line, for humans)."""
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+
+
+def unescape_mount_path(field_: str) -> str:
+    """Mount paths in /proc/self/mountinfo escape space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field_):
+        if field_[i] == "\\" and i + 3 < len(field_) and field_[i + 1:i + 4].isdigit():
+            out.append(chr(int(field_[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points(mountinfo: str) -> list[str]:
+    """Every mount point listed in a mountinfo text, in order."""
+    points = []
+    for line in mountinfo.splitlines():
+        parts = line.split()
+        if len(parts) > 4:
+            points.append(unescape_mount_path(parts[4]))
+    return points
+
+
+def mounts_under(mountinfo: str, root: str | os.PathLike[str]) -> list[str]:
+    """Mount points at or under ``root``, deepest (and latest) first: the order to unmount them in."""
+    base = os.path.normpath(str(root))
+    inside = [p for p in mount_points(mountinfo) if p == base or p.startswith(base + "/")]
+    seen: dict[str, int] = {}
+    for i, p in enumerate(inside):
+        seen[p] = i
+    return sorted(seen, key=lambda p: (-p.count("/"), -seen[p]))
+
+
+def cgroup_v1_hierarchies(mountinfo: str) -> list[str]:
+    """The cgroup v1 hierarchies mounted under /sys/fs/cgroup (not the unified v2 one)."""
+    out = []
+    for line in mountinfo.splitlines():
+        pre, _, post = line.partition(" - ")
+        fstype = post.split()[0] if post else ""
+        parts = pre.split()
+        if fstype == "cgroup" and len(parts) > 4 and parts[4].startswith(str(CGROUP_BASE) + "/"):
+            out.append(unescape_mount_path(parts[4]))
+    return sorted(set(out))
+
+
+def cgroup_dirs_deepest_first(paths: list[str]) -> list[str]:
+    return sorted(set(paths), key=lambda p: (-p.count("/"), p))
+
+
+# ---------------------------------------------------------------------------------------------- the record
+
+
+@dataclass
+class HostRecord:
+    """This cluster's host side effects (``host.json``)."""
+
+    cgroups: list[str] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "HostRecord":
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls(cgroups=list(d.get("cgroups", [])), sysctls=dict(d.get("sysctls", {})))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"cgroups": self.cgroups, "sysctls": self.sysctls}, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+def _read_mountinfo() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def _sysctl(key: str) -> str | None:
+    try:
+        return Path("/proc/sys", key).read_text().strip()
+    except OSError:
+        return None
+
+
+def prepare(record: HostRecord, path: Path, cluster_root: str) -> None:
+    """Record the kernel sysctls (first time only) and create the cluster's cgroup root in every v1 hierarchy."""
+    if (CGROUP_BASE / "cgroup.controllers").exists():
+        raise HostSideError("this host uses cgroup v2 only; the local cluster is built for cgroup v1 (hybrid) "
+                            "hosts like ours and does not set up a v2 cgroup root yet")
+    for key in KERNEL_SYSCTLS:
+        value = _sysctl(key)
+        if value is not None and key not in record.sysctls:
+            record.sysctls[key] = value
+    hierarchies = cgroup_v1_hierarchies(_read_mountinfo())
+    if not hierarchies:
+        raise HostSideError("no cgroup v1 hierarchies are mounted under /sys/fs/cgroup")
+    for h in hierarchies:
+        d = Path(h) / cluster_root.lstrip("/")
+        if not d.is_dir():
+            d.mkdir()
+        if str(d) not in record.cgroups:
+            record.cgroups.append(str(d))
+        if Path(h).name == "cpuset" or (Path(h) / "cpuset.cpus").exists():
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if (d / f).exists() and not (d / f).read_text().strip():
+                    (d / f).write_text((Path(h) / f).read_text())
+    record.save(path)
+
+
+def cgroup_pids(record: HostRecord) -> list[int]:
+    """Every process still in the cluster's cgroups (pods whose shim outlived the runtime, say)."""
+    pids: set[int] = set()
+    for root in record.cgroups:
+        for dirpath, _dirs, files in os.walk(root):
+            if "cgroup.procs" in files:
+                try:
+                    pids |= {int(x) for x in Path(dirpath, "cgroup.procs").read_text().split()}
+                except (OSError, ValueError):
+                    pass
+    return sorted(pids)
+
+
+def remove_cgroups(record: HostRecord) -> list[str]:
+    """rmdir the cluster's cgroup subtrees, deepest first; returns what could not be removed."""
+    left = []
+    for root in record.cgroups:
+        dirs = [root] + [os.path.join(dp, d) for dp, ds, _ in os.walk(root) for d in ds]
+        for d in cgroup_dirs_deepest_first(dirs):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                left.append(f"{d}: {e.strerror}")
+    if not left:
+        record.cgroups = []
+    return left
+
+
+def restore_sysctls(record: HostRecord) -> list[str]:
+    problems = []
+    for key, value in record.sysctls.items():
+        try:
+            if _sysctl(key) != value:
+                Path("/proc/sys", key).write_text(value + "\n")
+        except OSError as e:
+            problems.append(f"sysctl {key}: {e.strerror}")
+    if not problems:
+        record.sysctls = {}
+    return problems
+
+
+def unmount_under(root: Path) -> list[str]:
+    """Unmount (lazily) every mount at or under ``root``; returns the failures."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    failures = []
+    for point in mounts_under(_read_mountinfo(), root):
+        if libc.umount2(point.encode(), _MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (22, 2):  # EINVAL (not a mount any more), ENOENT
+                failures.append(f"umount {point}: {os.strerror(err)}")
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------- shared host paths
+
+
+@contextlib.contextmanager
+def _shared() -> Iterator[dict]:
+    fd = os.open(SHARED_RECORD.parent, os.O_RDONLY | os.O_DIRECTORY)  # the lock is on /run itself: no lock file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = json.loads(SHARED_RECORD.read_text())
+        except (OSError, ValueError):
+            data = {"created": [], "netnsMount": False, "users": []}
+        yield data
+        if data["users"]:
+            tmp = SHARED_RECORD.with_name(f".{SHARED_RECORD.name}.tmp")
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+            os.replace(tmp, SHARED_RECORD)
+        else:
+            SHARED_RECORD.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def claim_shared(user: str) -> None:
+    """Before this cluster's node starts: note which fixed paths (and the /run/netns mount) are not there yet,
+    so they count as sipfleet's, and register ``user`` (the cluster's netns name)."""
+    with _shared() as data:
+        for p in FIXED_PATHS:
+            if not os.path.lexists(p) and p not in data["created"]:
+                data["created"].append(p)
+        if not data["users"] and not data.get("netnsMount"):
+            data["netnsMount"] = NETNS_DIR not in mount_points(_read_mountinfo())
+        if user not in data["users"]:
+            data["users"].append(user)
+
+
+def release_shared(user: str, pod_logs_dir: Path) -> list[str]:
+    """This cluster is down: drop its container-log symlinks; the last user removes the fixed paths sipfleet
+    created (and unmounts /run/netns if sipfleet made it a mount point and no namespace is left in it)."""
+    problems: list[str] = []
+    logs = Path("/var/log/containers")
+    if logs.is_dir():
+        for link in logs.iterdir():
+            with contextlib.suppress(OSError):
+                if link.is_symlink() and os.readlink(link).startswith(str(pod_logs_dir)):
+                    link.unlink()
+    last, netns_mount = False, False
+    with _shared() as data:
+        data["users"] = [u for u in data["users"] if u != user]
+        if not data["users"]:
+            last = True
+            for p in data["created"]:
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+            netns_mount = data.get("netnsMount")
+            data["created"] = []
+    if last:
+        if netns_mount and os.path.isdir(NETNS_DIR) and not os.listdir(NETNS_DIR):
+            problems += unmount_under(Path(NETNS_DIR))
+            with contextlib.suppress(OSError):
+                os.rmdir(NETNS_DIR)
+    return problems

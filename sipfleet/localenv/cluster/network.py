@@ -1,0 +1,81 @@
+"""The cluster's own network: one network namespace holding the whole cluster, its node bridge, the host's way in.
+
+``build(owned, net)`` creates (recorded in ``owned``, so ``down`` removes exactly this):
+
+* netns ``sipfleet-c-<name>`` (loopback up): etcd, the apiserver, controller-manager, scheduler, containerd, the
+  kubelet and kube-proxy all run in it, so their ports and kube-proxy's nftables table are the cluster's own;
+* bridge ``cbr0`` in it with the node IP ``10.213.c.1/16`` (the CNI bridge plugin attaches pods to it);
+* a veth from the host (``sfc<c>h``, ``10.213.c.254/24``) whose peer is a port of ``cbr0``: the host reaches the
+  apiserver and the pods directly on that L2 segment, nothing is routed;
+* forwarding inside that netns only, and only from ``cbr0`` back onto ``cbr0`` (nftables table
+  ``sipfleet-hairpin``): what a pod needs to reach another pod through a ClusterIP. The netns has no route off the
+  machine, and the host's own forwarding is never touched.
+
+Slots are chosen free on this machine (``choose_slot``, pure) under hostnet's slot lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Iterable
+
+from .. import hostnet
+from ..hostnet.plan import CLUSTER_SLOTS, ClusterNet, cluster_net
+from .configs import hairpin_nft
+
+
+class NetworkError(RuntimeError):
+    pass
+
+
+def slot_taken(slot: int, link_names: Iterable[str], host_cidrs: Iterable[str]) -> str | None:
+    """Why cluster slot ``slot`` is not free (its host link exists, or an address of its /24 is in use), else
+    None (pure). A cluster restarting on its own slot finds its own link gone (its netns was deleted at down)."""
+    net = cluster_net(slot, "x")
+    if net.host_link in set(link_names):
+        return f"link {net.host_link} exists"
+    sub = ipaddress.ip_network(net.host_subnet)
+    for cidr in host_cidrs:
+        iface = ipaddress.ip_interface(cidr)
+        if iface.version == 4 and iface.network.overlaps(sub):
+            return f"address {cidr} overlaps {net.host_subnet}"
+    return None
+
+
+def choose_slot(link_names: Iterable[str], host_cidrs: Iterable[str], prefer: int | None = None) -> int:
+    """The preferred slot when free, else the lowest free one (pure)."""
+    links, cidrs = list(link_names), list(host_cidrs)
+    order = ([prefer] if prefer in CLUSTER_SLOTS else []) + [s for s in CLUSTER_SLOTS if s != prefer]
+    for slot in order:
+        if slot_taken(slot, links, cidrs) is None:
+            return slot
+    raise NetworkError(f"no free cluster slot ({CLUSTER_SLOTS.start}..{CLUSTER_SLOTS.stop - 1} all in use)")
+
+
+def pick_slot(name: str, prefer: int | None) -> ClusterNet:
+    """Choose a free slot for cluster ``name`` on this machine (call under ``hostnet.slot_lock()``)."""
+    links = [ln.get("ifname", "") for ln in hostnet.links()]
+    cidrs = [cidr for _dev, cidr in hostnet.addrs()]
+    own = hostnet.plan.cluster_netns(name)
+    if hostnet.netns_exists(own):
+        raise NetworkError(f"network namespace {own} exists but this cluster has no record of it: another "
+                           f"`sipfleet cluster up --name {name}` with another state directory is running, or a "
+                           f"crashed one left it (remove it with `ip netns del {own}` once nothing runs in it)")
+    return cluster_net(choose_slot(links, cidrs, prefer), name)
+
+
+def build(owned: hostnet.Owned, net: ClusterNet) -> None:
+    owned.netns(net.netns)
+    owned.bridge(net.bridge, cidr=net.node_cidr, netns=net.netns)
+    owned.veth(net.host_link, net.host_link_peer, peer_netns=net.netns, peer_master=net.bridge)
+    owned.addr(net.host_link, net.host_cidr)
+    family, table, script = hairpin_nft(net)
+    owned.nft_table(family, table, script, netns=net.netns)
+    hostnet.in_netns(net.netns, lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n"))
+
+
+def teardown(owned: hostnet.Owned) -> list[str]:
+    """Remove the cluster's network (its netns takes cbr0, the veth pair, the nft table and the netns' own
+    forwarding setting with it); returns the problems."""
+    return owned.teardown()
