@@ -22,16 +22,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("components", nargs="*",
                    help="only these components or groups (control-plane, node, images, cni; default: all)")
     p = add("up", "start the local cluster (idempotent) and wait until it is ready", _up)
-    p.add_argument("--fresh", action="store_true", help="drop etcd data and pods first")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
-    p.add_argument("--no-node", action="store_true", help="do not start the node runner")
-    p = add("down", "stop the local cluster (logs are kept)", _down)
-    p.add_argument("--purge", action="store_true", help="also delete etcd data, certificates and kubeconfigs")
+    p.add_argument("--fresh", action="store_true", help="drop etcd data first")
+    p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness")
+    p = add("down", "stop the local cluster and undo its host changes (logs are kept)", _down)
+    p.add_argument("--purge", action="store_true",
+                   help="also delete etcd data, certificates, kubeconfigs and the imported images")
     p = add("status", "show components, ports, kubeconfig and node readiness", _status)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add("kubeconfig", "print the admin kubeconfig path (export KUBECONFIG=$(sipfleet cluster kubeconfig))",
         _kubeconfig)
-    p = add("logs", "print a container's log (written by the node runner)", _logs)
+    p = add("logs", "print a container's log (as the kubelet wrote it)", _logs)
     p.add_argument("pod")
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-c", "--container", default=None)
@@ -81,7 +81,7 @@ def _up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     was_running = c.running() and not args.fresh
     try:
-        c.up(fresh=args.fresh, timeout=args.timeout, node=False if args.no_node else None)
+        c.up(fresh=args.fresh, timeout=args.timeout)
     except (ClusterError, kubebin.KubebinError) as e:
         return _err(str(e))
     except KeyboardInterrupt:
@@ -100,11 +100,10 @@ def _down(args: argparse.Namespace) -> int:
     if not c.dir.exists():
         print(f"cluster {c.name!r} does not exist ({c.dir})", file=sys.stderr)
         return 0
-    killed = c.down(purge=args.purge)
-    msg = f"cluster {c.name!r} stopped"
-    if killed:
-        msg += f" (had to SIGKILL: {', '.join(killed)})"
-    print(msg + f"; logs kept in {c.logs_dir}", file=sys.stderr)
+    problems = c.down(purge=args.purge)
+    print(f"cluster {c.name!r} stopped; logs kept in {c.logs_dir}", file=sys.stderr)
+    for p in problems:
+        print(f"sipfleet cluster: warning: {p}", file=sys.stderr)
     return 0
 
 
@@ -120,9 +119,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"state:      {st['stateDir']}")
     print(f"server:     {st['server'] or '-'}  (ready: {'yes' if st['apiserverReady'] else 'no'})")
     print(f"kubeconfig: {st['kubeconfig']}")
-    if st["ports"]:
-        print("ports:      " + ", ".join(f"{k}={v}" for k, v in st["ports"].items()))
-    print(f"pod subnet: {st['podSubnet'] or '-'}")
+    print(f"netns:      {st['netns']}  (node IP {st['nodeIP'] or '-'}, pods {st['podRange'] or '-'}, "
+          f"services {st['serviceCIDR'] or '-'})")
     print()
     print(f"{'COMPONENT':<25} {'PID':>8} {'ALIVE':<6} {'RSS MiB':>8}")
     for comp in st["components"]:
@@ -154,8 +152,6 @@ def _logs(args: argparse.Namespace) -> int:
         path = c.container_log(args.pod, args.namespace, args.container, previous=args.previous)
     except ClusterError as e:
         return _err(str(e))
-    except ImportError:
-        return _err("the node runner is not installed, so there are no container logs")
     except Exception as e:  # noqa: BLE001 - kubernetes ApiException etc.: one line
         return _err(f"cannot find pod {args.namespace}/{args.pod}: {getattr(e, 'reason', None) or e}")
     try:

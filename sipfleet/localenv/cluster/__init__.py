@@ -216,12 +216,10 @@ class LocalCluster:
         return self
 
     def _start_all(self, started: list[procs.ProcRecord], deadline: float) -> None:
-        from .. import prereq
-
         try:
-            prereq.require_node()
-            bins = kubebin.ensure([*kubebin.CONTROL_PLANE, *kubebin.NODE])
-        except (prereq.PrereqError, kubebin.KubebinError) as e:
+            kubebin.check_node()
+            bins = kubebin.ensure([*kubebin.CONTROL_PLANE, *kubebin.NODE, "crictl"])
+        except kubebin.KubebinError as e:
             raise ClusterError(str(e)) from None
         b = Binaries.from_ensure(bins)
         lay = self.layout
@@ -338,10 +336,7 @@ class LocalCluster:
         problems += hostside.unmount_under(self.dir)
         record = hostside.HostRecord.load(self.layout.host_file)
         problems += hostside.remove_cgroups(record)
-        problems += hostside.restore_sysctls(record)
         record.save(self.layout.host_file)
-        if not record.cgroups and not record.sysctls:
-            self.layout.host_file.unlink(missing_ok=True)
         problems += network.teardown(self._owned())
         problems += hostside.release_shared(self.netns, self.layout.pod_logs_dir)
         if purge:

@@ -1,16 +1,16 @@
 """What a real node changes on the host outside its network namespace, recorded at ``up`` and undone at ``down``.
 
 * **cgroups**: the kubelet's cgroup root ``/sipfleet-<cluster>`` in every cgroup v1 hierarchy (cpuset gets its
-  parent's cpus and mems). ``down`` removes that subtree, deepest first, once its processes are gone; no other
-  cgroup is ever touched.
-* **kernel sysctls** the kubelet sets when ``protectKernelDefaults`` is off (``kernel.panic``,
-  ``kernel.panic_on_oops``, ``vm.overcommit_memory``, the root key quotas): their values are recorded before the
-  first kubelet start and written back at ``down``.
-* **fixed host paths** the kubelet and containerd create whatever they are told (the device-plugin directory, the
-  ``/var/log/containers`` symlinks, containerd's shim socket directory, ``/run/netns`` as a mount point): shared by
-  every sipfleet cluster on the machine, so a machine-wide record (``/run/sipfleet-host.json``, tmpfs, under a
-  lock on ``/run`` itself so no lock file is left) says which of them sipfleet created and which clusters use
-  them; the last cluster down removes what sipfleet created, and the record itself.
+  parent's cpus and mems), and the one the kubelet makes itself in the unified hierarchy of a hybrid host.
+  ``down`` removes those subtrees, deepest first, once their processes are gone; no other cgroup is touched.
+* **machine-wide**, shared by every sipfleet cluster on the machine: the kernel sysctls the kubelet sets when
+  ``protectKernelDefaults`` is off (``kernel.panic``, ``kernel.panic_on_oops``, ``vm.overcommit_memory``, the root
+  key quotas), and the fixed host paths the kubelet and containerd create whatever they are told (the
+  device-plugin directory, the ``/var/log/containers`` symlinks, containerd's shim socket directory,
+  ``/run/netns`` as a mount point). A record in ``/run/sipfleet-host.json`` (tmpfs, under a lock on ``/run``
+  itself so no lock file is left) holds the sysctl values the first cluster found, which of those paths sipfleet
+  created, and which clusters are up; the last cluster down writes the sysctls back, removes what sipfleet
+  created, and the record itself.
 * **mounts** under the cluster's state directory (the kubelet's root, pod volumes, pod netns, container
   rootfs): unmounted deepest first at ``down``.
 
@@ -101,10 +101,9 @@ def cgroup_dirs_deepest_first(paths: list[str]) -> list[str]:
 
 @dataclass
 class HostRecord:
-    """This cluster's host side effects (``host.json``)."""
+    """This cluster's own host side effects (``host.json``): its cgroup subtrees."""
 
     cgroups: list[str] = field(default_factory=list)
-    sysctls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> "HostRecord":
@@ -112,12 +111,15 @@ class HostRecord:
             d = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()
-        return cls(cgroups=list(d.get("cgroups", [])), sysctls=dict(d.get("sysctls", {})))
+        return cls(cgroups=list(d.get("cgroups", [])))
 
     def save(self, path: Path) -> None:
+        if not self.cgroups:
+            path.unlink(missing_ok=True)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"cgroups": self.cgroups, "sysctls": self.sysctls}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"cgroups": self.cgroups}, indent=1) + "\n")
         os.replace(tmp, path)
 
 
@@ -133,14 +135,13 @@ def _sysctl(key: str) -> str | None:
 
 
 def prepare(record: HostRecord, path: Path, cluster_root: str) -> None:
-    """Record the kernel sysctls (first time only) and create the cluster's cgroup root in every v1 hierarchy."""
+    """Create the cluster's cgroup root in every v1 hierarchy (and note the unified one the kubelet makes)."""
     if (CGROUP_BASE / "cgroup.controllers").exists():
         raise HostSideError("this host uses cgroup v2 only; the local cluster is built for cgroup v1 (hybrid) "
                             "hosts like ours and does not set up a v2 cgroup root yet")
-    for key in KERNEL_SYSCTLS:
-        value = _sysctl(key)
-        if value is not None and key not in record.sysctls:
-            record.sysctls[key] = value
+    unified = CGROUP_BASE / "unified"
+    if unified.is_dir() and str(unified / cluster_root.lstrip("/")) not in record.cgroups:
+        record.cgroups.append(str(unified / cluster_root.lstrip("/")))  # the kubelet makes it; down removes it
     hierarchies = cgroup_v1_hierarchies(_read_mountinfo())
     if not hierarchies:
         raise HostSideError("no cgroup v1 hierarchies are mounted under /sys/fs/cgroup")
@@ -187,16 +188,14 @@ def remove_cgroups(record: HostRecord) -> list[str]:
     return left
 
 
-def restore_sysctls(record: HostRecord) -> list[str]:
+def _restore_sysctls(values: dict[str, str]) -> list[str]:
     problems = []
-    for key, value in record.sysctls.items():
+    for key, value in values.items():
         try:
             if _sysctl(key) != value:
                 Path("/proc/sys", key).write_text(value + "\n")
         except OSError as e:
             problems.append(f"sysctl {key}: {e.strerror}")
-    if not problems:
-        record.sysctls = {}
     return problems
 
 
@@ -223,7 +222,7 @@ def _shared() -> Iterator[dict]:
         try:
             data = json.loads(SHARED_RECORD.read_text())
         except (OSError, ValueError):
-            data = {"created": [], "netnsMount": False, "users": []}
+            data = {"created": [], "netnsMount": False, "sysctls": {}, "users": []}
         yield data
         if data["users"]:
             tmp = SHARED_RECORD.with_name(f".{SHARED_RECORD.name}.tmp")
@@ -236,9 +235,12 @@ def _shared() -> Iterator[dict]:
 
 
 def claim_shared(user: str) -> None:
-    """Before this cluster's node starts: note which fixed paths (and the /run/netns mount) are not there yet,
-    so they count as sipfleet's, and register ``user`` (the cluster's netns name)."""
+    """Before this cluster's node starts: the first cluster up records the kernel sysctls as it finds them; note
+    which fixed paths (and the /run/netns mount) are not there yet, so they count as sipfleet's; register ``user``
+    (the cluster's netns name)."""
     with _shared() as data:
+        if not data["users"]:
+            data["sysctls"] = {k: v for k in KERNEL_SYSCTLS if (v := _sysctl(k)) is not None}
         for p in FIXED_PATHS:
             if not os.path.lexists(p) and p not in data["created"]:
                 data["created"].append(p)
@@ -263,6 +265,7 @@ def release_shared(user: str, pod_logs_dir: Path) -> list[str]:
         data["users"] = [u for u in data["users"] if u != user]
         if not data["users"]:
             last = True
+            problems += _restore_sysctls(data.get("sysctls") or {})
             for p in data["created"]:
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)

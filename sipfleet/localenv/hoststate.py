@@ -1,0 +1,81 @@
+"""A snapshot of everything on the host that sipfleet's local environment could change, and the difference of two.
+
+``snapshot()`` reads (never changes): the host netns' links, addresses and routes, the network namespaces in
+/run/netns, the host's nftables tables, every mount point, the first level of every cgroup v1 hierarchy, the
+kernel and forwarding sysctls, the fixed host paths the kubelet and containerd create, and the processes running
+sipfleet's cached binaries. ``diff(before, after)`` lists what differs, one line each: a test brings a cluster or
+a lab up and down between two snapshots and requires an empty diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .cluster.hostside import CGROUP_BASE, FIXED_PATHS, KERNEL_SYSCTLS, SHARED_RECORD, mount_points
+
+SYSCTLS = (*KERNEL_SYSCTLS, "net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv6/conf/all/forwarding")
+PATHS = (*FIXED_PATHS, "/run/netns", str(SHARED_RECORD), "/var/lib/containerd", "/run/runc", "/etc/cni", "/opt/cni")
+
+
+def _ip(*args: str) -> Any:
+    out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=30).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def _cgroups() -> list[str]:
+    out = []
+    for h in sorted(CGROUP_BASE.iterdir()) if CGROUP_BASE.is_dir() else []:
+        if h.is_dir() and not h.is_symlink():
+            out += [f"{h.name}/{d.name}" for d in sorted(h.iterdir()) if d.is_dir()]
+    return out
+
+
+def _processes(bin_root: Path) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                exe = os.readlink(f"/proc/{entry}/exe")
+            except OSError:
+                continue
+            if exe.startswith(str(bin_root)):
+                found.append(Path(exe).name)
+    return sorted(found)
+
+
+def snapshot(bin_root: Path | None = None) -> dict[str, Any]:
+    from .kubebin import cache_root
+
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
+    return {
+        "links": sorted(ln["ifname"] for ln in _ip("link")),
+        "addrs": sorted(f"{a['ifname']} {i['local']}/{i['prefixlen']}" for a in _ip("addr") for i in a.get("addr_info", [])),
+        "routes": sorted(json.dumps(r, sort_keys=True) for table in ("main", "local")
+                         for r in _ip("route", "show", "table", table)),
+        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
+        "nft": sorted(ln.strip() for ln in nft.splitlines() if ln.strip()),
+        "mounts": sorted(mount_points(Path("/proc/self/mountinfo").read_text())),
+        "cgroups": _cgroups(),
+        "sysctls": {k: (Path("/proc/sys", k).read_text().strip() if Path("/proc/sys", k).exists() else None)
+                    for k in SYSCTLS},
+        "paths": {p: os.path.lexists(p) for p in PATHS},
+        "processes": _processes(bin_root or cache_root() / "bin"),
+    }
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, list) and isinstance(b, list):
+            out += [f"{key}: + {x}" for x in sorted(set(b) - set(a))]
+            out += [f"{key}: - {x}" for x in sorted(set(a) - set(b))]
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}: {k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
