@@ -1,9 +1,9 @@
-"""The Helm chart against the real local control plane (kube-apiserver, controller-manager, scheduler, node runner).
+"""The Helm chart against the real local cluster (control plane, a real kubelet, containerd and kube-proxy).
 
 * what ``helm template`` renders (default, namespaced and non-default values) and the examples are accepted by
   the apiserver (``kubectl apply --dry-run=server``), and the operator's ServiceAccount may create the agent
   RBAC it builds (the apiserver's escalation check, no ``escalate``/``bind`` granted);
-* ``helm install``: the operator pod runs (the node runner executes it), serves /healthz and /metrics, and a
+* ``helm install``: the operator pod runs (its image, built from images/Dockerfile.operator), serves /healthz and /metrics, and a
   SipAccount against the real SIP lab becomes Registered;
 * ``helm uninstall`` leaves none of the release's objects behind; the CRD stays.
 
@@ -152,7 +152,7 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
     assert crd.metadata.name == f"{m.PLURAL}.{m.GROUP}"
 
     try:
-        # the operator pod runs and is Ready (the node runner executes sipfleet/operator)
+        # the operator pod runs and is Ready (the kubelet runs the image sipfleet/operator)
         pod = wait_for(lambda: next((p for p in pods(core, namespace, selector) if ready(p)), None),
                        timeout=120, message="operator pod Ready")
         ip = pod.status.pod_ip

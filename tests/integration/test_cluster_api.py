@@ -280,7 +280,7 @@ def test_service_account_token_limited_by_resource_names(cluster, k8s, objs, nam
 
 
 def test_node_identity_is_limited_by_the_node_authorizer(cluster, k8s, namespace):
-    """The node runner's credentials (CN=system:node:..., O=system:nodes) get a kubelet's rights, no more:
+    """The kubelet's credentials (CN=system:node:..., O=system:nodes) get a kubelet's rights, no more:
     it may read its own Node but not other Nodes, nor a Secret that no pod on it references, nor write other namespaces' objects."""
     from kubernetes import config
 

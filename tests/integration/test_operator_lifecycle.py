@@ -1,4 +1,4 @@
-"""A SipAccount's life through the operator, against real parts: kube-apiserver + controllers + node runner,
+"""A SipAccount's life through the operator, against real parts: kube-apiserver + controllers + a real kubelet,
 real sipfleet-agent pods (pjsua2) and the Kamailio lab (P proxy, R registrar, E edge).
 
 apply -> Registered through P (seen on the wire) -> delete -> contacts gone at R, children garbage-collected.

@@ -1,4 +1,4 @@
-"""Process records (PID + start time), stopping by PID, wait_for, and the cluster's port/subnet choices.
+"""Process records (PID + start time), stopping by PID, wait_for, and the cluster's state paths.
 
 These start short-lived local processes (``sleep``, ``sh``); no cluster needed.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 
 import pytest
@@ -120,45 +119,12 @@ def test_wait_for_does_not_swallow_unexpected_errors():
         wait_for(boom, timeout=5, interval=0.01, ignore=(ConnectionError,))
 
 
-def test_ports_are_free_loopback_ports_outside_the_ephemeral_range():
-    ports = cluster.pick_ports(5)
-    assert len(set(ports)) == 5
-    assert all(cluster.PORT_RANGE[0] <= p < cluster.PORT_RANGE[1] for p in ports)
-    assert all(cluster.port_free(p) for p in ports)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        taken = s.getsockname()[1]
-        assert not cluster.port_free(taken)
-
-
-def test_pod_subnet_choice():
-    assert cluster.choose_subnet(set()) == 100
-    assert cluster.choose_subnet({100, 101}) == 102
-    assert cluster.choose_subnet({100}, preferred=150) == 150
-    assert cluster.choose_subnet({150}, preferred=150) == 100
-    with pytest.raises(cluster.ClusterError):
-        cluster.choose_subnet(set(range(100, 200)))
-
-
-def test_subnets_in_use_reads_running_node_runners(tmp_path):
-    # a process whose command line looks like a node runner's
-    fake = [sys.executable, "-c", "import time; time.sleep(300)", "noderunner", "--pod-subnet", "127.177"]
-    rec, popen = procs.start("fake-runner", fake, tmp_path / "f.log")
-    try:
-        wait_for(lambda: 177 in cluster.subnets_in_use(), timeout=30, message="fake runner seen")
-    finally:
-        procs.stop([rec], grace=5)
-    assert 177 not in cluster.subnets_in_use()
-
-
 def test_cluster_paths_and_state_root(monkeypatch, tmp_path):
     monkeypatch.setenv("SIPFLEET_STATE", str(tmp_path))
     c = cluster.LocalCluster("demo")
     assert c.dir == tmp_path / "clusters" / "demo"
     assert c.kubeconfig == c.dir / "kubeconfig"
+    assert c.netns == "sipfleet-c-demo" and c.server is None  # no slot before the first up
     assert c.records() == [] and not c.running()
     assert c.down() == []  # nothing to stop, no error
     with pytest.raises(cluster.ClusterError):
