@@ -1,15 +1,15 @@
-"""Pinned control-plane binaries, built from the Go modules in ``gomod/`` and cached outside the repository.
+"""Pinned binaries (control plane, node, image builder), built from the Go modules in ``gomod/`` and cached
+outside the repository.
 
-``ensure(components)`` returns ``{name: Path}`` for the requested binaries, building only the missing ones:
-
-- ``kube`` set (``gomod/kube``: k8s.io/kubernetes + go.etcd.io/etcd/server/v3): kube-apiserver,
-  kube-controller-manager, kube-scheduler, etcd, kubectl.
-- ``helm`` set (``gomod/helm``: helm.sh/helm/v3): helm.
+``ensure(components)`` returns ``{name: Path}`` for the requested binaries, building only the missing ones.
+The sets and their flags are in ``binsets`` (``ALL``, ``CONTROL_PLANE``, ``NODE``, ``IMAGE_BUILD``,
+``CNI_PLUGINS``); ``cni_bin_dir()`` is the directory holding the CNI plugins, ``check_node()`` says in one line
+why this machine cannot run a node.
 
 Cache layout: ``$SIPFLEET_CACHE/bin/<set>-<version>-<key>/<name>`` (default ``~/.cache/sipfleet``), where
 ``key`` is a hash of the set's go.mod, go.sum, tools.go and build flags, so changing a pin rebuilds. A binary is
 built into a temporary file in that directory and renamed into place (atomic); a file lock serialises concurrent
-builders. Builds run one at a time (a kube-apiserver link peaks at ~2 GB RSS).
+builders. Builds run one at a time (a kube-apiserver or kubelet link peaks at ~2 GB RSS).
 
 Resolution order for each name:
 
@@ -19,14 +19,13 @@ Resolution order for each name:
 3. kubectl and helm only: a working one on ``PATH``. "Working" means it runs and, for kubectl, its client minor
    version is within one of the server's (the supported skew). The Google Cloud SDK ``kubectl`` dispatcher
    found on some machines reports v1.32 and is therefore not used against our v1.35 server: we build our own.
-4. Build it (``go build``), which needs Go >= the module's go directive and the module proxy (or a warm
-   GOMODCACHE).
+4. Build it (``go build``; ``gcc`` for the pause binary), which needs Go >= the module's go directive and the
+   module proxy (or a warm GOMODCACHE); runc also needs gcc and libseccomp-dev.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -35,134 +34,33 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
-
-
-class KubebinError(RuntimeError):
-    """A binary could not be provided; the message is one line meant for humans."""
-
-
-@dataclass(frozen=True)
-class BinarySet:
-    name: str
-    module_dir: Path
-    main_module: str  # the module whose version names the set
-    packages: dict[str, str]  # binary name -> Go package
-    ldflags_template: str  # formatted with version=, major=, minor=
-
-    def version(self) -> str:
-        return module_version(self.module_dir / "go.mod", self.main_module)
-
-    def ldflags(self) -> str:
-        v = self.version()
-        m = re.match(r"v(\d+)\.(\d+)", v)
-        major, minor = (m.group(1), m.group(2)) if m else ("0", "0")
-        return self.ldflags_template.format(version=v, major=major, minor=minor)
-
-    def component_version(self, name: str) -> str:
-        """The version of one binary: its own module's (etcd) or the set's."""
-        pkg = self.packages[name]
-        if name == "etcd":
-            return module_version(self.module_dir / "go.mod", pkg)
-        return self.version()
-
-    def key(self) -> str:
-        return cache_key(self.module_dir, extra=self.ldflags())
-
-    def cache_dir(self) -> Path:
-        return cache_root() / "bin" / f"{self.name}-{self.version()}-{self.key()}"
-
-
-_KUBE_LDFLAGS = (
-    "-s -w -X k8s.io/component-base/version.gitVersion={version}"
-    " -X k8s.io/component-base/version.gitMajor={major}"
-    " -X k8s.io/component-base/version.gitMinor={minor}"
-    " -X k8s.io/component-base/version.gitTreeState=clean"
-    " -X k8s.io/client-go/pkg/version.gitVersion={version}"
-    " -X k8s.io/client-go/pkg/version.gitMajor={major}"
-    " -X k8s.io/client-go/pkg/version.gitMinor={minor}"
+from . import prereq
+from .binsets import (  # noqa: F401  (re-exported: the rest of sipfleet imports these from kubebin)
+    ALL,
+    CNI_PLUGINS,
+    CONTROL_PLANE,
+    GOMOD_DIR,
+    GROUPS,
+    IMAGE_BUILD,
+    NODE,
+    PATH_OK,
+    SETS,
+    BinarySet,
+    KubebinError,
+    cache_key,
+    cache_root,
+    expand,
+    module_version,
+    set_for,
 )
-# Helm's Makefile also stamps the Kubernetes version it was built against (from its client-go: 0.35 -> 1.35).
-_HELM_LDFLAGS = (
-    "-s -w -X helm.sh/helm/v3/internal/version.version={version}"
-    " -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-    " -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=35"
-    " -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=35"
-)
-
-SETS: dict[str, BinarySet] = {
-    "kube": BinarySet(
-        name="kube",
-        module_dir=GOMOD_DIR / "kube",
-        main_module="k8s.io/kubernetes",
-        packages={
-            "etcd": "go.etcd.io/etcd/server/v3",
-            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
-            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
-        },
-        ldflags_template=_KUBE_LDFLAGS,
-    ),
-    "helm": BinarySet(
-        name="helm",
-        module_dir=GOMOD_DIR / "helm",
-        main_module="helm.sh/helm/v3",
-        packages={"helm": "helm.sh/helm/v3/cmd/helm"},
-        ldflags_template=_HELM_LDFLAGS,
-    ),
-}
-
-#: every component, in build order (cheapest and most needed first)
-ALL: list[str] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm"]
-CONTROL_PLANE: list[str] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-#: binaries taken from PATH when a working one is there
-PATH_OK = {"kubectl", "helm"}
-
-
-def set_for(component: str) -> BinarySet:
-    for s in SETS.values():
-        if component in s.packages:
-            return s
-    raise KubebinError(f"unknown component {component!r} (known: {', '.join(ALL)})")
-
+from .prereq import go_directive, parse_go_version  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------------------
 # pure helpers (unit-tested)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    env = os.environ.get("SIPFLEET_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sipfleet"
-
-
-def module_version(go_mod: Path, module: str) -> str:
-    """The version a go.mod requires of ``module`` (a replace to a version wins)."""
-    text = go_mod.read_text()
-    m = re.search(rf"^\s*(?:replace\s+)?{re.escape(module)}(?:\s+v\S+)?\s+=>\s+\S+\s+(v\S+)\s*$", text, re.M)
-    if m:
-        return m.group(1)
-    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v[^\s]+)", text, re.M)
-    if not m:
-        raise KubebinError(f"{go_mod} does not require {module}")
-    return m.group(1)
-
-
-def cache_key(module_dir: Path, extra: str = "") -> str:
-    """12 hex digits of sha256 over go.mod, go.sum, tools.go and ``extra`` (build flags)."""
-    h = hashlib.sha256()
-    for fname in ("go.mod", "go.sum", "tools.go"):
-        p = module_dir / fname
-        h.update(fname.encode() + b"\0")
-        h.update(p.read_bytes() if p.exists() else b"")
-        h.update(b"\0")
-    h.update(extra.encode())
-    return h.hexdigest()[:12]
 
 
 def assets_dirs(value: str | None = None) -> list[Path]:
@@ -181,16 +79,6 @@ def from_assets(name: str, value: str | None = None) -> Path | None:
         if _executable(candidate):
             return candidate.absolute()
     return None
-
-
-def parse_go_version(text: str) -> tuple[int, int] | None:
-    m = re.search(r"go(\d+)\.(\d+)", text)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def go_directive(go_mod: Path) -> tuple[int, int]:
-    m = re.search(r"^go\s+(\d+)\.(\d+)", go_mod.read_text(), re.M)
-    return (int(m.group(1)), int(m.group(2))) if m else (1, 0)
 
 
 def explain_go_failure(output: str) -> str:
@@ -260,34 +148,58 @@ def _log(msg: str) -> None:
     print(f"kubebin: {msg}", file=sys.stderr, flush=True)
 
 
-def check_go(module_dir: Path) -> str:
-    go = shutil.which("go")
+def check_build(bset: BinarySet) -> str | None:
+    """The path of ``go`` (None for a C-only set) once every build prerequisite of ``bset`` is there."""
+    facts = prereq.host_facts(go=bset.builder == "go")
+    go_needed = go_directive(bset.module_dir / "go.mod") if bset.builder == "go" else None
+    problems = prereq.build_problems(facts, what=f"{bset.name} binaries", go_needed=go_needed, needs=bset.needs)
+    if problems:
+        raise KubebinError("; ".join(problems))
+    return facts.go if bset.builder == "go" else None
+
+
+def _go_command(go: str, bset: BinarySet, name: str, out: Path) -> tuple[list[str], dict[str, str]]:
+    env = {"GOTOOLCHAIN": "local", "CGO_ENABLED": "1" if bset.cgo else "0",
+           "GOFLAGS": "-mod=readonly -buildvcs=false"}
+    cmd = [go, "build", "-trimpath", "-o", str(out), "-ldflags", bset.ldflags()]
+    if bset.tags:
+        cmd += ["-tags", ",".join(bset.tags)]
+    return cmd + [bset.packages[name]], env
+
+
+def module_source_dir(go: str | None, bset: BinarySet) -> Path:
+    """Where the set's main module is unpacked (downloading it if needed), via ``go mod download -json``."""
+    go = go or shutil.which("go")
     if not go:
-        raise KubebinError(
-            "Go is not installed (no `go` on PATH): install Go >= "
-            + ".".join(map(str, go_directive(module_dir / "go.mod")))
-            + " or point KUBEBUILDER_ASSETS at a directory holding the binaries"
-        )
-    res = _run_quiet([go, "env", "GOVERSION"], timeout=30)
-    have = parse_go_version(res.stdout if res else "")
-    need = go_directive(module_dir / "go.mod")
-    if have is None or have < need:
-        raise KubebinError(
-            f"Go {'.'.join(map(str, need))} or newer is needed to build {module_dir.name} binaries, "
-            f"found {res.stdout.strip() if res else 'unknown'} at {go}"
-        )
-    return go
+        raise KubebinError(f"Go is needed to fetch {bset.main_module} (the source of {bset.name})")
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly")
+    res = subprocess.run([go, "mod", "download", "-json", bset.main_module], cwd=bset.module_dir, env=env,
+                         capture_output=True, text=True, timeout=600)
+    try:
+        info = json.loads(res.stdout)
+    except ValueError:
+        info = {}
+    if res.returncode != 0 or not info.get("Dir"):
+        raise KubebinError(f"cannot fetch {bset.main_module}: "
+                           f"{explain_go_failure(info.get('Error') or res.stderr or res.stdout)}")
+    return Path(info["Dir"])
 
 
-def _build_one(go: str, bset: BinarySet, name: str, dest_dir: Path) -> Path:
-    package = bset.packages[name]
+def _cc_command(go: str | None, bset: BinarySet, name: str, out: Path) -> tuple[list[str], dict[str, str]]:
+    source = module_source_dir(go, bset) / bset.packages[name]
+    cc = shutil.which("gcc") or shutil.which("cc") or "gcc"
+    return [cc, *bset.ldflags().split(), "-o", str(out), str(source)], {}
+
+
+def _build_one(go: str | None, bset: BinarySet, name: str, dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".{name}.{os.getpid()}.tmp"
-    env = dict(os.environ)
-    env.update({"GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"})
-    cmd = [go, "build", "-trimpath", "-o", str(tmp), "-ldflags", bset.ldflags(), package]
+    builder = _go_command if bset.builder == "go" else _cc_command
+    cmd, env_extra = builder(go, bset, name, tmp)
+    env = dict(os.environ, **env_extra)
     started = time.monotonic()
-    _log(f"building {name} {bset.component_version(name)} from {package} (a cold build takes minutes)")
+    _log(f"building {name} {bset.component_version(name)} from {bset.packages[name]}"
+         + (" (a cold build takes minutes)" if bset.builder == "go" else ""))
     proc = subprocess.Popen(
         cmd, cwd=bset.module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -366,10 +278,8 @@ def resolve(name: str, *, allow_path: bool = True) -> Path | None:
 
 
 def ensure(components: Iterable[str] = ALL, *, allow_path: bool = True) -> dict[str, Path]:
-    """Paths of the requested binaries, building the missing ones (sequentially) into the cache."""
-    wanted = list(dict.fromkeys(components))
-    for n in wanted:
-        set_for(n)  # validates names
+    """Paths of the requested binaries (names or ``GROUPS`` names), building the missing ones one at a time."""
+    wanted = expand(list(components))  # validates names
     result: dict[str, Path] = {}
     missing: list[str] = []
     for n in wanted:
@@ -381,7 +291,7 @@ def ensure(components: Iterable[str] = ALL, *, allow_path: bool = True) -> dict[
     if not missing:
         return result
     missing.sort(key=lambda n: ALL.index(n) if n in ALL else 99)
-    go = None
+    checked: dict[str, str | None] = {}
     for n in missing:
         bset = set_for(n)
         dest = bset.cache_dir()
@@ -389,9 +299,27 @@ def ensure(components: Iterable[str] = ALL, *, allow_path: bool = True) -> dict[
             if _executable(dest / n):  # somebody else built it meanwhile
                 result[n] = dest / n
                 continue
-            go = go or check_go(bset.module_dir)
-            result[n] = _build_one(go, bset, n, dest)
+            if bset.name not in checked:
+                checked[bset.name] = check_build(bset)
+            result[n] = _build_one(checked[bset.name], bset, n, dest)
     return {n: result[n] for n in wanted}
+
+
+def cni_bin_dir() -> Path:
+    """The one directory holding every CNI plugin in ``CNI_PLUGINS`` (built if needed): containerd's bin_dir."""
+    paths = ensure(CNI_PLUGINS, allow_path=False)
+    dirs = {p.parent for p in paths.values()}
+    if len(dirs) != 1:
+        raise KubebinError("the CNI plugins are spread over " + ", ".join(map(str, sorted(dirs)))
+                           + " (KUBEBUILDER_ASSETS?): they must share one directory")
+    return dirs.pop()
+
+
+def check_node() -> None:
+    """Raise ``KubebinError`` (one line) if this machine cannot run a real node; return if it can."""
+    problems = prereq.node_problems(prereq.host_facts(go=False))
+    if problems:
+        raise KubebinError("; ".join(problems))
 
 
 def versions() -> dict[str, str]:

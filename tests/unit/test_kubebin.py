@@ -1,14 +1,16 @@
-"""kubebin's pure parts: versions from go.mod, the cache key, KUBEBUILDER_ASSETS and PATH resolution, errors."""
+"""kubebin's pure parts: the set table, versions from go.mod, the cache key, KUBEBUILDER_ASSETS and PATH
+resolution, build and node prerequisites, errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from sipfleet.localenv import kubebin
+from sipfleet.localenv import kubebin, prereq
 
 
 def _exe(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
@@ -37,11 +39,69 @@ def test_pinned_modules_name_their_versions():
     assert kube.component_version("etcd") == "v3.6.5"
     assert kube.component_version("kube-apiserver") == "v1.35.4"
     assert kubebin.SETS["helm"].version().startswith("v3.")
-    # every component belongs to exactly one set, and tools.go pins each package
+    # every component belongs to exactly one set, and tools.go pins each Go package
     for name in kubebin.ALL:
         bset = kubebin.set_for(name)
-        assert bset.packages[name] in (bset.module_dir / "tools.go").read_text()
+        if bset.builder == "go":
+            assert f'"{bset.packages[name]}"' in (bset.module_dir / "tools.go").read_text()
         assert (bset.module_dir / "go.sum").stat().st_size > 0
+
+
+def test_node_sets_are_pinned_to_the_planned_versions():
+    assert kubebin.set_for("kubelet") is kubebin.SETS["kube"] is kubebin.set_for("kube-proxy")
+    assert kubebin.set_for("kubelet").component_version("kubelet") == "v1.35.4"
+    expected = {"containerd": "v2.2.9", "runc": "v1.3.7", "cni": "v1.10.0", "buildkit": "v0.34.2",
+                "crictl": "v1.34.0", "pause": "v1.35.4"}
+    assert {n: kubebin.SETS[n].version() for n in expected} == expected
+    # the machine's Go (1.26.8, GOTOOLCHAIN=local) must be new enough for every module
+    for bset in kubebin.SETS.values():
+        assert prereq.go_directive(bset.module_dir / "go.mod") <= (1, 26, 8), bset.name
+    # BuildKit's excludes are copied, so minimal version selection picks what BuildKit's release was built with
+    bk = (kubebin.SETS["buildkit"].module_dir / "go.mod").read_text()
+    assert "github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc" in bk.split("exclude (", 1)[1]
+
+
+def test_every_component_once_and_groups():
+    owners = [n for s in kubebin.SETS.values() for n in s.packages]
+    assert sorted(owners) == sorted(kubebin.ALL) and len(set(owners)) == len(owners)
+    assert kubebin.expand(["node"]) == kubebin.NODE
+    assert {"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "runc", "pause",
+            *kubebin.CNI_PLUGINS} <= set(kubebin.NODE)
+    assert kubebin.expand(["buildctl", "images", "etcd"]) == ["buildctl", "buildkitd", "etcd"]
+    assert kubebin.expand(["all"]) == kubebin.ALL
+    with pytest.raises(kubebin.KubebinError):
+        kubebin.expand(["node", "kube-nonsense"])
+
+
+def test_build_flags_per_set():
+    runc = kubebin.SETS["runc"]
+    assert runc.cgo and "seccomp" in runc.tags and "-static" in runc.ldflags()
+    assert set(runc.needs) == {"cc", "libseccomp"}
+    assert kubebin.SETS["containerd"].tags == ("no_btrfs", "no_devmapper", "no_zfs")
+    assert "version.Version=v2.2.9" in kubebin.SETS["containerd"].ldflags()
+    assert "BuildVersion=v1.10.0" in kubebin.SETS["cni"].ldflags()
+    assert "version.Version=v0.34.2" in kubebin.SETS["buildkit"].ldflags()
+    assert "version.Version=1.34.0" in kubebin.SETS["crictl"].ldflags()  # crictl's Makefile drops the "v"
+    assert "-static" in kubebin.SETS["pause"].ldflags() and "-DVERSION=v3.10.1-v1.35.4" in kubebin.SETS[
+        "pause"].ldflags()
+    cmd, env = kubebin._go_command("go", runc, "runc", Path("/tmp/out"))
+    assert env["CGO_ENABLED"] == "1" and env["GOTOOLCHAIN"] == "local" and "-mod=readonly" in env["GOFLAGS"]
+    assert cmd[cmd.index("-tags") + 1] == "seccomp,netgo,osusergo" and cmd[-1] == "github.com/opencontainers/runc"
+    cmd, env = kubebin._go_command("go", kubebin.SETS["kube"], "kubelet", Path("/tmp/out"))
+    assert env["CGO_ENABLED"] == "0" and "-tags" not in cmd and "-trimpath" in cmd
+    assert cmd[-1] == "k8s.io/kubernetes/cmd/kubelet"
+
+
+def test_cache_keys_follow_build_flags_and_keep_old_sets_stable():
+    helm = kubebin.SETS["helm"]
+    # sets without cgo/tags keep the key they had before those fields existed (no needless rebuild)
+    assert helm.key() == kubebin.cache_key(helm.module_dir, extra=helm.ldflags())
+    containerd = kubebin.SETS["containerd"]
+    untagged = dataclasses.replace(containerd, tags=())
+    assert untagged.key() != containerd.key()
+    assert dataclasses.replace(containerd, cgo=True).key() != containerd.key()
+    dirs = [s.cache_dir() for s in kubebin.SETS.values()]
+    assert len(set(dirs)) == len(dirs)
 
 
 def test_module_version_parsing(tmp_path):
@@ -157,9 +217,80 @@ def test_go_failures_become_one_line(output, expected):
 
 
 def test_go_version_checks(tmp_path):
-    assert kubebin.parse_go_version("go1.26.8") == (1, 26)
+    assert kubebin.parse_go_version("go1.26.8") == (1, 26, 8)
+    assert kubebin.parse_go_version("go1.27rc1") == (1, 27, 0)
     assert kubebin.parse_go_version("nonsense") is None
-    assert kubebin.go_directive(_module(tmp_path) / "go.mod") == (1, 25)
+    assert kubebin.go_directive(_module(tmp_path) / "go.mod") == (1, 25, 0)
+    assert kubebin.go_directive(kubebin.SETS["buildkit"].module_dir / "go.mod") == (1, 26, 8)
+
+
+_GOOD = prereq.HostFacts(
+    uid=0, filesystems="nodev\tsysfs\nnodev\toverlay\n", go="/usr/local/go/bin/go", go_version=(1, 26, 8),
+    go_version_text="go1.26.8", cc="/usr/bin/gcc", libseccomp_dev=True,
+    tools={"nft": "/usr/sbin/nft", "nsenter": "/usr/bin/nsenter", "ip": "/usr/bin/ip"},
+)
+
+
+def test_build_prerequisites_are_one_line_each():
+    ok = prereq.build_problems(_GOOD, what="runc binaries", go_needed=(1, 26, 8), needs=("cc", "libseccomp"))
+    assert ok == []
+    old = dataclasses.replace(_GOOD, go_version=(1, 26, 7), go_version_text="go1.26.7")
+    (msg,) = prereq.build_problems(old, what="buildkit binaries", go_needed=(1, 26, 8))
+    assert "Go 1.26.8 or newer" in msg and "go1.26.7" in msg  # the patch level counts
+    (msg,) = prereq.build_problems(dataclasses.replace(_GOOD, go=None), what="x", go_needed=(1, 25, 0))
+    assert "Go is not installed" in msg and "KUBEBUILDER_ASSETS" in msg
+    bare = dataclasses.replace(_GOOD, cc=None, libseccomp_dev=False)
+    msgs = prereq.build_problems(bare, what="runc binaries", go_needed=(1, 23, 0), needs=("cc", "libseccomp"))
+    assert len(msgs) == 2 and "gcc" in msgs[0] and "libseccomp-dev" in msgs[1]
+    # the pause binary needs no Go, and nothing needs what it does not name
+    assert prereq.build_problems(dataclasses.replace(bare, go=None), what="pause", go_needed=None) == []
+    assert all("\n" not in m for m in msgs)
+
+
+def test_node_prerequisites():
+    assert prereq.node_problems(_GOOD) == []
+    bad = dataclasses.replace(_GOOD, uid=1000, filesystems="nodev\tsysfs\n", tools={"ip": "/usr/bin/ip"})
+    msgs = prereq.node_problems(bad)
+    assert "needs root" in msgs[0] and "building the binaries does not" in msgs[0]
+    assert "overlayfs" in msgs[1]
+    assert any("apt-get install nftables" in m for m in msgs) and any("util-linux" in m for m in msgs)
+    assert len(msgs) == 4 and all("\n" not in m for m in msgs)
+    # an overlay module that a mount would load is as good as a listed filesystem
+    loadable = dataclasses.replace(_GOOD, filesystems="", overlay_loadable=True)
+    assert prereq.node_problems(loadable) == []
+    assert not prereq.has_overlayfs("nodev\toverlayfoo\n")
+
+
+def test_missing_build_prerequisite_stops_ensure_with_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIPFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setattr(prereq, "host_facts", lambda go=True: dataclasses.replace(_GOOD, libseccomp_dev=False))
+    with pytest.raises(kubebin.KubebinError) as info:
+        kubebin.ensure(["runc"])
+    assert "libseccomp-dev" in str(info.value) and "\n" not in str(info.value)
+    assert not (kubebin.SETS["runc"].cache_dir() / "runc").exists()
+
+
+def test_check_node_reports_all_problems_in_one_line(monkeypatch):
+    monkeypatch.setattr(prereq, "host_facts", lambda go=True: dataclasses.replace(_GOOD, uid=1000))
+    with pytest.raises(kubebin.KubebinError, match="needs root"):
+        kubebin.check_node()
+    monkeypatch.setattr(prereq, "host_facts", lambda go=True: _GOOD)
+    kubebin.check_node()  # nothing missing: returns
+
+
+def test_cni_bin_dir_is_the_sets_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIPFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    d = kubebin.SETS["cni"].cache_dir()
+    for n in kubebin.CNI_PLUGINS:
+        _exe(d / n)
+    assert kubebin.cni_bin_dir() == d
+    # one plugin from KUBEBUILDER_ASSETS would split them over two directories: refused
+    _exe(tmp_path / "assets" / "loopback")
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path / "assets"))
+    with pytest.raises(kubebin.KubebinError, match="one directory"):
+        kubebin.cni_bin_dir()
 
 
 def test_build_order_is_sequential_and_cheapest_first():

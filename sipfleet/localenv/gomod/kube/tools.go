@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools pins the control-plane commands built from this module.
+// Package tools pins the control-plane and node commands built from this module.
 package tools
 
 import (
@@ -9,4 +9,6 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
