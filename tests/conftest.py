@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.lab",
     "tests.fixtures.agent",
     "tests.fixtures.operator",
+    "tests.fixtures.images",
 ]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tarfile
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +46,10 @@ class Built:
         state = "rebuilt" if self.rebuilt else "cached"
         return (f"{self.name}  {self.digest}  {self.size / 1e6:.1f} MB ({self.unpacked / 1e6:.0f} MB unpacked)  "
                 f"{state} in {self.seconds:.1f} s  {self.archive}")
+
+
+def _log(msg: str) -> None:
+    print(f"images: {msg}", file=sys.stderr, flush=True)
 
 
 def inputs_key(target: Target, *, base_digest: str, wheelhouse_key: str, buildkit_id: str,
@@ -115,7 +120,11 @@ def build_images(components: list[str] | None = None, *, force: bool = False) ->
     all_targets = targets()
     wanted = [all_targets[c] for c in (components or list(all_targets))]
     base_image = base.ensure_base()
+    _log(f"base {base_image.ref} {base_image.digest[:19]} {base_image.size / 1e6:.1f} MB "
+         f"{'made' if base_image.rebuilt else 'cached'} in {base_image.seconds:.1f} s")
     wh = wheelhouse.ensure_wheelhouse(list(all_targets.values()))
+    _log(f"wheelhouse {wh.wheels} wheels {wh.size / 1e6:.1f} MB {'downloaded' if wh.rebuilt else 'cached'} "
+         f"in {wh.seconds:.1f} s ({wh.path})")
     bins = kubebin.ensure(["buildkitd", "buildctl", "runc"], allow_path=False)
     keys = {t.component: inputs_key(t, base_digest=base_image.digest, wheelhouse_key=wh.key,
                                     buildkit_id=_buildkit_id(bins["buildkitd"]), build_args=BUILD_ARGS)
@@ -131,6 +140,7 @@ def build_images(components: list[str] | None = None, *, force: bool = False) ->
             todo.append(t)
     if todo:
         with buildkit.Daemon(bins["buildkitd"], bins["buildctl"], bins["runc"], kubebin.cni_bin_dir()) as daemon:
+            _log(f"buildkitd ready in {daemon.started_in:.1f} s ({daemon.paths.state})")
             for t in todo:
                 key = keys[t.component]
                 entry = component_dir(t.component) / key

@@ -40,6 +40,9 @@ CONTAINERD_NAME = "io.containerd.image.name"
 RUNTIME_DIRS = ("dev", "proc", "sys", "run", "tmp")
 
 
+_TRUSTED: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
 class OCIError(RuntimeError):
     """An image layout or archive is not what we expect; the message says what."""
 
@@ -79,6 +82,13 @@ class ImageInfo:
     def compressed_size(self) -> int:
         """Bytes a registry would store: manifest, config and (compressed) layers."""
         return self.manifest.size + sum(layer.size for layer in self.layers) + len(canonical(self.config))
+
+
+def member_path(name: str) -> str:
+    """A tar member's name without a leading ``./`` (only that: ``.hidden`` and ``.wh.x`` keep their dot)."""
+    while name.startswith("./"):
+        name = name[2:]
+    return "" if name == "." else name
 
 
 def canonical(obj: Any) -> bytes:
@@ -203,7 +213,7 @@ class _Store:
         self.tar: tarfile.TarFile | None = None
         if source.is_file():
             self.tar = tarfile.open(source, "r:")
-            self.names = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
+            self.names = {member_path(m.name): m for m in self.tar.getmembers() if m.isfile()}
 
     def __enter__(self) -> "_Store":
         return self
@@ -281,7 +291,7 @@ def _apply_layer(tar: tarfile.TarFile, dest: Path) -> int:
     """Apply one layer; returns the bytes of regular files written."""
     written = 0
     for member in tar:
-        rel = member.name.lstrip("./") if member.name not in (".", "./") else ""
+        rel = member_path(member.name)
         base = os.path.basename(rel)
         if base == ".wh..wh..opq":
             d = _inside(dest, os.path.dirname(rel))
@@ -297,9 +307,12 @@ def _apply_layer(tar: tarfile.TarFile, dest: Path) -> int:
         if target.exists() or target.is_symlink():
             if not (member.isdir() and target.is_dir() and not target.is_symlink()):
                 _remove(target)
+        member.name = rel
         if member.islnk():
-            _inside(dest, member.linkname.lstrip("./"))
-        tar.extract(member, str(dest), set_attrs=True, numeric_owner=True, filter="fully_trusted")
+            member.linkname = member_path(member.linkname)
+            _inside(dest, member.linkname)
+        # our own checks above replace tarfile's filters (which refuse device nodes and absolute links)
+        tar.extract(member, str(dest), set_attrs=True, numeric_owner=True, **_TRUSTED)
         if member.isreg():
             written += member.size
     return written
