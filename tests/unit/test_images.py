@@ -97,7 +97,10 @@ def test_dockerfile_shape(component):
 
     builder_runs = " ".join(rest for word, rest in st[2] if word == "RUN")
     assert "--mount=type=bind,from=wheelhouse,target=/wheelhouse" in builder_runs
-    assert "--find-links /wheelhouse --constraint constraints.txt ." in builder_runs
+    # every pinned dependency, then the product alone against them
+    assert "pip install --find-links /wheelhouse --requirement constraints.txt" in builder_runs
+    assert "pip install --find-links /wheelhouse --no-deps ." in builder_runs
+    assert "pip check" in builder_runs
     assert "PIP_NO_INDEX" in [rest.split("=")[0] for word, rest in st[2] if word == "ARG"]
 
 
