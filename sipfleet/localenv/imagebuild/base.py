@@ -99,6 +99,7 @@ def _debootstrap() -> str:
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap, as root)")
     _log("installing debootstrap with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     return shutil.which("debootstrap") or "/usr/sbin/debootstrap"

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import kubebin
-from . import base, buildkit, cache, oci, wheelhouse
+from . import base, buildkit, cache, oci, pins, wheelhouse
 from .targets import Target, targets
 
 #: build arguments of every local build: pip installs from the wheelhouse alone
@@ -72,8 +72,22 @@ def _load(entry: Path) -> Built | None:
         return None
 
 
+def current_keys() -> dict[str, str]:
+    """The inputs key each target would have now, for those whose inputs can be known without making anything
+    (base made, BuildKit built); ``{}`` entries are missing otherwise."""
+    all_targets = targets()
+    spec = base.BaseSpec()
+    buildkitd = kubebin.resolve("buildkitd", allow_path=False)
+    if not (base.cache_dir(spec) / "done").exists() or buildkitd is None:
+        return {}
+    digest = oci.read_archive(base.cache_dir(spec) / "layout").digest
+    wh_key = wheelhouse.key_for(pins.wheel_requirements(list(all_targets.values())))
+    return {c: inputs_key(t, base_digest=digest, wheelhouse_key=wh_key, buildkit_id=_buildkit_id(buildkitd),
+                          build_args=BUILD_ARGS) for c, t in all_targets.items()}
+
+
 def list_built() -> list[Built]:
-    """What the cache holds, newest result per component (nothing is built or checked here)."""
+    """What the cache holds, newest result per component (nothing is built here)."""
     out = []
     for component, target in targets().items():
         entries = [e for e in component_dir(component).glob("*") if (e / "done").exists()] \

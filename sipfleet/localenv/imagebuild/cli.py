@@ -36,8 +36,11 @@ def _build(args: argparse.Namespace) -> int:
         built = build.list_built()
         if not built:
             print("no images built yet (sipfleet images build)")
+        keys = build.current_keys()
         for b in built:
-            print(f"{b.name}  {b.digest}  {b.size / 1e6:.1f} MB ({b.unpacked / 1e6:.0f} MB unpacked)  {b.archive}")
+            state = "up to date" if keys.get(b.component) == b.key else "inputs changed since"
+            print(f"{b.name}  {b.digest}  {b.size / 1e6:.1f} MB ({b.unpacked / 1e6:.0f} MB unpacked)  {state}  "
+                  f"{b.archive}")
         return 0
     t0 = time.monotonic()
     try:
