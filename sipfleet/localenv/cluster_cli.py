@@ -65,6 +65,11 @@ def _build(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"{name:<25} {path}")
     print(f"ready in {time.monotonic() - t0:.2f} s ({', '.join(f'{k} {v}' for k, v in kubebin.versions().items())})")
+    if set(paths) & set(kubebin.NODE):
+        try:
+            kubebin.check_node()
+        except kubebin.KubebinError as e:  # building needs none of this: a note, not a failure
+            print(f"sipfleet cluster: note: built, but this machine cannot run a node: {e}", file=sys.stderr)
     return 0
 
 

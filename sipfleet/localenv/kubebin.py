@@ -3,8 +3,8 @@ outside the repository.
 
 ``ensure(components)`` returns ``{name: Path}`` for the requested binaries, building only the missing ones.
 The sets and their flags are in ``binsets`` (``ALL``, ``CONTROL_PLANE``, ``NODE``, ``IMAGE_BUILD``,
-``CNI_PLUGINS``); ``cni_bin_dir()`` is the directory holding the CNI plugins, ``check_node()`` says in one line
-why this machine cannot run a node.
+``CNI_PLUGINS``); ``ensure_node()`` returns every binary a real node runs (``NodeBinaries``), ``cni_bin_dir()``
+the directory holding the CNI plugins, and ``check_node()`` says in one line why this machine cannot run a node.
 
 Cache layout: ``$SIPFLEET_CACHE/bin/<set>-<version>-<key>/<name>`` (default ``~/.cache/sipfleet``), where
 ``key`` is a hash of the set's go.mod, go.sum, tools.go and build flags, so changing a pin rebuilds. A binary is
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -313,6 +314,32 @@ def cni_bin_dir() -> Path:
         raise KubebinError("the CNI plugins are spread over " + ", ".join(map(str, sorted(dirs)))
                            + " (KUBEBUILDER_ASSETS?): they must share one directory")
     return dirs.pop()
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """Everything a real node runs, built and cached (``ensure_node()``)."""
+
+    kubelet: Path
+    kube_proxy: Path
+    containerd: Path
+    shim: Path  # containerd-shim-runc-v2: containerd looks it up on PATH (or its runtime_path)
+    ctr: Path
+    runc: Path  # give it to the shim as the runc options' BinaryName
+    cni_bin_dir: Path  # bridge, host-local, loopback
+    pause: Path  # static binary; pauseimage.write_oci_archive() wraps it into an importable image
+
+    def path_dirs(self) -> list[Path]:
+        """Directories to put first on containerd's PATH so it finds the shim (and the shim finds runc)."""
+        return list(dict.fromkeys([self.shim.parent, self.runc.parent, self.containerd.parent]))
+
+
+def ensure_node() -> NodeBinaries:
+    """Build (or find) the node's binaries; ``check_node()`` says whether this machine can run them."""
+    p = ensure(NODE, allow_path=False)
+    return NodeBinaries(kubelet=p["kubelet"], kube_proxy=p["kube-proxy"], containerd=p["containerd"],
+                        shim=p["containerd-shim-runc-v2"], ctr=p["ctr"], runc=p["runc"], cni_bin_dir=cni_bin_dir(),
+                        pause=p["pause"])
 
 
 def check_node() -> None:

@@ -297,3 +297,33 @@ def test_build_order_is_sequential_and_cheapest_first():
     assert kubebin.ALL[:2] == ["etcd", "kube-apiserver"]
     assert set(kubebin.CONTROL_PLANE) <= set(kubebin.ALL)
     assert os.path.basename(str(kubebin.GOMOD_DIR)) == "gomod"
+
+
+def test_ensure_node_from_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIPFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "nopath"))  # no go: a build would fail, so nothing is built
+    for n in kubebin.NODE:
+        _exe(kubebin.set_for(n).cache_dir() / n)
+    node = kubebin.ensure_node()
+    assert node.kubelet == kubebin.SETS["kube"].cache_dir() / "kubelet"
+    assert node.runc == kubebin.SETS["runc"].cache_dir() / "runc"
+    assert node.cni_bin_dir == kubebin.SETS["cni"].cache_dir()
+    assert node.pause.name == "pause" and node.shim.name == "containerd-shim-runc-v2"
+    assert node.path_dirs() == [kubebin.SETS["containerd"].cache_dir(), kubebin.SETS["runc"].cache_dir()]
+
+
+def test_cluster_build_notes_a_host_that_cannot_run_a_node(monkeypatch, tmp_path, capsys):
+    import argparse
+
+    from sipfleet.localenv import cluster_cli
+
+    monkeypatch.setenv("SIPFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    _exe(kubebin.SETS["kube"].cache_dir() / "kubelet")
+    monkeypatch.setattr(prereq, "host_facts", lambda go=True: dataclasses.replace(_GOOD, uid=1000))
+    assert cluster_cli._build(argparse.Namespace(components=["kubelet"])) == 0  # built: not a failure
+    out, err = capsys.readouterr()
+    assert "kubelet" in out
+    (note,) = [ln for ln in err.splitlines() if "note:" in ln]
+    assert "cannot run a node" in note and "needs root" in note
