@@ -197,8 +197,8 @@ class Daemon:
 
     def _stop_leftover(self) -> None:
         """A daemon recorded by an earlier run that was killed before it could stop it."""
-        for rec in procs.read_records(self.paths.pidfile):
-            if procs.is_alive(rec) and rec.cmd[:1] == [str(self.buildkitd)]:
+        for rec in procs.read_records(self.paths.pidfile):  # is_alive checks the start time: never another process
+            if procs.is_alive(rec):
                 procs.stop([rec], grace=10)
         self.paths.pidfile.unlink(missing_ok=True)
         self._cleanup_mounts()
