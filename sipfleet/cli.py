@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("crd", "sipfleet.api.cli", "generate or check the SipAccount CRD from the API models"),
     ("cluster", "sipfleet.localenv.cluster_cli", "build, start, stop and inspect the local Kubernetes cluster"),
     ("lab", "sipfleet.localenv.lab_cli", "start, stop and drive the local Kamailio/SIPp SIP lab"),
+    ("images", "sipfleet.localenv.imagebuild.cli", "build the operator and agent images locally (BuildKit, no network)"),
     ("bench", "sipfleet.bench.cli", "benchmarks that print numbers"),
     ("demo", "sipfleet.demo", "the end-to-end demo on the local cluster and SIP lab"),
 ]

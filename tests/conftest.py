@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.agent",
     "tests.fixtures.operator",
     "tests.fixtures.chart",
+    "tests.fixtures.images",
 ]

@@ -70,7 +70,7 @@ class Env:
 
         from sipfleet.localenv.cluster import LocalCluster
         from sipfleet.localenv.siplab import SipLab
-        from sipfleet_operator.process import OperatorProcess
+        from sipfleet.localenv.operator_process import OperatorProcess
 
         self.args = args
         t = time.monotonic()

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sipfleet.localenv.waiting import wait_for
+from .waiting import wait_for
 
 
 def free_port() -> int:
