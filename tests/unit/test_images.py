@@ -1,4 +1,4 @@
-"""The Dockerfiles, the console scripts, the chart's defaults and the node runner's image table agree.
+"""The Dockerfiles, the console scripts, the chart's defaults and the image build agree.
 
 Statically: multi-stage, pinned base, the two stages a local build replaces (``base``, ``wheelhouse``), no
 ``# syntax`` line (it would pull a frontend image), non-root numeric USER, no build tools in the final stage, an
@@ -138,18 +138,16 @@ def test_dockerignore_sends_exactly_what_the_build_copies(component):
         assert (REPO / path).exists(), path
 
 
-def test_image_names_agree_with_the_node_runner_and_the_operator():
-    from sipfleet.localenv import images
+def test_image_names_agree_with_the_build_and_the_operator():
+    from sipfleet.localenv.imagebuild.targets import targets
 
     values = chart_values()
     app_version = str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
     chart_images = {"operator": values["image"]["repository"], "agent": values["agent"]["image"]["repository"]}
+    built = targets()
     for component, repo in chart_images.items():
-        entry = images.lookup(f"{repo}:{app_version}")
-        # the node runner runs the same program the image's ENTRYPOINT names
-        module = scripts()[COMPONENTS[component]].partition(":")[0]
-        assert entry.entrypoint[-2:] == ("-m", module), entry.entrypoint
         assert repo == f"sipfleet/{component}"
+        assert built[component].name == f"{repo}:{app_version}"  # what is built is what the chart runs
 
     from sipfleet_operator.config import Settings
 

@@ -1,0 +1,154 @@
+"""The local cluster's node is a real one: kubelet, containerd, runc, CNI and kube-proxy built from Go modules,
+running sipfleet's own images.
+
+* the node registers, turns Ready, and the real node-lifecycle controller lifts the not-ready taint;
+* the `kubernetes` Service has the apiserver as its endpoint, and a pod logs in through it (in-cluster config);
+* a ClusterIP Service in front of a pod answers another pod (kube-proxy's rules in the cluster's netns);
+* ``kubectl logs`` and ``kubectl exec`` reach the kubelet through the apiserver;
+* Pod Security Admission ``restricted`` refuses a root pod and admits a compliant one;
+* a container over its memory limit is OOM-killed by the kernel (cgroups) and restarted by the kubelet;
+* a second cluster runs next to the session's one, and its ``down`` leaves the host as it found it.
+
+Test pods run the agent image (Python and the kubernetes client in it) with their own command.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from sipfleet.localenv import hoststate
+from sipfleet.localenv.waiting import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+IMAGE = "sipfleet/agent:0.1.0"
+RESTRICTED = {
+    "pod": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+    "container": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "capabilities": {"drop": ["ALL"]}},
+}
+
+
+def pod(name: str, command: list[str], *, labels: dict | None = None, memory: str = "128Mi", restart: str = "Never",
+        sa_token: bool = False) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"app": name}},
+        "spec": {
+            "restartPolicy": restart,
+            "automountServiceAccountToken": sa_token,
+            "enableServiceLinks": False,
+            "securityContext": RESTRICTED["pod"],
+            "containers": [{
+                "name": "main", "image": IMAGE, "imagePullPolicy": "Never", "command": command,
+                "securityContext": RESTRICTED["container"],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": memory}},
+            }],
+        },
+    }
+
+
+def phase(core, ns: str, name: str) -> str | None:
+    try:
+        return core.read_namespaced_pod(name, ns).status.phase
+    except ApiException:
+        return None
+
+
+def test_node_is_real_ready_and_untainted(cluster, k8s):
+    core = client.CoreV1Api(k8s)
+    (node,) = core.list_node().items
+    info = node.status.node_info
+    assert info.kubelet_version == "v1.35.4"
+    assert info.container_runtime_version == "containerd://2.2.9"
+    assert not [t for t in node.spec.taints or [] if t.key == "node.kubernetes.io/not-ready"]
+    assert {a.type: a.address for a in node.status.addresses}["InternalIP"] == cluster.node_ip
+    ep = client.DiscoveryV1Api(k8s).list_namespaced_endpoint_slice(
+        "default", label_selector="kubernetes.io/service-name=kubernetes").items
+    assert [e.addresses for s in ep for e in s.endpoints] == [[cluster.node_ip]]
+
+
+def test_pods_reach_the_apiserver_and_each_other_through_services(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    login = ("from kubernetes import client, config; config.load_incluster_config(); "
+             "print('version', client.VersionApi().get_code().git_version)")
+    core.create_namespaced_pod(namespace, pod("login", ["python3", "-c", login], sa_token=True))
+    core.create_namespaced_pod(namespace, pod("web", ["python3", "-m", "http.server", "8080"], restart="Always"))
+    core.create_namespaced_service(namespace, {"metadata": {"name": "web"}, "spec": {
+        "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    wait_for(lambda: phase(core, namespace, "login") == "Succeeded", timeout=120, message="login pod done")
+    assert "version v1.35.4" in core.read_namespaced_pod_log("login", namespace)
+
+    svc_ip = core.read_namespaced_service("web", namespace).spec.cluster_ip
+    fetch = (f"import urllib.request; print('status', urllib.request.urlopen('http://{svc_ip}/', timeout=5).status)")
+    wait_for(lambda: client.DiscoveryV1Api(k8s).list_namespaced_endpoint_slice(
+        namespace, label_selector="kubernetes.io/service-name=web").items[0].endpoints, timeout=60,
+        message="web Service has an endpoint")
+    core.create_namespaced_pod(namespace, pod("client", ["python3", "-c", fetch]))
+    wait_for(lambda: phase(core, namespace, "client") in ("Succeeded", "Failed"), timeout=120, message="client done")
+    assert "status 200" in core.read_namespaced_pod_log("client", namespace)
+
+
+def test_kubectl_logs_and_exec(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(namespace, pod(
+        "talker", ["python3", "-c", "import time; print('hello from the agent image', flush=True); time.sleep(600)"],
+        restart="Always"))
+    wait_for(lambda: phase(core, namespace, "talker") == "Running", timeout=120, message="talker running")
+    wait_for(lambda: "hello from the agent image" in cluster.kubectl("logs", "-n", namespace, "talker").stdout,
+             timeout=30, message="kubectl logs")
+    res = cluster.kubectl("exec", "-n", namespace, "talker", "--", "python3", "-c",
+                          "import os; print('uid', os.getuid()); open('/x', 'w')", check=False)
+    assert "uid 65532" in res.stdout  # the image's USER, as the chart runs it
+    assert res.returncode != 0 and "Read-only file system" in res.stderr  # readOnlyRootFilesystem, for real
+
+
+def test_restricted_pod_security_is_enforced(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    root = pod("root", ["python3", "-c", "pass"])
+    root["spec"]["securityContext"] = {"runAsUser": 0}
+    root["spec"]["containers"][0]["securityContext"] = {}
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_pod(namespace, root)
+    assert e.value.status == 403 and "violates PodSecurity" in e.value.body
+    core.create_namespaced_pod(namespace, pod("fine", ["python3", "-c", "print('ok')"]))
+    wait_for(lambda: phase(core, namespace, "fine") == "Succeeded", timeout=120, message="compliant pod ran")
+
+
+def test_memory_limit_is_enforced_by_the_kernel(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    hog = "import time; x = []\nwhile True:\n    x.append(bytearray(8 << 20)); time.sleep(0.01)"
+    core.create_namespaced_pod(namespace, pod("hog", ["python3", "-c", hog], memory="64Mi", restart="Always"))
+
+    def oom_restarted():
+        st = core.read_namespaced_pod("hog", namespace).status.container_statuses or []
+        term = st[0].last_state.terminated if st and st[0].last_state else None
+        return st and st[0].restart_count >= 1 and term is not None and term.reason == "OOMKilled"
+
+    wait_for(oom_restarted, timeout=180, interval=1, message="OOMKilled and restarted")
+
+
+def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(cluster, tmp_path):
+    from sipfleet.localenv.cluster import LocalCluster
+
+    before = hoststate.snapshot()
+    other = LocalCluster(f"side-{uuid.uuid4().hex[:4]}", state_dir=tmp_path / "side", die_with_parent=True)
+    try:
+        other.up(timeout=240)
+        assert other.node_ready() and cluster.node_ready()
+        assert other.node_ip != cluster.node_ip and other.netns != cluster.netns
+        nodes = json.loads(other.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        assert [n["metadata"]["name"] for n in nodes] == ["sipfleet-node-0"]
+        during = hoststate.diff(before, hoststate.snapshot())
+        assert any(other.netns in d for d in during)
+    finally:
+        problems = other.down(purge=True)
+    assert problems == []
+    assert hoststate.diff(before, hoststate.snapshot()) == []
+    assert cluster.node_ready()  # the session's cluster did not notice
