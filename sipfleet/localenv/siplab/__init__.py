@@ -110,7 +110,7 @@ class SipLab:
 
     @property
     def subnet(self) -> str:
-        """``10.213.(200+slot)``: the first three octets of every lab address."""
+        """``10.213.(200+slot)``: the first three octets of every lab address (of the last network when down)."""
         return self.topology.net.prefix
 
     @property
@@ -204,7 +204,7 @@ class SipLab:
     def node(self, name: str) -> LabNode:
         n = node_name(name)
         rec = self._nodes.record(n)
-        ip = self.ip(n) if self.slot else ""
+        ip = self.ip(n) if (self.slot or self.topology.last_slot) else ""
         return LabNode(name=n, ip=ip, port=self.port, pid=rec.pid if rec else None, running=rec is not None,
                        netns=self.netns(n))
 

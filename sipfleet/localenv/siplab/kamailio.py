@@ -257,6 +257,8 @@ class NodeProcs:
         if proc is not None:
             proc.poll()  # reap it if it died
         rec = procs.ProcRecord.from_json(entry)
+        if not rec.start_time and str(entry.get("cfg")) not in procs.cmdline(rec.pid):
+            return None  # a record without a start time (older format) only counts if the PID still runs our cfg
         return rec if procs.is_alive(rec) else None
 
     def start(self, node: str, cfg_text: str, netns: str, ip: str, port: int, probe_src: str, *, shm_mb: int,
@@ -286,8 +288,9 @@ class NodeProcs:
         entry = pids.get(node)
         if entry:
             rec = procs.ProcRecord.from_json(entry)
-            if procs.is_alive(rec):
-                stop(rec, Path(entry.get("cfg", "")), hard=hard)
+            live = self.record(node)
+            if live is not None:
+                stop(live, Path(entry.get("cfg", "")), hard=hard)
             else:  # workers may outlive a main process that died on its own
                 for pid in group_members(rec.pid, str(entry.get("cfg", ""))):
                     with contextlib.suppress(ProcessLookupError):

@@ -50,10 +50,25 @@ class Topology:
         return int(slot) if slot else None
 
     @property
+    def last_slot(self) -> int | None:
+        """The slot of the lab's last network (kept in lab.json after down, for reading its logs)."""
+        slot = self.state.read_json("lab.json", {}).get("slot")
+        return int(slot) if isinstance(slot, int) else None
+
+    @property
     def net(self) -> plan.LabNet:
+        """The lab's network: the live one, else the last one it had (its addresses, for old wire logs)."""
+        slot = self.slot or self.last_slot
+        if slot is None:
+            raise LabError(f"lab {self.name} has no network yet (never up): no lab slot chosen")
+        return plan.lab_net(slot)
+
+    @property
+    def live_net(self) -> plan.LabNet:
+        """The lab's network while it exists (LabError when the lab is down)."""
         slot = self.slot
         if slot is None:
-            raise LabError(f"lab {self.name} has no network yet (not up): no lab slot chosen")
+            raise LabError(f"lab {self.name} is not up (it has no network)")
         return plan.lab_net(slot)
 
     def netns(self, host: str) -> str:
@@ -69,10 +84,10 @@ class Topology:
         n = plan.SIPP_HOSTS[index]
         ip = self.net.host_ip(n)
         if index > 0:
-            ns = self.netns("sipp")
-            if self.owned.find("addr", dev="eth0", cidr=self.net.host_cidr(n), netns=ns) is None:
+            net, ns = self.live_net, self.netns("sipp")
+            if self.owned.find("addr", dev="eth0", cidr=net.host_cidr(n), netns=ns) is None:
                 with net_errors():
-                    self.owned.addr("eth0", self.net.host_cidr(n), netns=ns)
+                    self.owned.addr("eth0", net.host_cidr(n), netns=ns)
         return ip
 
     def sipp_ips(self) -> list[str]:
@@ -153,7 +168,7 @@ class Topology:
     def client_address(self) -> str:
         """A fresh ``/32`` on the lab bridge for one host process (released by :meth:`release_client_address`
         or at teardown)."""
-        net = self.net
+        net = self.live_net
         with net_errors():
             in_use = {c.split("/")[0] for _, c in hostnet.addrs()}
             for n in plan.CLIENT_HOSTS:
@@ -165,7 +180,7 @@ class Topology:
 
     def release_client_address(self, ip: str) -> None:
         with net_errors():
-            self.owned.release_addr(self.net.bridge, f"{ip}/32")
+            self.owned.release_addr(self.live_net.bridge, f"{ip}/32")
 
     def client_addresses(self) -> list[str]:
         slot = self.slot
@@ -178,8 +193,8 @@ class Topology:
     # ------------------------------------------------------------------ join (pods <-> lab)
     def join(self, cluster_netns: str, cluster_slot: int, cluster_bridge: str = "cbr0") -> str:
         with net_errors():
-            return hostnet.join(self.owned, self.net.slot, cluster_netns, cluster_slot, cluster_bridge=cluster_bridge)
+            return hostnet.join(self.owned, self.live_net.slot, cluster_netns, cluster_slot, cluster_bridge=cluster_bridge)
 
     def unjoin(self, cluster_slot: int) -> bool:
         with net_errors():
-            return hostnet.unjoin(self.net.slot, cluster_slot, self.owned)
+            return hostnet.unjoin(self.live_net.slot, cluster_slot, self.owned)
