@@ -40,8 +40,9 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import hostnet
 from . import inject as inj
 from . import kamailio, users
+from .addresses import LabAddresses
 from .model import HOSTS, INJECT_MODES, NET_FAULTS, NODES, LabError, LabNode, SippResult, WireRecord, host_name, node_name
-from .sipp import SippRun, scenario_path, start_sipp, wait_bound
+from .sipp import SippRun, run_sipp, scenario_path, start_sipp, start_uas
 from .state import LabState, default_state_root
 from .topology import Topology, net_errors
 from .wire import WireLog, parse_wire_line, split_route_header
@@ -57,12 +58,7 @@ __all__ = [
 ]
 
 
-def run_sipp(lab: "SipLab", scenario: str, target: str | None, **kw: Any) -> SippResult:
-    """Run SIPp to completion (bounded in calls and time); see :meth:`SipLab.sipp`."""
-    return start_sipp(lab, scenario, target, **kw).wait()
-
-
-class SipLab:
+class SipLab(LabAddresses):
     """A P/R/E Kamailio lab plus a SIPp host, each in its own netns. See the module docstring."""
 
     def __init__(
@@ -101,57 +97,7 @@ class SipLab:
         self.service_route_transport = service_route_transport
         self._nodes = kamailio.NodeProcs(self.state)
         self._wire = WireLog(self.log_path)
-
-    # ---------------------------------------------------------------- addresses
-    @property
-    def slot(self) -> int | None:
-        """The lab slot (None until the lab has been up)."""
-        return self.topology.slot
-
-    @property
-    def subnet(self) -> str:
-        """``10.213.(200+slot)``: the first three octets of every lab address (of the last network when down)."""
-        return self.topology.net.prefix
-
-    @property
-    def bridge(self) -> str:
-        return self.topology.net.bridge
-
-    def ip(self, node: str) -> str:
-        return self.topology.host_ip(node_name(node))
-
-    def netns(self, host: str) -> str:
-        """The netns name of lab host ``host`` (P, R, E or sipp)."""
-        return self.topology.netns(host)
-
-    def hostport(self, node: str) -> str:
-        return f"{self.ip(node)}:{self.port}"
-
-    def _lr_uri(self, node: str, transport: str) -> str:
-        t = transport.lower()
-        if t not in ("udp", "tcp"):
-            raise LabError(f"transport must be udp or tcp, not {transport!r}")
-        return f"sip:{self.ip(node)}:{self.port};lr" + (f";transport={t}" if t != "udp" else "")
-
-    def proxy_uri(self, transport: str = "udp") -> str:
-        return self._lr_uri("P", transport)
-
-    def edge_uri(self, transport: str = "udp") -> str:
-        """E's loose-route URI: what R puts in Service-Route (with ``;transport=tcp`` for clients that reached
-        P or E over TCP, unless ``service_route_transport`` pins one)."""
-        return self._lr_uri("E", transport)
-
-    def service_route(self, client_transport: str = "udp") -> str:
-        """The Service-Route URI R answers a client that used ``client_transport`` at its first hop."""
-        t = client_transport if self.service_route_transport == "auto" else self.service_route_transport
-        return self.edge_uri(t)
-
-    def registrar_uri(self, transport: str = "udp") -> str:
-        t = transport.lower()
-        return f"sip:{self.ip('R')}:{self.port}" + (f";transport={t}" if t != "udp" else "")
-
-    def aor(self, username: str) -> str:
-        return f"sip:{username}@{self.domain}"
+        self._inj = inj.Injector(self.state, self.topology.owned, self.netns)
 
     def sipp_ip(self, index: int = 0) -> str:
         """SIPp host address ``index`` (0..9: ``.10``-``.19`` in the SIPp netns, added on first use)."""
@@ -227,8 +173,7 @@ class SipLab:
             running = {n: self._nodes.record(n) is not None for n in NODES}
             if not any(running.values()):
                 # fresh start: new logs (new inodes, so readers elsewhere start over), nothing injected
-                self.state.write_json("inject.json", {n: "normal" for n in NODES})
-                self.state.remove(inj.FAULTS_FILE)
+                self._inj.reset()
                 self.logs_dir.mkdir(parents=True, exist_ok=True)
                 for n in NODES:
                     self.log_path(n).unlink(missing_ok=True)
@@ -285,7 +230,7 @@ class SipLab:
         self.down()
 
     def status(self) -> dict[str, Any]:
-        kam = self._injections()
+        kam = self._inj.modes()
         faults = self.net_faults()
         slot = self.slot
         nodes = {}
@@ -306,12 +251,8 @@ class SipLab:
         }
 
     # ---------------------------------------------------------------- Kamailio processes
-    def _injections(self) -> dict[str, str]:
-        data = self.state.read_json("inject.json", {})
-        return {n: data.get(n, "normal") for n in NODES}
-
     def _render_cfg(self, node: str) -> str:
-        mode, delay_us = inj.parse_inject_mode(self._injections()[node])
+        mode, delay_us = inj.parse_inject_mode(self._inj.modes()[node])
         fixed = "udp" if self.service_route_transport == "auto" else self.service_route_transport
         params = {
             "NODE": node, "IP": self.ip(node), "PORT": str(self.port), "DOMAIN": self.domain,
@@ -349,50 +290,33 @@ class SipLab:
         link-down | link-up | heal``; see :mod:`.inject`.
         """
         fault = inj.parse_net_fault(mode)
-        if fault is not None:
-            self._net_fault(host_name(target), fault)
-            return
-        n = node_name(target)
-        cfg_mode, delay_us = inj.parse_inject_mode(mode)
-        with self.state.locked():
-            modes = self._injections()
-            modes[n] = inj.format_inject_mode(cfg_mode, delay_us)
-            self.state.write_json("inject.json", modes)
-            if self._nodes.record(n) is not None:
-                for rpc in inj.kamailio_rpcs(cfg_mode, delay_us):
-                    self.kamcmd(n, *rpc)
+        with self.state.locked(), net_errors():
+            if fault is not None:
+                self._inj.apply(host_name(target), fault)
+            else:
+                n = node_name(target)
+                self._inj.set_mode(n, mode, self._running_ctl(n))
 
     def injection(self, node: str) -> str:
         """The node's Kamailio-level mode."""
-        return self._injections()[node_name(node)]
+        return self._inj.modes()[node_name(node)]
 
     def net_faults(self) -> dict[str, dict[str, Any]]:
         """Network faults in force, per lab host (hosts without any are left out)."""
-        data = self.state.read_json(inj.FAULTS_FILE, {})
-        return {h: f for h, f in data.items() if not inj.is_clean(f)}
-
-    def _net_fault(self, host: str, fault: inj.NetFault) -> None:
-        with self.state.locked():
-            data = self.state.read_json(inj.FAULTS_FILE, {})
-            new = inj.apply_fault(data.get(host), fault)
-            with net_errors():
-                inj.push_faults(self.topology.owned, self.netns(host), new)
-            data[host] = new
-            self.state.write_json(inj.FAULTS_FILE, {h: f for h, f in data.items() if not inj.is_clean(f)})
+        return self._inj.faults()
 
     def partition(self, host: str) -> None:
         """Drop every packet in and out of lab host ``host`` (until :meth:`heal`)."""
-        self._net_fault(host_name(host), inj.NetFault("partition"))
+        self.inject(host, "partition")
 
     def block(self, host: str, address: str, loss: int = 100) -> None:
         """Drop ``loss`` percent (100: all) of the packets between ``address`` and lab host ``host``."""
         self.inject(host, f"loss:{int(loss)}:{address}")
 
     def heal(self, host: str | None = None) -> None:
-        """Remove every network fault from ``host`` (default: from every lab host)."""
-        for h in [host_name(host)] if host else HOSTS:
-            if host or h in self.net_faults():
-                self._net_fault(h, inj.NetFault("heal"))
+        """Remove every network fault from ``host`` (default: from every lab host that has one)."""
+        for h in [host] if host else list(self.net_faults()):
+            self.inject(h, "heal")
 
     def fault_counters(self, host: str) -> dict[str, int]:
         """Packets the host's fault rules dropped so far, per chain (``input``, ``output``)."""
@@ -409,11 +333,10 @@ class SipLab:
 
     def reset_injections(self) -> None:
         """Every node back to ``normal``, every network fault healed."""
-        for n in NODES:
-            if self.injection(n) != "normal":
+        for n, mode in self._inj.modes().items():
+            if mode != "normal":
                 self.inject(n, "normal")
-        if self.slot is not None:
-            self.heal()
+        self.heal()
 
     def set_wire_log(self, enabled: bool) -> None:
         """Switch the wire log on or off at run time on every running node (e.g. for load benchmarks)."""
@@ -466,12 +389,7 @@ class SipLab:
         ``ruri``: the Request-URI (default: R for REGISTER, the target for calls). ``local_ip``: one of the SIPp
         addresses (:meth:`sipp_ip`). Other keywords: see :func:`.sipp.start_sipp`.
         """
-        for _attempt in range(3):
-            res = start_sipp(self, scenario, target, **kw).wait()
-            # 254 (-2): SIPp could not bind; the free port it was given was taken in between: pick another
-            if res.returncode != 254 or kw.get("local_port") is not None or res.duration_s > 5:
-                break
-        return res
+        return run_sipp(self, scenario, target, **kw)
 
     def sipp_start(self, scenario: str, target: str | None, **kw: Any) -> SippRun:
         """Like :meth:`sipp` but returns the running :class:`SippRun` (``.wait()`` / ``.stop()``)."""
@@ -481,9 +399,5 @@ class SipLab:
                  transport: str = "udp", **kw: Any) -> SippRun:
         """Start a SIPp UAS (100/180/200 to INVITE, ACK, 200 to BYE) on SIPp address ``local_ip:local_port``;
         returns once it holds the port. It ends after ``calls`` calls or ``timeout`` seconds."""
-        kw.setdefault("recv_timeout_ms", int(timeout * 1000))
-        run = start_sipp(self, "uas", None, calls=calls, timeout=timeout, transport=transport, local_ip=local_ip,
-                         local_port=local_port, **kw)
         with net_errors():
-            wait_bound(run, self.netns("sipp"), local_ip, local_port, transport)
-        return run
+            return start_uas(self, local_ip, local_port, calls=calls, timeout=timeout, transport=transport, **kw)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from .. import hostnet
 from ..hostnet import plan
-from .model import INJECT_MODES, NET_FAULTS, LabError
+from .kamailio import kamcmd
+from .model import INJECT_MODES, NET_FAULTS, NODES, LabError
+from .state import LabState
 
 FAULT_TABLE = ("inet", "sipfleet_fault")
 FAULTS_FILE = "faults.json"
@@ -200,3 +203,49 @@ def set_link(netns: str, dev: str, up: bool) -> None:
         hostnet.link_set_state(dev, up, netns=netns)
     except hostnet.HostNetError as e:
         raise LabError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------- the lab's state
+
+
+class Injector:
+    """A lab's injections: Kamailio modes (``inject.json``, pushed to running nodes over their ctl socket) and
+    network faults (``faults.json``, pushed into the hosts' netns). Callers hold the lab's lock."""
+
+    MODES_FILE = "inject.json"
+
+    def __init__(self, state: LabState, owned: hostnet.Owned, netns_of: Callable[[str], str]) -> None:
+        self.state = state
+        self.owned = owned
+        self.netns_of = netns_of
+
+    def reset(self) -> None:
+        """A fresh lab: every node ``normal``, no network fault recorded."""
+        self.state.write_json(self.MODES_FILE, {n: "normal" for n in NODES})
+        self.state.remove(FAULTS_FILE)
+
+    def modes(self) -> dict[str, str]:
+        data = self.state.read_json(self.MODES_FILE, {})
+        return {n: data.get(n, "normal") for n in NODES}
+
+    def set_mode(self, node: str, mode: str, ctl: Path | None) -> None:
+        """Record ``node``'s Kamailio-level mode and switch the node when it runs (``ctl`` given)."""
+        cfg_mode, delay_us = parse_inject_mode(mode)
+        modes = self.modes()
+        modes[node] = format_inject_mode(cfg_mode, delay_us)
+        self.state.write_json(self.MODES_FILE, modes)
+        if ctl is not None:
+            for rpc in kamailio_rpcs(cfg_mode, delay_us):
+                kamcmd(ctl, node, *rpc)
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        """Network faults in force, per lab host (hosts without any are left out)."""
+        return {h: f for h, f in self.state.read_json(FAULTS_FILE, {}).items() if not is_clean(f)}
+
+    def apply(self, host: str, fault: NetFault) -> None:
+        """Apply ``fault`` to lab host ``host``: its netns first, then the record."""
+        data = self.state.read_json(FAULTS_FILE, {})
+        new = apply_fault(data.get(host), fault)
+        push_faults(self.owned, self.netns_of(host), new)
+        data[host] = new
+        self.state.write_json(FAULTS_FILE, {h: f for h, f in data.items() if not is_clean(f)})

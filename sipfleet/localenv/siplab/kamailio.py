@@ -19,14 +19,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from .. import procs
 from ..hostnet import nsenter_prefix, port_bound
 from .model import LabError
-
-if TYPE_CHECKING:
-    from .state import LabState
+from .state import LabState
 
 CFG_TEMPLATE = Path(__file__).resolve().parent / "kamailio.cfg"
 
@@ -241,7 +239,7 @@ class NodeProcs:
 
     PIDS_FILE = "pids.json"
 
-    def __init__(self, state: "LabState") -> None:
+    def __init__(self, state: LabState) -> None:
         self.state = state
         self._popen: dict[str, subprocess.Popen] = {}
 

@@ -221,3 +221,23 @@ def wait_bound(run: SippRun, netns: str, ip: str, port: int, transport: str, tim
     if not run.running():
         res = run.wait()
         raise LabError(f"SIPp UAS exited at once ({res.returncode}): {res.stdout_tail[-800:]}")
+
+
+def run_sipp(lab: SippLab, scenario: str, target: str | None, **kw: Any) -> SippResult:
+    """Run SIPp to completion (bounded in calls and time); see :meth:`SipLab.sipp`."""
+    for _attempt in range(3):
+        res = start_sipp(lab, scenario, target, **kw).wait()
+        # 254 (-2): SIPp could not bind; the free port it was given was taken in between: pick another
+        if res.returncode != 254 or kw.get("local_port") is not None or res.duration_s > 5:
+            break
+    return res
+
+
+def start_uas(lab: SippLab, local_ip: str, local_port: int, *, calls: int = 1, timeout: float = 60.0,
+              transport: str = "udp", **kw: Any) -> SippRun:
+    """Start the ``uas`` scenario on ``local_ip:local_port``; returns once SIPp holds the port."""
+    kw.setdefault("recv_timeout_ms", int(timeout * 1000))
+    run = start_sipp(lab, "uas", None, calls=calls, timeout=timeout, transport=transport, local_ip=local_ip,
+                     local_port=local_port, **kw)
+    wait_bound(run, lab.netns("sipp"), local_ip, local_port, transport)
+    return run
