@@ -124,6 +124,7 @@ def test_up_and_down_leave_the_host_as_it_was_and_two_labs_run_side_by_side(lab,
     assert _diff(_others(before, mine), _others(after, mine)) == {}
     assert open("/proc/sys/net/ipv4/ip_forward").read() == forward
     assert not (tmp_path / "lab" / "net.json").exists()
+    assert other.net_faults() == {}  # the block at R went with R's netns
 
 
 def test_up_refuses_a_slot_whose_addresses_are_someone_elses(tmp_path):

@@ -88,3 +88,13 @@ def test_lab_slot_of_and_in_plan():
     assert plan.lab_slot_of("10.213.3.9") is None and plan.lab_slot_of("127.0.0.1") is None
     assert plan.lab_slot_of("nonsense") is None
     assert plan.in_plan("10.213.0.1") and not plan.in_plan("10.214.1.1") and not plan.in_plan("x")
+
+
+def test_choosing_a_free_cluster_slot():
+    assert plan.choose_cluster_slot([], []) == 1
+    assert plan.choose_cluster_slot(["sfc1h", "sfc2h"], []) == 3
+    assert plan.choose_cluster_slot([], ["10.213.1.254/24"]) == 2
+    assert plan.cluster_slot_taken(5, ["sfl5br"], ["10.213.205.254/24"]) is None  # a lab's slot 5 is not cluster 5
+    assert plan.choose_cluster_slot([], [], prefer=42) == 42
+    with pytest.raises(plan.PlanError, match="no free cluster slot"):
+        plan.choose_cluster_slot([f"sfc{s}h" for s in plan.CLUSTER_SLOTS], [])

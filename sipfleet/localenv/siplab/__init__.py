@@ -198,6 +198,8 @@ class SipLab(LabAddresses):
             for n in reversed(NODES):
                 self._nodes.stop(n)
             problems = self._teardown_net()
+            if not problems:  # the network faults went with the namespaces
+                self.state.remove(inj.FAULTS_FILE)
         if problems:
             raise LabError(f"lab {self.name} down left: " + "; ".join(problems))
 
