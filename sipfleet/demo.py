@@ -1,9 +1,9 @@
 """``sipfleet demo`` (``make demo``): sipfleet end to end on this machine, with nothing but our own parts.
 
-1. start (or reuse) the local control plane ``LocalCluster(name)`` and the SIP lab ``SipLab(name, subnet)``
+1. start (or reuse) the local control plane ``LocalCluster(name)`` and the SIP lab ``SipLab(name)``
    (Kamailio P, R, E) and add the lab users of ``examples/secrets.yaml`` at the registrar R;
 2. install ``charts/sipfleet`` with the real helm binary; the node runner runs the operator pod;
-3. ``kubectl apply`` the examples (their addresses follow ``--subnet``), wait until every SipAccount is
+3. ``kubectl apply`` the examples (their addresses follow the lab's slot), wait until every SipAccount is
    Registered and print ``kubectl get sipacc -o wide``;
 4. inject a network fault into the path of the ``routeMode: account`` example: the registrar R holds its
    answers to REGISTER for a few seconds while the agent pod's address flaps (a /32 entry for the pod IP appears
@@ -41,10 +41,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "sipfleet"
 EXAMPLES = REPO / "examples"
-#: the subnet the example manifests are written for; ``--subnet`` rewrites it at apply time
-EXAMPLE_SUBNET = "127.0.10"
+#: the lab addresses the example manifests are written for (lab slot 1); rewritten to the lab's at apply time
+EXAMPLE_SUBNET = "10.213.201"
 DEFAULT_NAME = "demo"
-DEFAULT_SUBNET = "127.0.10"
 DEFAULT_NAMESPACE = "default"
 RELEASE = "sipfleet"
 RELEASE_NAMESPACE = "sipfleet-system"
@@ -68,8 +67,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds for the whole demo once the binaries are built (default 600)")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster and lab name (default demo)")
-    parser.add_argument("--subnet", default=DEFAULT_SUBNET,
-                        help="SIP lab subnet: P=<subnet>.1, R=.2, E=.3 (default 127.0.10, as in examples/)")
+    parser.add_argument("--lab-slot", type=int, default=None,
+                        help="SIP lab slot 1..49: P=10.213.(200+slot).1, R=.2, E=.3 (default: the first free one; "
+                             "examples/ are written for slot 1)")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                         help="namespace of the example SipAccounts (default: default)")
     parser.add_argument("--state-dir", default=None,
@@ -340,10 +340,7 @@ class Demo:
         self.cluster = LocalCluster(args.name, state_dir=root / "clusters" / args.name if root else None,
                                     die_with_parent=dwp)
         lab_dir = root / "labs" / args.name if root else None
-        subnet = args.subnet
-        if args.down:  # stop the lab on the subnet it was started with
-            subnet = self._recorded_lab_subnet(SipLab(args.name, subnet=args.subnet, state_dir=lab_dir)) or subnet
-        self.lab = SipLab(args.name, subnet=subnet, state_dir=lab_dir, die_with_parent=dwp)
+        self.lab = SipLab(args.name, state_dir=lab_dir, slot=args.lab_slot, die_with_parent=dwp)
         self.namespace = args.namespace
         self.deadline = time.monotonic() + float(args.timeout)
         self._added_addresses: list[str] = []
@@ -362,13 +359,6 @@ class Demo:
         if left <= 0:
             raise DemoError(f"--timeout {self.args.timeout:.0f} s reached")
         return min(cap, left)
-
-    @staticmethod
-    def _recorded_lab_subnet(lab) -> str | None:
-        try:
-            return json.loads((lab.state_dir / "lab.json").read_text()).get("subnet")
-        except (OSError, ValueError):
-            return None
 
     @property
     def demo_state(self) -> Path:
@@ -455,8 +445,9 @@ class Demo:
         for addr in self._remove_leftover_addresses():
             out.line(f"removed {addr}/32 from lo (left by an interrupted run)")
         lab_was = any(n.running for n in self.lab.nodes())
+        where = f"{self.lab.subnet}.1-3" if self.lab.slot else "no network"
         self.lab.down()
-        out.line(f"SIP lab {self.lab.name!r} ({self.lab.subnet}.1-3): " + ("stopped" if lab_was else "was not running"))
+        out.line(f"SIP lab {self.lab.name!r} ({where}): " + ("stopped, its network removed" if lab_was else "was not running"))
         cl_was = bool(self.cluster.records())
         killed = self.cluster.down()
         out.line(f"cluster {self.cluster.name!r}: " + ("stopped" if cl_was else "was not running")
@@ -469,14 +460,15 @@ class Demo:
     def run(self) -> int:
         wanted = None if self.args.accounts in ("all", "") else {
             a.strip() for a in self.args.accounts.split(",") if a.strip()}
-        manifest, accounts, secrets = _render_examples(self.lab.subnet, wanted, self.namespace)
-        drift = next((a for a in accounts if a["spec"].get("routeMode") == "account"), None)
-        if drift is None:
+        _, accounts, secrets = _render_examples(EXAMPLE_SUBNET, wanted, self.namespace)
+        if not any(a["spec"].get("routeMode") == "account" for a in accounts):
             raise DemoError("examples/ has no SipAccount with routeMode: account")
 
-        print(f"sipfleet demo: control plane {self.cluster.name!r}, SIP lab {self.lab.name!r} on "
-              f"{self.lab.subnet}.1-3, SipAccounts in namespace {self.namespace!r}", flush=True)
+        print(f"sipfleet demo: control plane {self.cluster.name!r}, SIP lab {self.lab.name!r}, "
+              f"SipAccounts in namespace {self.namespace!r}", flush=True)
         self.step_environment(secrets)
+        manifest, accounts, secrets = _render_examples(self.lab.subnet, wanted, self.namespace)
+        drift = next(a for a in accounts if a["spec"].get("routeMode") == "account")
         self.step_helm()
         self.step_accounts(manifest, accounts)
         ok = self.step_fault_and_repair(drift)
@@ -518,10 +510,6 @@ class Demo:
                  f"({time.monotonic() - t:.1f} s); API {self.cluster.server}, pod addresses "
                  f"{self.cluster.pod_subnet}.x.y, node {'Ready' if self.cluster.node_ready() else 'NOT ready'}")
 
-        recorded = self._recorded_lab_subnet(self.lab)
-        if recorded and recorded != self.lab.subnet and any(n.running for n in self.lab.nodes()):
-            raise DemoError(f"SIP lab {self.lab.name!r} is running on subnet {recorded}, not {self.lab.subnet}: "
-                            f"stop it first (sipfleet demo --down --name {self.lab.name})")
         t = time.monotonic()
         lab_reused = self.lab.is_up()
         try:

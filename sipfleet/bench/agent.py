@@ -9,8 +9,9 @@
                                      message logging and route measurement on, as in production) vs. SIPp
                                      (8 users, 8 concurrent) against the same Kamailio proxy
 
-Each run starts its own SIP lab (``--subnet``, default 127.0.41, name ``bench-agent``) and stops it afterwards
-unless ``--keep``. Everything binds to loopback; processes are stopped by PID.
+Each run starts its own SIP lab (name ``bench-agent``, on a free lab slot, in its own network namespaces) and
+stops it afterwards unless ``--keep``. The agents run on the host from client addresses of the lab (/32s on the
+lab bridge, released at the end); processes are stopped by PID.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subnet", default="127.0.41", help="SIP lab loopback /24 prefix")
     p.add_argument("--keep", action="store_true", help="leave the lab running")
 
 
@@ -71,12 +71,19 @@ def _pct(values: list[float], p: float) -> float | None:
 def _lab(args: argparse.Namespace, stack: ExitStack, shm_mb: int | None = None):
     from sipfleet.localenv.siplab import SipLab
 
-    lab = SipLab(LAB_NAME, subnet=args.subnet, shm_mb=shm_mb)
+    lab = SipLab(LAB_NAME, shm_mb=shm_mb)
     lab.down()
     lab.up(timeout=120)
     if not args.keep:
         stack.callback(lab.down)
     return lab
+
+
+def _client(lab, stack: ExitStack) -> str:
+    """A client address of the lab for one agent on the host, released when ``stack`` closes."""
+    address = lab.client_address()
+    stack.callback(lab.release_client_address, address)
+    return address
 
 
 def _users(lab, n: int, prefix: str) -> list[tuple[str, str]]:
@@ -101,12 +108,12 @@ def _resolved(lab, users, mode: str, expires: int = 60):
     return out
 
 
-def _in_process_agent(lab, users, mode: str, expires: int = 60):
+def _in_process_agent(lab, users, mode: str, address: str, expires: int = 60):
     from sipfleet.api.models import AgentSettings
     from sipfleet_agent.engine import Agent
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    settings = AgentSettings(sip_address=f"{lab.subnet}.200", http_port=0, status_debounce_ms=0)
+    settings = AgentSettings(sip_address=address, http_port=0, status_debounce_ms=0)
     agent = Agent(settings, lambda k, n, d: None, name="bench")
     agent.start(_resolved(lab, users, mode, expires))
     return agent
@@ -136,7 +143,7 @@ def _repair(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         lab = _lab(args, stack)
         users = _users(lab, 1, "rep")
-        agent = _in_process_agent(lab, users, args.mode)
+        agent = _in_process_agent(lab, users, args.mode, _client(lab, stack))
         stack.callback(lambda: (agent.request_stop(0), agent.wait(30)))
         _wait(lambda: _all_registered(agent), 60, "registration")
         name = users[0][0]
@@ -241,7 +248,7 @@ def _rss(args: argparse.Namespace) -> int:
         results = {}
         for n in (1, 8):
             users = _users(lab, n, f"rss{n}")
-            rss, hwm = _run_agent_process(lab, users, tmp, f"{lab.subnet}.201")
+            rss, hwm = _run_agent_process(lab, users, tmp, _client(lab, stack))
             results[n] = (rss, hwm)
         print(json.dumps({"benchmark": "agent-rss", "python_and_imports_mib": round(base_kib / 1024, 1),
                           **{f"accounts_{n}": {"rss_mib": round(r / 1024, 1), "hwm_mib": round(h / 1024, 1)}
@@ -260,7 +267,7 @@ def _throughput(args: argparse.Namespace) -> int:
         lab = _lab(args, stack, shm_mb=1024)
         lab.set_wire_log(False)
         users = _users(lab, args.accounts, "thr")
-        agent = _in_process_agent(lab, users, "prevent", expires=60)
+        agent = _in_process_agent(lab, users, "prevent", _client(lab, stack), expires=60)
         stack.callback(lambda: (agent.request_stop(0), agent.wait(30)))
         _wait(lambda: _all_registered(agent), 60, "registration")
 

@@ -8,8 +8,8 @@
                             counter) and the operator's RSS
 
 Each run uses a local cluster (``--cluster``, default ``bench``, started when not running and stopped afterwards
-unless ``--keep``), a SIP lab on ``--subnet`` (default 127.0.40) and a ``sipfleet-operator`` child process
-watching only the benchmark's namespace. Everything binds to loopback; every process is stopped by PID.
+unless ``--keep``), a SIP lab ``bench-<cluster>`` (a free lab slot, its own network namespaces) and a
+``sipfleet-operator`` child process watching only the benchmark's namespace. Every process is stopped by PID.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--accounts", "-n", type=int, default=default_n)
         p.add_argument("--cluster", default="bench", help="local cluster name (started if not running)")
-        p.add_argument("--subnet", default="127.0.40", help="SIP lab loopback /24 prefix")
         p.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
         p.add_argument("--keep", action="store_true", help="leave cluster, lab and namespace running")
         if name == "steady":
@@ -79,7 +78,7 @@ class Env:
         self.cluster.up(fresh=started_cluster, timeout=300)
         if started_cluster and not args.keep:
             stack.callback(self.cluster.down)
-        self.lab = SipLab(f"bench-{args.cluster}", subnet=args.subnet, shm_mb=512)
+        self.lab = SipLab(f"bench-{args.cluster}", shm_mb=512)
         started_lab = not self.lab.is_up()
         self.lab.up(timeout=120)
         if started_lab and not args.keep:
@@ -97,7 +96,7 @@ class Env:
         stack.callback(self.operator.stop)
         if not args.keep:  # runs before the operator stops: it releases the accounts' finalizers
             stack.callback(self._delete_namespace)
-        print(f"# cluster {args.cluster}, lab {args.subnet}.x, namespace {self.ns}, operator log "
+        print(f"# cluster {args.cluster}, lab {self.lab.subnet}.x, namespace {self.ns}, operator log "
               f"{self.operator.log_path} (setup {time.monotonic() - t:.1f} s)", flush=True)
 
     def _apply_crd(self) -> None:

@@ -180,6 +180,11 @@ def stop(records: Sequence[ProcRecord], grace: float = 10.0) -> list[str]:
     return killed
 
 
+def kill_group(rec: ProcRecord) -> None:
+    """SIGKILL the recorded process and its process group at once (a crash), if it is still that process."""
+    _signal(rec, signal.SIGKILL)
+
+
 def stop_one(rec: ProcRecord, grace: float = 10.0) -> bool:
     """Stop one process; True if it had to be SIGKILLed."""
     return bool(stop([rec], grace))

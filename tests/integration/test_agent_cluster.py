@@ -52,7 +52,7 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
 
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-k"},
                                                   "data": {"assignment.json": json.dumps(assignment())}})
-    pod_ip = f"{lab.subnet}.245"
+    pod_ip = lab.client_address()  # the agent runs on the host: a /32 of its own on the lab bridge
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": "agent-k",
            "SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-k", "POD_NAME": "agent-k-pod", "POD_NAMESPACE": namespace,
@@ -112,5 +112,6 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
                 rc = None
         else:
             rc = proc.returncode
+        lab.release_client_address(pod_ip)
     assert rc == 0, tail()
     assert lab.contacts(user) == []

@@ -1,7 +1,7 @@
 """``sipfleet demo`` end to end, as ``make demo`` runs it, in its own state directory and names.
 
-The demo starts its own control plane ("demotest", not the session's "pytest" cluster) and its own SIP lab (subnet
-``127.0.11``, not the test lab's ``127.0.20``; ``SIPFLEET_TEST_DEMO_SUBNET`` overrides it), installs the chart with
+The demo starts its own control plane ("demotest", not the session's "pytest" cluster) and its own SIP lab (on a
+free lab slot of its own, next to the test lab's), installs the chart with
 the real helm, applies the examples (alice and bob sharing an agent, dave in routeMode account), provokes the
 drift with a network fault (R holds REGISTER answers while dave's agent pod address flaps) and checks the repair.
 ``--no-keep`` stops everything at the end; ``--down`` runs again in a ``finally`` in case the demo did not get
@@ -25,7 +25,6 @@ import pytest
 pytestmark = [pytest.mark.cluster, pytest.mark.lab, pytest.mark.slow]
 
 NAME = "demotest"
-SUBNET = os.environ.get("SIPFLEET_TEST_DEMO_SUBNET", "127.0.11")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,7 +33,7 @@ def _die_with_pytest() -> None:  # runs in the child: SIGTERM when pytest goes a
 
 
 def _demo(state: Path, *extra: str, timeout: float) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "sipfleet.cli", "demo", "--name", NAME, "--subnet", SUBNET,
+    cmd = [sys.executable, "-m", "sipfleet.cli", "demo", "--name", NAME,
            "--state-dir", str(state), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_pytest)
@@ -78,7 +77,7 @@ def test_demo_shows_drift_and_repair_end_to_end(tmp_path):
     # everything stopped (by PID) ...
     cluster = LocalCluster(NAME, state_dir=state / "clusters" / NAME)
     assert cluster.records() == []
-    lab = SipLab(NAME, subnet=SUBNET, state_dir=state / "labs" / NAME)
+    lab = SipLab(NAME, state_dir=state / "labs" / NAME)  # down: its addresses are the last ones it had
     assert not any(n.running for n in lab.nodes())
 
     # ... and the lab's own wire log (kept after the lab stopped) shows the drift and the way back

@@ -14,12 +14,6 @@ import time
 
 import pytest
 
-from sipfleet.localenv.siplab import (
-    LabError,
-    parse_inject_mode,
-    parse_wire_line,
-    split_route_header,
-)
 from sipfleet.localenv.waiting import wait_for
 
 pytestmark = pytest.mark.lab
@@ -55,52 +49,12 @@ def _records(lab, call_id, node=None, timeout=30.0, min_count=1):
     )
 
 
-# ------------------------------------------------------------------------------------------------ pure helpers
-
-
-def test_parse_inject_mode():
-    assert parse_inject_mode("normal") == ("normal", 0)
-    assert parse_inject_mode("503") == ("503", 0)
-    assert parse_inject_mode("blackhole") == ("blackhole", 0)
-    assert parse_inject_mode("delay:250") == ("delay", 250_000)
-    for bad in ("404", "delay:x", "delay:-1", ""):
-        with pytest.raises(LabError):
-            parse_inject_mode(bad)
-
-
-def test_split_route_header():
-    assert split_route_header("") == []
-    assert split_route_header("<sip:127.0.10.1:5060;lr>") == ["sip:127.0.10.1:5060;lr"]
-    assert split_route_header("<sip:a;lr>, <sip:b;lr;transport=tcp>,<sip:c>") == [
-        "sip:a;lr",
-        "sip:b;lr;transport=tcp",
-        "sip:c",
-    ]
-    assert split_route_header('"x,y" <sip:a;lr>') == ["sip:a;lr"]
-
-
-def test_parse_wire_line():
-    line = (
-        ' 2(123) NOTICE: <script>: SIPLAB-WIRE node="P" at="1700000000.123456" method="REGISTER" '
-        'ruri="sip:127.0.10.2:5060" route="<sip:127.0.10.1:5060;lr>, <sip:x;lr>" src="127.0.10.9:5070" '
-        'dst="127.0.10.1:5060" transport="udp" call_id="a\\"b" cseq="7" from_uri="sip:u@d" to_uri="sip:u@d" '
-        'contact="" expires="300" auth="1" end="1"'
-    )
-    rec = parse_wire_line(line)
-    assert rec is not None
-    assert rec.node == "P" and rec.method == "REGISTER" and rec.cseq == 7 and rec.has_auth
-    assert rec.route == ["sip:127.0.10.1:5060;lr", "sip:x;lr"]
-    assert rec.call_id == 'a"b'
-    assert rec.at == pytest.approx(1700000000.123456)
-    assert parse_wire_line(line.replace(' end="1"', "")) is None  # a torn line is not a record
-    assert parse_wire_line("some other log line") is None
-
-
 # ------------------------------------------------------------------------------------------------ topology
 
 
 def test_addresses(lab):
     sub = lab.subnet
+    assert sub == f"10.213.{200 + lab.slot}" and 1 <= lab.slot <= 49
     assert lab.proxy_uri() == f"sip:{sub}.1:5060;lr"
     assert lab.proxy_uri("tcp") == f"sip:{sub}.1:5060;lr;transport=tcp"
     assert lab.registrar_uri() == f"sip:{sub}.2:5060"
@@ -109,6 +63,8 @@ def test_addresses(lab):
         node = lab.node(name)
         assert node.ip == f"{sub}.{octet}" and node.port == 5060
         assert node.running and node.pid
+        assert node.netns == f"sipfleet-l-{lab.name}-{name}"
+        assert os.stat(f"/proc/{node.pid}/ns/net").st_ino == os.stat(f"/run/netns/{node.netns}").st_ino
     st = lab.status()
     assert st["up"] and set(st["nodes"]) == {"P", "R", "E"}
     assert json.dumps(st)  # plain data
@@ -374,10 +330,9 @@ def _is_zombie(pid: int) -> bool:
 
 def test_call_through_proxy_and_registrar_to_registered_user(lab, lab_user):
     user = lab_user("callee-")
-    callee_ip = f"{lab.subnet}.50"
-    from sipfleet.localenv.siplab import _free_port
-
-    callee_port = _free_port(callee_ip)
+    callee_ip = lab.sipp_ip(1)  # a second SIPp address, so the UAS is not the registering client's
+    assert callee_ip == f"{lab.subnet}.11"
+    callee_port = lab.free_port(callee_ip)
     # the callee's contact is the SIPp UAS address
     reg = _register(lab, user, local_ip=callee_ip, local_port=callee_port)
     assert _only_call(reg)[1] == 200

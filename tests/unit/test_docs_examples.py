@@ -41,14 +41,18 @@ def test_every_account_is_valid_and_has_its_secret():
         assert data[spec.credentials.username_key] == spec.aor.split(":", 1)[1].split("@")[0]
 
 
-def test_examples_use_the_default_lab_addresses():
+def test_examples_use_the_addresses_of_lab_slot_1():
+    from sipfleet.demo import EXAMPLE_SUBNET
+    from sipfleet.localenv.hostnet import plan
     from sipfleet.localenv.siplab import SipLab
 
-    lab = SipLab()  # the demo's lab: nothing is started by constructing it
+    net = plan.lab_net(1)  # the demo rewrites them to its lab's slot when that is another one
+    assert EXAMPLE_SUBNET == net.prefix
+    domain = SipLab("docs-check", state_dir="/nonexistent/never-created").domain  # constructing starts nothing
     for spec in specs().values():
-        assert spec.registrar == lab.registrar_uri() == "sip:127.0.10.2:5060"
-        assert spec.route == [lab.proxy_uri()] == ["sip:127.0.10.1:5060;lr"]
-        assert spec.aor.endswith("@" + lab.domain)
+        assert spec.registrar == f"sip:{net.host_ip(2)}:5060"
+        assert spec.route == [f"sip:{net.host_ip(1)}:5060;lr"]
+        assert spec.aor.endswith("@" + domain)
 
 
 def test_examples_show_sharing_dedicated_and_account_mode():

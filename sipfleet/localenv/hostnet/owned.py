@@ -72,7 +72,11 @@ class Owned:
         return {e["name"] for e in self.entries if e["kind"] == "netns"}
 
     def owns_link(self, name: str, netns: str | None = None) -> bool:
-        return (netns is not None and netns in self.netns_names()) or self.find("link", name=name, netns=netns) is not None
+        """True for a link this record created: recorded, the peer of a recorded veth, or inside a netns of
+        the record."""
+        return ((netns is not None and netns in self.netns_names())
+                or self.find("link", name=name, netns=netns) is not None
+                or self.find("link", peer=name, peer_netns=netns) is not None)
 
     def _check(self) -> None:
         if not self._privileged:

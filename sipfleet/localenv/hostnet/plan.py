@@ -242,6 +242,30 @@ def choose_lab_slot(link_names: Iterable[str], host_cidrs: Iterable[str], prefer
     raise PlanError(f"no free lab slot ({LAB_SLOTS.start}..{LAB_SLOTS.stop - 1} all in use)")
 
 
+def cluster_slot_taken(slot: int, link_names: Iterable[str], host_cidrs: Iterable[str]) -> str | None:
+    """Why cluster slot ``slot`` is not free on this host (its host link exists, or an address of its /24 is in
+    use), else None."""
+    net = cluster_net(slot, "x")
+    if net.host_link in set(link_names):
+        return f"link {net.host_link} exists"
+    sub = ipaddress.ip_network(net.host_subnet)
+    for cidr in host_cidrs:
+        iface = ipaddress.ip_interface(cidr)
+        if iface.version == 4 and iface.network.overlaps(sub):
+            return f"address {cidr} overlaps {net.host_subnet}"
+    return None
+
+
+def choose_cluster_slot(link_names: Iterable[str], host_cidrs: Iterable[str], prefer: int | None = None) -> int:
+    """The preferred cluster slot if it is free, else the lowest free one (PlanError when all are taken)."""
+    links, cidrs = list(link_names), list(host_cidrs)
+    order = ([prefer] if prefer else []) + [s for s in CLUSTER_SLOTS if s != prefer]
+    for slot in order:
+        if cluster_slot_taken(slot, links, cidrs) is None:
+            return slot
+    raise PlanError(f"no free cluster slot ({CLUSTER_SLOTS.start}..{CLUSTER_SLOTS.stop - 1} all in use)")
+
+
 def lab_slot_of(ip: str) -> int | None:
     """The lab slot whose /24 holds ``ip``, else None."""
     try:
