@@ -6,11 +6,10 @@ import json
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 
 from sipfleet.localenv import hoststate
-from sipfleet.localenv.cluster import configs, hostside, network
+from sipfleet.localenv.cluster import configs, hostside
 from sipfleet.localenv.cluster.layout import Layout
 from sipfleet.localenv.hostnet.plan import cluster_net
 
@@ -87,16 +86,6 @@ def test_kube_proxy_uses_nftables_and_leaves_conntrack_alone():
     family, table, script = configs.hairpin_nft(NET)
     assert (family, table) == ("inet", "sipfleet-hairpin")
     assert "policy drop" in script and 'iifname "cbr0" oifname "cbr0" accept' in script
-
-
-def test_cluster_slot_choice():
-    assert network.choose_slot([], []) == 1
-    assert network.choose_slot(["sfc1h", "sfc2h"], []) == 3
-    assert network.choose_slot([], ["10.213.1.254/24"], prefer=1) == 2  # someone else's address in slot 1
-    assert network.choose_slot([], [], prefer=42) == 42
-    assert network.choose_slot(["sfc42h"], [], prefer=42) == 1
-    with pytest.raises(network.NetworkError):
-        network.choose_slot([f"sfc{i}h" for i in range(1, 100)], [])
 
 
 MOUNTINFO = """\

@@ -11,46 +11,20 @@
   ``sipfleet-hairpin``): what a pod needs to reach another pod through a ClusterIP. The netns has no route off the
   machine, and the host's own forwarding is never touched.
 
-Slots are chosen free on this machine (``choose_slot``, pure) under hostnet's slot lock.
+Slots are chosen free on this machine (the plan's ``choose_cluster_slot``) under hostnet's slot lock.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
-from typing import Iterable
 
 from .. import hostnet
-from ..hostnet.plan import CLUSTER_SLOTS, ClusterNet, cluster_net
+from ..hostnet.plan import ClusterNet, PlanError, choose_cluster_slot, cluster_net
 from .configs import hairpin_nft
 
 
 class NetworkError(RuntimeError):
     pass
-
-
-def slot_taken(slot: int, link_names: Iterable[str], host_cidrs: Iterable[str]) -> str | None:
-    """Why cluster slot ``slot`` is not free (its host link exists, or an address of its /24 is in use), else
-    None (pure). A cluster restarting on its own slot finds its own link gone (its netns was deleted at down)."""
-    net = cluster_net(slot, "x")
-    if net.host_link in set(link_names):
-        return f"link {net.host_link} exists"
-    sub = ipaddress.ip_network(net.host_subnet)
-    for cidr in host_cidrs:
-        iface = ipaddress.ip_interface(cidr)
-        if iface.version == 4 and iface.network.overlaps(sub):
-            return f"address {cidr} overlaps {net.host_subnet}"
-    return None
-
-
-def choose_slot(link_names: Iterable[str], host_cidrs: Iterable[str], prefer: int | None = None) -> int:
-    """The preferred slot when free, else the lowest free one (pure)."""
-    links, cidrs = list(link_names), list(host_cidrs)
-    order = ([prefer] if prefer in CLUSTER_SLOTS else []) + [s for s in CLUSTER_SLOTS if s != prefer]
-    for slot in order:
-        if slot_taken(slot, links, cidrs) is None:
-            return slot
-    raise NetworkError(f"no free cluster slot ({CLUSTER_SLOTS.start}..{CLUSTER_SLOTS.stop - 1} all in use)")
 
 
 def pick_slot(name: str, prefer: int | None) -> ClusterNet:
@@ -62,7 +36,10 @@ def pick_slot(name: str, prefer: int | None) -> ClusterNet:
         raise NetworkError(f"network namespace {own} exists but this cluster has no record of it: another "
                            f"`sipfleet cluster up --name {name}` with another state directory is running, or a "
                            f"crashed one left it (remove it with `ip netns del {own}` once nothing runs in it)")
-    return cluster_net(choose_slot(links, cidrs, prefer), name)
+    try:
+        return cluster_net(choose_cluster_slot(links, cidrs, prefer), name)
+    except PlanError as e:
+        raise NetworkError(str(e)) from None
 
 
 def build(owned: hostnet.Owned, net: ClusterNet) -> None:
