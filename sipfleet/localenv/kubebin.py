@@ -153,7 +153,7 @@ def check_build(bset: BinarySet) -> str | None:
     """The path of ``go`` (None for a C-only set) once every build prerequisite of ``bset`` is there."""
     facts = prereq.host_facts(go=bset.builder == "go")
     go_needed = go_directive(bset.module_dir / "go.mod") if bset.builder == "go" else None
-    problems = prereq.build_problems(facts, what=f"{bset.name} binaries", go_needed=go_needed, needs=bset.needs)
+    problems = prereq.build_problems(facts, what=", ".join(bset.packages), go_needed=go_needed, needs=bset.needs)
     if problems:
         raise KubebinError("; ".join(problems))
     return facts.go if bset.builder == "go" else None
