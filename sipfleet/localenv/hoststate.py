@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .cluster.hostside import CGROUP_BASE, FIXED_PATHS, KERNEL_SYSCTLS, SHARED_RECORD, mount_points
+from .cluster.hostside import CGROUP_BASE, FIXED_PATHS, KERNEL_SYSCTLS, mount_points
+from .hostnet.shared import RECORD as SHARED_RECORD
 
 SYSCTLS = (*KERNEL_SYSCTLS, "net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv6/conf/all/forwarding")
 PATHS = (*FIXED_PATHS, "/run/netns", str(SHARED_RECORD), "/var/lib/containerd", "/run/runc", "/etc/cni", "/opt/cni")
@@ -34,21 +35,26 @@ def _cgroups() -> list[str]:
     return out
 
 
-def _processes(bin_root: Path) -> list[str]:
+def _processes(bin_root: Path, exclude: tuple[str, ...]) -> list[str]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 exe = os.readlink(f"/proc/{entry}/exe")
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if exe.startswith(str(bin_root)):
+            if exe.startswith(str(bin_root)) and not any(d in cmd for d in exclude):
                 found.append(Path(exe).name)
     return sorted(found)
 
 
-def snapshot(bin_root: Path | None = None) -> dict[str, Any]:
+def snapshot(bin_root: Path | None = None, exclude: tuple[str | os.PathLike[str], ...] = ()) -> dict[str, Any]:
+    """``exclude``: state directories of other sipfleet owners that run meanwhile (a session's cluster): their
+    mounts and processes (named by their command lines) are left out."""
     from .kubebin import cache_root
+
+    skip = tuple(str(d) for d in exclude)
 
     nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
     return {
@@ -58,12 +64,13 @@ def snapshot(bin_root: Path | None = None) -> dict[str, Any]:
                          for r in _ip("route", "show", "table", table)),
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
         "nft": sorted(ln.strip() for ln in nft.splitlines() if ln.strip()),
-        "mounts": sorted(mount_points(Path("/proc/self/mountinfo").read_text())),
+        "mounts": sorted(m for m in mount_points(Path("/proc/self/mountinfo").read_text())
+                         if not any(m == d or m.startswith(d + "/") for d in skip)),
         "cgroups": _cgroups(),
         "sysctls": {k: (Path("/proc/sys", k).read_text().strip() if Path("/proc/sys", k).exists() else None)
                     for k in SYSCTLS},
         "paths": {p: os.path.lexists(p) for p in PATHS},
-        "processes": _processes(bin_root or cache_root() / "bin"),
+        "processes": _processes(bin_root or cache_root() / "bin", skip),
     }
 
 

@@ -223,9 +223,9 @@ class LocalCluster:
             raise ClusterError(str(e)) from None
         b = Binaries.from_ensure(bins)
         lay = self.layout
+        hostside.claim_shared(self.netns)  # before anything changes (not under the slot lock: never nested)
         with hostnet.slot_lock():
             net = network.pick_slot(self.name, self.config().get("slot"))
-            hostside.claim_shared(net.netns)
             try:
                 network.build(self._owned(), net)
             except hostnet.HostNetError as e:

@@ -3,14 +3,11 @@
 * **cgroups**: the kubelet's cgroup root ``/sipfleet-<cluster>`` in every cgroup v1 hierarchy (cpuset gets its
   parent's cpus and mems), and the one the kubelet makes itself in the unified hierarchy of a hybrid host.
   ``down`` removes those subtrees, deepest first, once their processes are gone; no other cgroup is touched.
-* **machine-wide**, shared by every sipfleet cluster on the machine: the kernel sysctls the kubelet sets when
+* **machine-wide** (hostnet.shared, with the labs): the kernel sysctls the kubelet sets when
   ``protectKernelDefaults`` is off (``kernel.panic``, ``kernel.panic_on_oops``, ``vm.overcommit_memory``, the root
   key quotas), and the fixed host paths the kubelet and containerd create whatever they are told (the
-  device-plugin directory, the ``/var/log/containers`` symlinks, containerd's shim socket directory,
-  ``/run/netns`` as a mount point). A record in ``/run/sipfleet-host.json`` (tmpfs, under a lock on ``/run``
-  itself so no lock file is left) holds the sysctl values the first cluster found, which of those paths sipfleet
-  created, and which clusters are up; the last cluster down writes the sysctls back, removes what sipfleet
-  created, and the record itself.
+  device-plugin directory, ``/var/log/containers``, containerd's shim socket directory): the last sipfleet
+  owner down writes the sysctls back and removes the paths sipfleet created.
 * **mounts** under the cluster's state directory (the kubelet's root, pod volumes, pod netns, container
   rootfs): unmounted deepest first at ``down``.
 
@@ -21,21 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+
+from ..hostnet import shared
 
 CGROUP_BASE = Path("/sys/fs/cgroup")
 KERNEL_SYSCTLS = ("kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "kernel/keys/root_maxkeys",
                   "kernel/keys/root_maxbytes")
 #: host paths the kubelet or containerd create regardless of their configuration
 FIXED_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/run/containerd")
-SHARED_RECORD = Path("/run/sipfleet-host.json")
-NETNS_DIR = "/run/netns"
 
 _MNT_DETACH = 2
 
@@ -211,69 +205,22 @@ def unmount_under(root: Path) -> list[str]:
     return failures
 
 
-# ---------------------------------------------------------------------------------------------- shared host paths
-
-
-@contextlib.contextmanager
-def _shared() -> Iterator[dict]:
-    fd = os.open(SHARED_RECORD.parent, os.O_RDONLY | os.O_DIRECTORY)  # the lock is on /run itself: no lock file
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            data = json.loads(SHARED_RECORD.read_text())
-        except (OSError, ValueError):
-            data = {"created": [], "netnsMount": False, "sysctls": {}, "users": []}
-        yield data
-        if data["users"]:
-            tmp = SHARED_RECORD.with_name(f".{SHARED_RECORD.name}.tmp")
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-            os.replace(tmp, SHARED_RECORD)
-        else:
-            SHARED_RECORD.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
+# ---------------------------------------------------------------------------------------------- shared host state
 
 
 def claim_shared(user: str) -> None:
-    """Before this cluster's node starts: the first cluster up records the kernel sysctls as it finds them; note
-    which fixed paths (and the /run/netns mount) are not there yet, so they count as sipfleet's; register ``user``
-    (the cluster's netns name)."""
-    with _shared() as data:
-        if not data["users"]:
-            data["sysctls"] = {k: v for k in KERNEL_SYSCTLS if (v := _sysctl(k)) is not None}
-        for p in FIXED_PATHS:
-            if not os.path.lexists(p) and p not in data["created"]:
-                data["created"].append(p)
-        if not data["users"] and not data.get("netnsMount"):
-            data["netnsMount"] = NETNS_DIR not in mount_points(_read_mountinfo())
-        if user not in data["users"]:
-            data["users"].append(user)
+    """Before this cluster changes anything: register it with hostnet's shared record, which notes the kernel
+    sysctls and which fixed host paths are not there yet (they then count as sipfleet's)."""
+    shared.claim(user, paths=FIXED_PATHS, sysctls=KERNEL_SYSCTLS)
 
 
 def release_shared(user: str, pod_logs_dir: Path) -> list[str]:
-    """This cluster is down: drop its container-log symlinks; the last user removes the fixed paths sipfleet
-    created (and unmounts /run/netns if sipfleet made it a mount point and no namespace is left in it)."""
-    problems: list[str] = []
+    """This cluster is down: drop its container-log symlinks, then leave the shared record (the last owner out
+    restores the sysctls and removes what sipfleet created)."""
     logs = Path("/var/log/containers")
     if logs.is_dir():
         for link in logs.iterdir():
             with contextlib.suppress(OSError):
                 if link.is_symlink() and os.readlink(link).startswith(str(pod_logs_dir)):
                     link.unlink()
-    last, netns_mount = False, False
-    with _shared() as data:
-        data["users"] = [u for u in data["users"] if u != user]
-        if not data["users"]:
-            last = True
-            problems += _restore_sysctls(data.get("sysctls") or {})
-            for p in data["created"]:
-                with contextlib.suppress(FileNotFoundError):
-                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
-            netns_mount = data.get("netnsMount")
-            data["created"] = []
-    if last:
-        if netns_mount and os.path.isdir(NETNS_DIR) and not os.listdir(NETNS_DIR):
-            problems += unmount_under(Path(NETNS_DIR))
-            with contextlib.suppress(OSError):
-                os.rmdir(NETNS_DIR)
-    return problems
+    return shared.release(user)

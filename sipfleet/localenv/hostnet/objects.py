@@ -6,17 +6,14 @@ an owner created. Any ``netns`` argument is a name or a path (see :func:`.base.n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import socket
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .base import NETNS_DIR, HostNetError, tool, in_netns, ip, ip_json, netns_path, run
 
-LOCK_PATH = Path("/run/sipfleet/slots.lock")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _SYSCTL_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
@@ -265,15 +262,13 @@ def port_bound(ip_addr: str, port: int, kind: int = socket.SOCK_DGRAM, netns: st
     return in_netns(netns, lambda: _bound(ip_addr, port, kind))
 
 
-@contextlib.contextmanager
-def slot_lock() -> Iterator[None]:
-    """The machine-wide lock held while a slot is chosen and its first link created (labs and clusters)."""
-    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def slot_lock():
+    """The machine-wide lock held while a slot is chosen and its first link created (labs and clusters): a flock
+    on ``/run`` itself (shared.host_lock), so no lock file is left behind. Never nest it with another
+    ``host_lock``."""
+    from .shared import host_lock
+
+    return host_lock()
+
 
 

@@ -16,7 +16,7 @@ import contextlib
 from typing import Iterator
 
 from .. import hostnet, procs
-from ..hostnet import plan
+from ..hostnet import plan, shared
 from .model import HOST_NUMBER, HOSTS, LabError, host_name
 from .state import LabState
 
@@ -113,10 +113,16 @@ class Topology:
                 return False
         return True
 
+    @property
+    def shared_user(self) -> str:
+        """How this lab appears in hostnet's shared record (its state directory: unique on the machine)."""
+        return f"lab {self.state.dir}"
+
     def build(self, slot: int | None = None) -> plan.LabNet:
         """Choose a free slot (``slot`` if given, which must be free) and create bridge and hosts."""
         with net_errors():
             hostnet.check_privileges()
+            shared.claim(self.shared_user)  # /run/netns may become a mount point: the last owner undoes it
             with hostnet.slot_lock():
                 links = [ln.get("ifname", "") for ln in hostnet.links()]
                 cidrs = [c for _, c in hostnet.addrs()]
@@ -162,6 +168,7 @@ class Topology:
             problems += self.owned.teardown()
         if not self.owned.entries:
             self.state.remove(TOPOLOGY_FILE)
+            problems += shared.release(self.shared_user)
         return problems
 
     # ------------------------------------------------------------------ client addresses (host processes)
