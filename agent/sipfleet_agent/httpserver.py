@@ -18,6 +18,8 @@ LOG = logging.getLogger("sipfleet_agent.http")
 
 
 def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) -> ThreadingHTTPServer:
+    ballast: list[bytes] = []  # POST /debug/allocate: memory held on purpose (tests of memory limits)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "sipfleet-agent"
 
@@ -66,6 +68,12 @@ def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) ->
                 fut = agent.request_reregister(account)
             elif action == "repair":
                 fut = agent.request_repair(account, trigger="user")
+            elif action == "allocate":  # hold N more MiB, touched (resident): an OOM kill under a memory limit
+                mib = int((parse_qs(u.query).get("mib") or ["64"])[0])
+                ballast.append(b"\x01" * (mib << 20))
+                self._send(202, json.dumps({"action": action, "heldMiB": sum(len(b) for b in ballast) >> 20}).encode(),
+                           "application/json")
+                return
             else:
                 self._send(404, b"unknown debug action\n")
                 return

@@ -222,7 +222,7 @@ def build_pod_template(agent: Agent, settings: Settings) -> dict:
                     "name": "agent",
                     "image": settings.agent_image,
                     "imagePullPolicy": settings.agent_image_pull_policy,
-                    "args": list(settings.agent_args),
+                    "args": [*settings.agent_args, *(["--debug-hooks"] if settings.agent_debug_hooks else [])],
                     "env": [
                         {"name": "SIPFLEET_AGENT_NAME", "value": agent.name},
                         {"name": "SIPFLEET_ASSIGNMENT_CONFIGMAP", "value": agent.name},

@@ -42,6 +42,8 @@ class Settings:
     agent_image: str = "sipfleet/agent:0.1.0"
     agent_image_pull_policy: str = "IfNotPresent"
     agent_args: tuple[str, ...] = ("cluster",)
+    #: lab and test aid, off by default: the agents serve POST /debug/* (agent --debug-hooks)
+    agent_debug_hooks: bool = False
     agent_http_port: int = 8080
     agent_cpu_request: str = "50m"
     agent_memory_request: str = "64Mi"
@@ -79,6 +81,7 @@ class Settings:
             agent_image=env.get("SIPFLEET_AGENT_IMAGE", d.agent_image),
             agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
+            agent_debug_hooks=_bool(env.get("SIPFLEET_AGENT_DEBUG_HOOKS"), d.agent_debug_hooks),
             agent_resources=_json(env, "SIPFLEET_AGENT_RESOURCES"),
             agent_pod_security_context=_json(env, "SIPFLEET_AGENT_POD_SECURITY_CONTEXT"),
             agent_security_context=_json(env, "SIPFLEET_AGENT_SECURITY_CONTEXT"),

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+from ..localenv import procs
 
 LAB_NAME = "bench-agent"
 
@@ -210,8 +211,8 @@ def _run_agent_process(lab, users, tmp: Path, address: str) -> tuple[int, int]:
     cfg = tmp / f"agent-{len(users)}.yaml"
     cfg.write_text(yaml.safe_dump({"agent": "bench", "settings": {"sipAddress": address, "httpAddress": address,
                                                                     "httpPort": 18081}, "accounts": accounts}))
-    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    rec, proc = procs.spawn("bench-agent", [sys.executable, "-m", "sipfleet_agent.main", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, die_with_parent=True)
     try:
         registered: set[str] = set()
         lock = threading.Lock()
@@ -230,12 +231,8 @@ def _run_agent_process(lab, users, tmp: Path, address: str) -> tuple[int, int]:
         time.sleep(6)  # let the REGISTER transactions' timer K (5 s) end: steady state
         return _rss_kib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        procs.stop([rec], grace=30)
+        proc.wait(10)
 
 
 def _rss(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import prereq
+from . import prereq, procs
 from .binsets import (  # noqa: F401  (re-exported: the rest of sipfleet imports these from kubebin)
     ALL,
     CNI_PLUGINS,
@@ -201,10 +201,8 @@ def _build_one(go: str | None, bset: BinarySet, name: str, dest_dir: Path) -> Pa
     started = time.monotonic()
     _log(f"building {name} {bset.component_version(name)} from {bset.packages[name]}"
          + (" (a cold build takes minutes)" if bset.builder == "go" else ""))
-    proc = subprocess.Popen(
-        cmd, cwd=bset.module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    rec, proc = procs.spawn(f"build {name}", cmd, cwd=bset.module_dir, env=env, stdout=subprocess.PIPE, text=True,
+                            die_with_parent=True)
     output: list[str] = []
     done = threading.Event()
 
@@ -226,7 +224,7 @@ def _build_one(go: str | None, bset: BinarySet, name: str, dest_dir: Path) -> Pa
         rc = proc.wait()
     except BaseException:
         try:
-            os.killpg(proc.pid, 9)
+            procs.stop([rec], grace=0)
         except OSError:
             pass
         proc.wait()

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+from . import procs
+from .procs import free_port
 from .waiting import wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["OperatorProcess", "free_port"]
 
 
 class OperatorProcess:
@@ -32,7 +27,8 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.extra_env = dict(extra_env or {})
         self.namespaces = namespaces
-        self.proc: subprocess.Popen | None = None
+        self.proc = None  # the Popen of the current run
+        self.record: procs.ProcRecord | None = None
         self.starts = 0
 
     @property
@@ -59,18 +55,8 @@ class OperatorProcess:
     def start(self, wait: bool = True) -> "OperatorProcess":
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.starts += 1
-        log = open(self.log_path, "ab")
-        log.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sipfleet_operator.main"],
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.record, self.proc = procs.start("sipfleet-operator", [sys.executable, "-m", "sipfleet_operator.main"],
+                                             self.log_path, env=self.env(), die_with_parent=True)
         if wait:
             self.wait_live()
         return self
@@ -92,18 +78,15 @@ class OperatorProcess:
 
     def kill(self) -> None:
         """SIGKILL (no cleanup at all), as a crash or an OOM kill would."""
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.alive() and self.record is not None and procs.is_alive(self.record):
+            os.kill(self.record.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """SIGTERM (kopf's clean shutdown), SIGKILL after 20 s."""
+        if self.alive() and self.record is not None:
+            procs.stop([self.record], grace=20)
+            self.proc.wait(timeout=10)
 
     def metrics(self) -> dict[str, float]:
         """Prometheus text parsed into {'name{labels}': value}."""

@@ -1,4 +1,6 @@
-"""Start and stop local processes by PID, safely.
+"""Start and stop local processes by PID, safely: the one process helper of the local environment, the
+benchmarks and the demo (start in a new session, optionally die with the parent, stop by PID with a start-time
+check, free ports).
 
 A process is identified by ``(pid, start_time)``: ``start_time`` is field 22 of ``/proc/<pid>/stat`` (clock ticks
 since boot), so a PID the kernel has since handed to another process is never signalled. Every process is
@@ -112,6 +114,43 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def spawn(
+    name: str,
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    die_with_parent: bool = False,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.STDOUT,
+    text: bool = False,
+) -> tuple[ProcRecord, subprocess.Popen]:
+    """Start ``cmd`` in a new session (so stopping it signals its whole process group) with the given stdout and
+    stderr (``subprocess.PIPE`` to read them); see :func:`start` for ``die_with_parent``."""
+    proc = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(env) if env is not None else None,
+        cwd=str(cwd) if cwd else None,
+        start_new_session=True,
+        close_fds=True,
+        text=text,
+        preexec_fn=_die_with_parent if die_with_parent else None,
+    )
+    return ProcRecord(name=name, pid=proc.pid, start_time=start_time(proc.pid) or 0, cmd=list(cmd)), proc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on at ``host`` right now (the kernel's choice)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def start(
     name: str,
     cmd: Sequence[str],
@@ -130,19 +169,9 @@ def start(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=str(cwd) if cwd else None,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
-        )
-    st = start_time(proc.pid) or 0
-    return ProcRecord(name=name, pid=proc.pid, start_time=st, cmd=list(cmd), log=str(log_path)), proc
+        rec, proc = spawn(name, cmd, env=env, cwd=cwd, die_with_parent=die_with_parent, stdout=log)
+    rec.log = str(log_path)
+    return rec, proc
 
 
 def _signal(rec: ProcRecord, sig: int) -> None:

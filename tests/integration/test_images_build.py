@@ -57,8 +57,10 @@ def attempt(path):
         return errno.errorcode[e.errno]
 ifaces = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
 caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff:")][0]
+import getpass
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "euid": os.geteuid(), "cwd": os.getcwd(),
-                  "tmp": attempt("/tmp/x"), "venv": attempt("/opt/sipfleet/x"), "ifaces": ifaces, "capeff": caps}))
+                  "tmp": attempt("/tmp/x"), "venv": attempt("/opt/sipfleet/x"), "ifaces": ifaces, "capeff": caps,
+                  "user": getpass.getuser()}))
 """
 
 PJSUA = r"""
@@ -110,6 +112,7 @@ def test_runs_as_65532_on_a_read_only_root_without_network(image_bundle, compone
     assert r.returncode == 0, r.stderr
     who = json.loads(r.stdout)
     assert (who["uid"], who["gid"], who["euid"]) == (65532, 65532, 65532)
+    assert who["user"] == "sipfleet"  # a name for the UID: kopf's peering identity calls getpass.getuser()
     assert who["cwd"] == "/tmp"
     # EROFS, not EACCES: /tmp is world-writable in the image, only the read-only mount refuses it
     assert who["tmp"] == "EROFS" and who["venv"] in ("EROFS", "EACCES")
