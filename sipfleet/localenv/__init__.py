@@ -1,12 +1,15 @@
-"""The local environment shared by the demo (`sipfleet demo`) and the test suite.
+"""The local environment shared by the demo (`sipfleet demo`) and the test suite: the workbench, never in the images.
 
-- ``kubebin``: builds pinned Kubernetes/etcd/helm binaries from Go modules (cached by version).
-- ``cluster``: a real control plane on loopback (etcd, kube-apiserver, controller-manager, scheduler).
-- ``noderunner``: a node that runs Pods as local processes.
-- ``hostnet``: network namespaces, veths, bridges, addresses, nftables tables and the address plan
-  (10.213.0.0/16), with a record so that teardown removes exactly what was created; the lab <-> cluster join.
-- ``siplab``: Kamailio proxy/registrar/edge nodes and SIPp in network namespaces of their own, with failure
-  injection (Kamailio-level and real network faults) and a wire log.
+- ``kubebin`` / ``binsets`` / ``prereq``: pinned Kubernetes, etcd, containerd, runc, CNI, BuildKit, helm binaries
+  built from Go modules (cached by content hash), and what a machine needs to build and run them.
+- ``cluster``: a real cluster (control plane and a real node: kubelet, containerd, kube-proxy) in a network
+  namespace of its own.
+- ``hostnet``: the host network objects sipfleet creates and removes (namespaces, veths, bridges, nftables), the
+  address plan, and the state labs and clusters share; ``hoststate``: a snapshot of the host to compare.
+- ``siplab``: Kamailio proxy/registrar/edge nodes in network namespaces, with failure injection and a wire log,
+  and SIPp.
+- ``imagebuild``: sipfleet's images from images/Dockerfile.* with BuildKit, no network inside the build.
+- ``procs``: starting and stopping processes by PID.
 
-Nothing here is test-only: ``sipfleet cluster`` and ``sipfleet lab`` drive the same code.
+Nothing here is test-only: ``sipfleet cluster``, ``sipfleet images`` and ``sipfleet lab`` drive the same code.
 """

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = add("down", "stop the local cluster and undo its host changes (logs are kept)", _down)
     p.add_argument("--purge", action="store_true",
                    help="also delete etcd data, certificates, kubeconfigs and the imported images")
-    p = add("status", "show components, ports, kubeconfig and node readiness", _status)
+    p = add("load-images", "build (cached) sipfleet's images and import them into the cluster's containerd",
+            _load_images)
+    p.add_argument("components", nargs="*", help="operator, agent (default: both)")
+    p = add("status", "show components, addresses, kubeconfig and node readiness", _status)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add("kubeconfig", "print the admin kubeconfig path (export KUBECONFIG=$(sipfleet cluster kubeconfig))",
         _kubeconfig)
@@ -104,6 +108,23 @@ def _down(args: argparse.Namespace) -> int:
     print(f"cluster {c.name!r} stopped; logs kept in {c.logs_dir}", file=sys.stderr)
     for p in problems:
         print(f"sipfleet cluster: warning: {p}", file=sys.stderr)
+    return 0
+
+
+def _load_images(args: argparse.Namespace) -> int:
+    from .cluster import ClusterError, ContainerRuntimeError, LocalCluster
+    from .imagebuild.build import build_images
+
+    c = LocalCluster(args.name)
+    if not c.running():
+        return _err(f"cluster {args.name!r} is not running: run `sipfleet cluster up --name {args.name}` first")
+    try:
+        built = build_images(args.components or None)
+        imported = set(c.load_images([Path(b.archive) for b in built]))
+    except (ClusterError, ContainerRuntimeError, OSError) as e:
+        return _err(str(e))
+    for b in built:
+        print(f"{b.name:<28} {b.digest[:19]}  {'imported' if b.archive in imported else 'already there'}")
     return 0
 
 
