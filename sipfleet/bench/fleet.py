@@ -78,18 +78,23 @@ class Env:
         self.cluster.up(fresh=started_cluster, timeout=300)
         if started_cluster and not args.keep:
             stack.callback(self.cluster.down)
+        from sipfleet.localenv.imagebuild.build import build_images
+
+        self.cluster.load_images([Path(b.archive) for b in build_images()])  # cached when unchanged
         self.lab = SipLab(f"bench-{args.cluster}", shm_mb=512)
         started_lab = not self.lab.is_up()
         self.lab.up(timeout=120)
         if started_lab and not args.keep:
             stack.callback(self.lab.down)
+        self.lab.join(self.cluster.netns, self.cluster.net.slot)  # pods reach P, R and E
         self.api = self.cluster.api_client()
         stack.callback(self.api.close)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self._apply_crd()
         self.ns = f"bench-{uuid.uuid4().hex[:6]}"
-        self.core.create_namespace({"metadata": {"name": self.ns, "labels": {"sipfleet.io/bench": "true"}}})
+        self.core.create_namespace({"metadata": {"name": self.ns, "labels": {
+            "sipfleet.io/bench": "true", "pod-security.kubernetes.io/enforce": "restricted"}}})
         log_dir = Path(tempfile.mkdtemp(prefix="sipfleet-bench-"))
         self.operator = OperatorProcess(self.cluster.kubeconfig, log_dir / "operator.log", namespaces=self.ns)
         self.operator.start()

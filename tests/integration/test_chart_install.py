@@ -162,6 +162,14 @@ def test_helm_install_registers_an_account_and_uninstall_cleans_up(cluster, k8s,
         status, body = wait_for(lambda: _http_get(f"http://{ip}:9090/metrics"), timeout=60,
                                 message="operator /metrics")
         assert status == 200 and "sipfleet_" in body
+        # the metrics Service has the operator pod as its endpoint (the real endpointslice controller)
+        def metrics_endpoints():
+            slices = client.DiscoveryV1Api(k8s).list_namespaced_endpoint_slice(
+                namespace, label_selector=f"kubernetes.io/service-name={RELEASE}-sipfleet-metrics").items
+            return [a for s in slices for e in s.endpoints or [] if (e.conditions and e.conditions.ready)
+                    for a in e.addresses]
+
+        assert wait_for(metrics_endpoints, timeout=60, message="metrics Service endpoints") == [ip]
 
         # a SipAccount against the real SIP lab becomes Registered through the proxy
         user, password = lab_user("chart")
