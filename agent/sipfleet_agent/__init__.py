@@ -3,7 +3,7 @@ measures the route its REGISTERs really take and repairs route drift (PJSIP issu
 
 Modules: ``siplog`` (pure parsing of pjsip's transmit log, URI normalisation, credential scrubbing),
 ``config`` (assignment loading, credentials), ``engine`` (the pjsua thread, accounts, calls, repairs),
-``status`` (status documents, debounce, merge patches), ``netaddr`` (local addresses), ``httpserver``,
+``status`` (status documents, debounce, merge patches), ``netaddr`` (local addresses and link states), ``httpserver``,
 ``metrics``, ``cluster`` (Kubernetes mode) and ``main`` (the ``sipfleet-agent`` command).
 """
 

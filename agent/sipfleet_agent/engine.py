@@ -45,7 +45,7 @@ from . import __version__
 from .config import ResolvedAccount
 from .logs import log
 from .metrics import Metrics
-from .netaddr import address_fingerprint
+from .netaddr import address_fingerprint, describe_change, link_usable
 from .siplog import (
     RxResponse,
     TxRequest,
@@ -928,14 +928,24 @@ class Agent:
             return
         fp = address_fingerprint(self.settings.sip_address)
         if self._addr_fp is not None and fp != self._addr_fp:
-            log(LOG, logging.WARNING, "local address change detected", before=str(self._addr_fp), after=str(fp))
-            self._addr_fp = fp
-            self._ip_change("address-change")
+            why = describe_change(self._addr_fp, fp)
+            before, self._addr_fp = self._addr_fp, fp
+            if link_usable(fp):
+                log(LOG, logging.WARNING, f"local {why.split('-')[0]} change detected", before=str(before),
+                    after=str(fp))
+                self._ip_change(why)
+            else:  # handleIpChange() now would only fail the registration: call it when the link is back
+                log(LOG, logging.WARNING, "local link lost: handleIpChange when it is back", before=str(before),
+                    after=str(fp))
         self._addr_fp = fp
         self.call_later(self.settings.ip_change_poll_ms / 1000.0, self._poll_addresses)
 
     def _ip_change(self, why: str) -> None:
         if self.ep is None or self._stopping:
+            return
+        if not link_usable(address_fingerprint(self.settings.sip_address)):
+            self._ip_change_retries = 0  # the poll calls it again when the link is back
+            log(LOG, logging.INFO, "handleIpChange deferred: the link is down", why=why)
             return
         prm = pj.IpChangeParam()
         # Keep the listeners bound to their address: a restart rebinds them to the wildcard address

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 PEERING_CRDS = """\
@@ -49,6 +50,17 @@ spec:
         properties:
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 """
+
+
+def own_identity(env: dict[str, str], uid: int, host: str) -> str:
+    """The operator's kopf identity: the pod's name in a cluster (``POD_ID``, else ``POD_NAME`` from the
+    Downward API), else ``<user>@<host>``. kopf's own default asks the passwd database for the user name, which
+    fails for a numeric non-root user without an /etc/passwd entry (the image runs as 65532)."""
+    pod = env.get("POD_ID") or env.get("POD_NAME")
+    if pod:
+        return pod
+    user = env.get("USER") or env.get("LOGNAME") or f"uid{uid}"
+    return f"{user}@{host}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     kopf.run(
+        identity=own_identity(dict(os.environ), os.getuid(), socket.gethostname()),
         standalone=settings.standalone,
         peering_name=None if settings.standalone else settings.peering_name,
         priority=None if settings.standalone else settings.priority,

@@ -393,7 +393,7 @@ class AgentSettings(ApiModel):
     http_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz, /metrics.")
     self_heal: bool = False
     status_debounce_ms: int = Field(200, ge=0, le=60000)
-    ip_change_poll_ms: int = Field(1000, ge=100, le=60000, description="How often local addresses are checked.")
+    ip_change_poll_ms: int = Field(1000, ge=100, le=60000, description="How often local addresses and link states are checked.")
     unregister_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 

@@ -2,8 +2,9 @@
 
 The demo starts its own control plane ("demotest", not the session's "pytest" cluster) and its own SIP lab (on a
 free lab slot of its own, next to the test lab's), installs the chart with
-the real helm, applies the examples (alice and bob sharing an agent, dave in routeMode account), provokes the
-drift with a network fault (R holds REGISTER answers while dave's agent pod address flaps) and checks the repair.
+the real helm (restricted Pod Security on both namespaces), applies the examples (alice and bob sharing an agent,
+dave in routeMode account), provokes the drift with a real link flap (R holds a REGISTER while eth0 of dave's agent
+pod goes down and up inside the pod's netns) and checks the repair.
 ``--no-keep`` stops everything at the end; ``--down`` runs again in a ``finally`` in case the demo did not get
 that far.
 
@@ -47,12 +48,13 @@ def _demo(state: Path, *extra: str, timeout: float) -> subprocess.CompletedProce
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-def test_demo_shows_drift_and_repair_end_to_end(tmp_path):
+def test_demo_shows_drift_and_repair_end_to_end(tmp_path_factory):
     from sipfleet.localenv.cluster import LocalCluster
     from sipfleet.localenv.siplab import SipLab
     from sipfleet_agent.siplog import normalize_uri
 
-    state = tmp_path / "state"
+    # short: containerd's sockets live under it (a unix socket path has at most 104 bytes here)
+    state = tmp_path_factory.mktemp("demo")
     try:
         res = _demo(state, "--no-keep", "--timeout", "300", "--accounts", "alice,bob,dave", timeout=420)
     finally:
@@ -65,6 +67,10 @@ def test_demo_shows_drift_and_repair_end_to_end(tmp_path):
     # each step ran: helm release, all accounts Registered, the fault, the timeline, the events
     assert "release sipfleet revision 1, deployed" in out
     assert "all 3 Registered" in out
+    assert "pod-security.kubernetes.io/enforce=restricted on namespaces sipfleet-system, default" in out
+    # the fault: eth0 of dave's pod down and up in its netns, noticed by the agent itself (its log)
+    for row in ("eth0 of pod", "eth0 up again", "noticed its link down", "handleIpChange() called (link-change)"):
+        assert row in out, f"timeline row {row!r} missing"
     # the timeline: the drift on the wire and in the status, the repair, the way back through P on the wire
     for row in ("REGISTER sent straight to the edge E", "status.route.inSync=false", "repair done:",
                 "first REGISTER through P again"):

@@ -268,6 +268,9 @@ def test_link_down_in_a_pod_like_netns_and_up_again(clean_lab, agent_factory, ag
         owned.netns(pod_ns)
         owned.veth(f"sft{tag[:5]}", "eth0", peer_netns=pod_ns, master=lab.bridge,
                    peer_cidr=plan.lab_net(lab.slot).host_cidr(n))
+        # like a pod's route to the Services (its CNI adds one): a link-down flushes it, the link-up re-adds it
+        extra = f"10.214.250.0/24 via {plan.lab_net(lab.slot).bridge_ip} dev eth0"
+        hostnet.ip("route", "add", *extra.split(), netns=pod_ns)
         acc, user = agent_account("pod")
         agent = agent_factory([acc], expires=5, netns=pod_ns, address=pod_ip)
         agent.wait_registered(user)
@@ -275,17 +278,26 @@ def test_link_down_in_a_pod_like_netns_and_up_again(clean_lab, agent_factory, ag
         first = lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="P", method="REGISTER", since=time.time(),
                               timeout=60)
         assert first.src.startswith(pod_ip + ":")
+        ip_changes = agent.stderr_text().count("handleIpChange called")  # the metrics are out of reach while down
 
-        lab.link_down(pid=agent.proc.pid)  # the pod's netns, entered through its PID
+        assert lab.link_down(pid=agent.proc.pid) == [extra]  # the pod's netns, entered through its PID
         assert not hostnet.link_is_up("eth0", pod_ns)
+        assert not [r for r in hostnet.ip_json("-4", "route", "show", netns=pod_ns) if r.get("gateway")]
         t_down = time.time() + SLACK_S
         assert _quiet(lab, user, t_down) == []
+        # the agent noticed the lost link (its IPv4 address stayed) and waits for it before handleIpChange()
+        assert "local link lost" in agent.stderr_text()
+        assert agent.stderr_text().count("handleIpChange called") == ip_changes
 
-        lab.link_up(pid=agent.proc.pid)
+        assert lab.link_up(pid=agent.proc.pid) == [extra]
+        assert [f"{r['dst']} via {r['gateway']} dev eth0" for r in hostnet.ip_json("-4", "route", "show",
+                                                                                    netns=pod_ns) if r.get("gateway")] == [extra]
         t_up = time.time()
         lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.src.startswith(pod_ip + ":"), node="P",
                       method="REGISTER", since=t_up, timeout=60)
         agent.wait_registered(user, timeout=60)
+        wait_for(lambda: agent.stderr_text().count("handleIpChange called") > ip_changes, timeout=30,
+                 message="handleIpChange() once the link is back")
         assert hostnet.netns_exists(pod_ns)  # entered, never removed
     finally:
         if agent is not None:

@@ -120,3 +120,29 @@ def test_host_state_diff_names_each_change():
         "links: + sfc1h", "paths: /run/netns False -> True", "sysctls: kernel/panic '1' -> '10'",
     ]
     assert hoststate.diff(after, after) == []
+
+
+def test_archive_image_names(tmp_path):
+    import io
+    import tarfile
+
+    from sipfleet.localenv.cluster.runtime import archive_image_names
+
+    def archive(name: str, index: dict | None) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w") as tar:
+            if index is not None:
+                data = json.dumps(index).encode()
+                info = tarfile.TarInfo("index.json")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    named = archive("a.tar", {"manifests": [
+        {"digest": "sha256:1", "annotations": {"io.containerd.image.name": "docker.io/sipfleet/agent:0.1.0",
+                                                "org.opencontainers.image.ref.name": "0.1.0"}},
+        {"digest": "sha256:2", "annotations": {"org.opencontainers.image.ref.name": "registry.k8s.io/pause:3.10.1"}}]})
+    assert archive_image_names(named) == ["docker.io/sipfleet/agent:0.1.0", "registry.k8s.io/pause:3.10.1"]
+    assert archive_image_names(archive("b.tar", {"manifests": [{"digest": "sha256:3"}]})) == []
+    assert archive_image_names(archive("c.tar", None)) == []
+    assert archive_image_names(tmp_path / "missing.tar") == []

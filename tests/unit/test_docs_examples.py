@@ -42,7 +42,7 @@ def test_every_account_is_valid_and_has_its_secret():
 
 
 def test_examples_use_the_addresses_of_lab_slot_1():
-    from sipfleet.demo import EXAMPLE_SUBNET
+    from sipfleet.demo.examples import EXAMPLE_SUBNET
     from sipfleet.localenv.hostnet import plan
     from sipfleet.localenv.siplab import SipLab
 

@@ -62,3 +62,18 @@ def test_partition_drops_everything_but_loopback():
     assert lines[i + 1] == "counter drop"
     j = lines.index('oifname "lo" accept')
     assert lines[j + 1] == "counter drop"
+
+
+def test_routes_a_link_down_flushes_are_restored_as_they_were():
+    from sipfleet.localenv.siplab.inject import restorable_routes, route_args
+
+    shown = [  # `ip -j -4 route show dev eth0` in an agent pod of the local cluster
+        {"dst": "10.213.0.0/16", "protocol": "kernel", "scope": "link", "prefsrc": "10.213.2.20", "flags": []},
+        {"dst": "10.214.2.0/24", "gateway": "10.213.2.1", "flags": []},
+        {"dst": "10.215.0.0/24", "gateway": "10.213.2.1", "protocol": "static", "metric": 50, "flags": []},
+    ]
+    kept = restorable_routes(shown)
+    assert [r["dst"] for r in kept] == ["10.214.2.0/24", "10.215.0.0/24"]  # the kernel's on-link prefix comes back by itself
+    assert route_args(kept[0], "eth0") == ["10.214.2.0/24", "via", "10.213.2.1", "dev", "eth0"]
+    assert route_args(kept[1], "eth0") == ["10.215.0.0/24", "via", "10.213.2.1", "dev", "eth0", "proto", "static",
+                                           "metric", "50"]

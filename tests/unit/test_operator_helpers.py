@@ -123,3 +123,12 @@ def test_bad_settings_name_the_variable():
         with pytest.raises(ValueError) as e:
             Settings.from_env(env)
         assert needle in str(e.value)
+
+
+def test_own_identity_needs_no_passwd_entry():
+    from sipfleet_operator.main import own_identity
+
+    assert own_identity({"POD_NAME": "sipfleet-7d9-x2"}, 65532, "h") == "sipfleet-7d9-x2"
+    assert own_identity({"POD_ID": "explicit", "POD_NAME": "p"}, 65532, "h") == "explicit"
+    assert own_identity({}, 65532, "h") == "uid65532@h"  # kopf's default would raise KeyError (getpwuid)
+    assert own_identity({"USER": "dev"}, 1000, "laptop") == "dev@laptop"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +54,19 @@ class Runtime:
 
     # ---- images
     def import_image(self, archive: Path) -> bool:
-        """Import an OCI archive unless this very archive was imported already; True if imported now."""
+        """Import an OCI archive unless the images it names were last imported from this same content; True if
+        imported now. Recorded per image name (``images/imported/<name>`` holds the archive's sha256), so
+        archives with the same file name (every built image is an ``image.tar``) keep separate records, and
+        going back to an earlier build of a name imports it again."""
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        stamp = self.layout.images_dir / f"{archive.name}.sha256"
-        if stamp.is_file() and stamp.read_text().strip() == digest and self.has_images():
+        stamps = [self.layout.images_dir / "imported" / re.sub(r"[^A-Za-z0-9._-]", "_", n)
+                  for n in archive_image_names(archive) or [str(archive)]]
+        if all(st.is_file() and st.read_text().strip() == digest for st in stamps) and self.has_images():
             return False
         self._run(self.ctr_argv("images", "import", "--all-platforms", str(archive)), timeout=600)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest + "\n")
+        for st in stamps:
+            st.parent.mkdir(parents=True, exist_ok=True)
+            st.write_text(digest + "\n")
         return True
 
     def has_images(self) -> bool:
@@ -106,6 +113,23 @@ class Runtime:
             if ns.get("type") == "network" and ns.get("path"):
                 return ns["path"]
         raise ContainerRuntimeError(f"pod {namespace}/{pod} has no network namespace path")
+
+
+def archive_image_names(archive: Path) -> list[str]:
+    """The image names an OCI archive's ``index.json`` gives its manifests (empty when it names none)."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("index.json")
+            index = json.load(member) if member else {}
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return []
+    names = []
+    for m in index.get("manifests") or []:
+        ann = m.get("annotations") or {}
+        name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+        if name and name not in names:
+            names.append(name)
+    return names
 
 
 def container_log_path(layout: Layout, namespace: str, pod: str, uid: str, container: str, restart: int) -> Path:

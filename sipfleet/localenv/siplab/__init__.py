@@ -200,6 +200,7 @@ class SipLab(LabAddresses):
             problems = self._teardown_net()
             if not problems:  # the network faults went with the namespaces
                 self.state.remove(inj.FAULTS_FILE)
+            self.state.remove(inj.LINK_ROUTES_FILE)  # routes of pods' links set down through this lab
         if problems:
             raise LabError(f"lab {self.name} down left: " + "; ".join(problems))
 
@@ -325,13 +326,17 @@ class SipLab(LabAddresses):
         with net_errors():
             return inj.fault_counters(self.netns(host_name(host)))
 
-    def link_down(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> None:
+    def link_down(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> list[str]:
         """Set ``dev`` down inside a netns the lab does not own (a pod's): ``netns`` (a name or a path) or the
-        netns of process ``pid``. Lab hosts: ``inject(host, "link-down")``."""
-        inj.set_link(inj.resolve_netns(netns, pid), dev, False)
+        netns of process ``pid``; returns the routes it flushes, which :meth:`link_up` re-adds. Lab hosts:
+        ``inject(host, "link-down")``."""
+        with self.state.locked():
+            return inj.set_link(inj.resolve_netns(netns, pid), dev, False, self.state)
 
-    def link_up(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> None:
-        inj.set_link(inj.resolve_netns(netns, pid), dev, True)
+    def link_up(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> list[str]:
+        """Set ``dev`` up again and re-add the routes :meth:`link_down` recorded; returns them."""
+        with self.state.locked():
+            return inj.set_link(inj.resolve_netns(netns, pid), dev, True, self.state)
 
     def reset_injections(self) -> None:
         """Every node back to ``normal``, every network fault healed."""

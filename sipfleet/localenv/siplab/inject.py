@@ -15,13 +15,15 @@ inside that host's netns (``faults.json``; the table goes with the netns):
 - ``heal``: all of the above removed from the host (table deleted, ``eth0`` up).
 
 A dropped packet never reaches Kamailio, so it is not in the wire log. Link down/up also works on a network
-namespace the lab does not own (an agent pod's: a path, or a PID whose netns to enter): see :func:`set_link`.
+namespace the lab does not own (an agent pod's: a path, or a PID whose netns to enter): see :func:`set_link`;
+the routes a link-down flushes there (a pod's route to the Services) come back with the link-up.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +36,7 @@ from .state import LabState
 
 FAULT_TABLE = ("inet", "sipfleet_fault")
 FAULTS_FILE = "faults.json"
+LINK_ROUTES_FILE = "link-routes.json"
 
 
 # ---------------------------------------------------------------------------------------------- Kamailio-level
@@ -197,10 +200,56 @@ def resolve_netns(netns: str | None = None, pid: int | None = None) -> str:
         raise LabError(str(e)) from None
 
 
-def set_link(netns: str, dev: str, up: bool) -> None:
-    """``ip link set <dev> up|down`` inside ``netns`` (entered only; a pod's netns is never changed otherwise)."""
+def restorable_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The routes (``ip -j route show dev <dev>``) that a link-down flushes and a link-up does not bring back:
+    all but the kernel's own on-link prefixes (e.g. a pod's route to the Services, set up by its CNI). Pure."""
+    return [r for r in routes if r.get("protocol") != "kernel" and r.get("dst")]
+
+
+def route_args(route: dict[str, Any], dev: str) -> list[str]:
+    """``ip route replace`` arguments that re-create ``route`` (as ``ip -j`` shows it) on ``dev``. Pure."""
+    args = [route["dst"]]
+    if route.get("gateway"):
+        args += ["via", route["gateway"]]
+    args += ["dev", dev]
+    for key, word in (("protocol", "proto"), ("scope", "scope"), ("prefsrc", "src"), ("metric", "metric")):
+        if route.get(key) not in (None, ""):
+            args += [word, str(route[key])]
+    return args
+
+
+def _link_key(netns: str, dev: str) -> str:
+    """A netns is identified by its nsfs inode (the same for its name, a PID's path, a bind mount)."""
     try:
-        hostnet.link_set_state(dev, up, netns=netns)
+        return f"{os.stat(hostnet.netns_path(netns)).st_ino}:{dev}"
+    except OSError as e:
+        raise LabError(f"network namespace {netns}: {e.strerror}") from None
+
+
+def set_link(netns: str, dev: str, up: bool, state: LabState | None = None) -> list[str]:
+    """``ip link set <dev> up|down`` inside ``netns`` (entered only; a pod's netns is never changed otherwise).
+
+    With ``state``, the routes via ``dev`` that going down flushes (:func:`restorable_routes`) are recorded
+    (``link-routes.json``) and re-added when the link comes up again: a pod keeps, e.g., its route to the
+    Services across a flap. Returns those routes (``ip route`` syntax)."""
+    try:
+        if state is None:
+            hostnet.link_set_state(dev, up, netns=netns)
+            return []
+        key = _link_key(netns, dev)
+        saved = state.read_json(LINK_ROUTES_FILE, {})
+        if not up:
+            if key not in saved:  # a second down keeps the routes of the first
+                saved[key] = restorable_routes(hostnet.ip_json("-4", "route", "show", "dev", dev, netns=netns))
+                state.write_json(LINK_ROUTES_FILE, saved)
+            hostnet.link_set_state(dev, False, netns=netns)
+            return [" ".join(route_args(r, dev)) for r in saved[key]]
+        hostnet.link_set_state(dev, True, netns=netns)
+        routes = saved.pop(key, [])
+        for r in routes:
+            hostnet.ip("route", "replace", *route_args(r, dev), netns=netns)
+        state.write_json(LINK_ROUTES_FILE, saved)
+        return [" ".join(route_args(r, dev)) for r in routes]
     except hostnet.HostNetError as e:
         raise LabError(str(e)) from None
 
