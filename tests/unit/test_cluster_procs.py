@@ -132,3 +132,10 @@ def test_cluster_paths_and_state_root(monkeypatch, tmp_path):
     st = c.status()
     assert st["running"] is False and st["components"][0]["name"] == "etcd"
     assert time.monotonic() > 0
+
+
+def test_a_state_dir_too_long_for_containerds_socket_is_one_clear_error(tmp_path):
+    deep = tmp_path / ("d" * 100)
+    with pytest.raises(cluster.ClusterError, match="too long.*unix socket path has at most 104"):
+        cluster.LocalCluster("long", state_dir=deep).up(timeout=5)
+    assert not (deep / "pids.json").exists()

@@ -307,3 +307,12 @@ def test_runtime_spec_is_restricted_and_read_only():
     with pytest.raises(ValueError):
         run.runtime_spec({"config": {"User": "app"}}, ["x"], cgroup="c")
     json.dumps(spec)
+
+
+def test_only_the_newest_results_are_kept_and_never_the_one_just_built():
+    from sipfleet.localenv.imagebuild.build import stale_results
+
+    entries = [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0), ("e", 5.0), ("f", 6.0)]
+    assert stale_results(entries, keep="f") == ["a", "b"]
+    assert stale_results(entries, keep="a") == ["b", "c"]  # the new one may have an old mtime (a renamed dir)
+    assert stale_results(entries[:2], keep="b") == []

@@ -38,6 +38,8 @@ COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
               "kube-proxy"]
 STOP_STAGES = [["kube-proxy", "kubelet"], "pods", ["containerd"], ["kube-scheduler", "kube-controller-manager"],
                ["kube-apiserver"], ["etcd"]]
+#: sun_path is 108 bytes with its terminating NUL; Go's net package refuses paths longer than this
+SOCKET_PATH_MAX = 104
 #: kubeconfig file stem -> (certificate, user name)
 KUBECONFIGS = {"": ("admin", "sipfleet-admin"), "controller-manager": ("controller-manager", "system:kube-controller-manager"),
                "scheduler": ("scheduler", "system:kube-scheduler"), "node": ("node", f"system:node:{NODE_NAME}"),
@@ -216,6 +218,11 @@ class LocalCluster:
         return self
 
     def _start_all(self, started: list[procs.ProcRecord], deadline: float) -> None:
+        sock = str(self.layout.containerd_socket) + ".ttrpc"
+        if len(sock.encode()) > SOCKET_PATH_MAX:
+            raise ClusterError(f"the state directory {self.dir} is too long: containerd's socket {sock} would be "
+                               f"{len(sock.encode())} bytes, a unix socket path has at most {SOCKET_PATH_MAX}; use a "
+                               f"shorter --state-dir (or SIPFLEET_STATE)")
         try:
             kubebin.check_node()
             bins = kubebin.ensure([*kubebin.CONTROL_PLANE, *kubebin.NODE, "crictl"])

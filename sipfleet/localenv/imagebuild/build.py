@@ -4,8 +4,8 @@
 its inputs (``inputs_key``: the Dockerfile and its .dockerignore, every file of the build context, the
 wheelhouse key, the base image digest, the BuildKit binary and the build arguments). An archive built from the
 same inputs is reused; otherwise one ``buildkitd`` is started for all the builds needed and stopped after them.
-Results live in ``$SIPFLEET_CACHE/images/built/<component>/<key>/`` (``image.tar`` and ``meta.json``); a
-component's older results are removed once a new one is complete. ``list_built()`` reads them back without
+Results live in ``$SIPFLEET_CACHE/images/built/<component>/<key>/`` (``image.tar`` and ``meta.json``); only a
+component's ``KEEP`` most recent results are kept (two checkouts with different code each keep theirs). ``list_built()`` reads them back without
 building anything.
 """
 
@@ -129,6 +129,22 @@ def _record(target: Target, staging: Path, entry: Path, key: str, seconds: float
     return built
 
 
+KEEP = 4
+
+
+def stale_results(entries: list[tuple[str, float]], keep: str, n: int = KEEP) -> list[str]:
+    """Which of a component's results (name, mtime) to remove: all but the ``n`` newest, never ``keep`` (pure)."""
+    newest = [name for name, _ in sorted(entries, key=lambda e: -e[1]) if name != keep]
+    kept = {keep, *newest[: n - 1]}
+    return sorted(name for name, _ in entries if name not in kept)
+
+
+def _prune(directory: Path, keep: str) -> None:
+    entries = [(d.name, d.stat().st_mtime) for d in directory.iterdir() if not d.name.startswith(".")]
+    for name in stale_results(entries, keep):
+        shutil.rmtree(directory / name, ignore_errors=True)
+
+
 def build_images(components: list[str] | None = None, *, force: bool = False) -> list[Built]:
     """Build (or reuse) the images of ``components`` (default: all); returns one ``Built`` per image."""
     all_targets = targets()
@@ -173,7 +189,5 @@ def build_images(components: list[str] | None = None, *, force: bool = False) ->
                 (staging / "done").write_text("")
                 shutil.rmtree(entry, ignore_errors=True)
                 os.replace(staging, entry)
-                for old in component_dir(t.component).iterdir():
-                    if old.name != key and not old.name.startswith("."):
-                        shutil.rmtree(old, ignore_errors=True)
+                _prune(component_dir(t.component), keep=key)
     return [results[t.component] for t in wanted]
