@@ -1,6 +1,6 @@
 """The demo's shared state and tools: its cluster and lab objects, the deadline, waiting, kubectl and helm with
-the cluster's kubeconfig, the small record of what a run left in place (``demo.json``), and the undo list of a
-fault in progress. Every step module takes a :class:`Demo`."""
+the cluster's kubeconfig, and the small record of what a run left in place (``demo.json``, so ``--down`` can undo a
+crashed run's fault). Every step module takes a :class:`Demo`."""
 
 from __future__ import annotations
 
@@ -45,8 +45,6 @@ class Demo:
         #: set by the environment step: the images were (re)imported, pods started earlier run older ones
         self.images_changed = False
         self.drift_name = "dave"
-        #: what a fault in progress must undo (newest last): (description, callable)
-        self._undo: list[tuple[str, Callable[[], Any]]] = []
 
     # ------------------------------------------------------------------ time
     def remaining(self, cap: float) -> float:
@@ -136,24 +134,6 @@ class Demo:
         data.update(kw)
         self.record_path.parent.mkdir(parents=True, exist_ok=True)
         self.record_path.write_text(json.dumps(data, indent=2) + "\n")
-
-    # ------------------------------------------------------------------ undo
-    def push_undo(self, what: str, fn: Callable[[], Any]) -> None:
-        self._undo.append((what, fn))
-
-    def pop_undo(self, what: str) -> None:
-        self._undo = [(w, f) for w, f in self._undo if w != what]
-
-    def undo_all(self) -> list[str]:
-        """Undo what a fault left in place (an interrupted or failed run), newest first; what failed."""
-        failed = []
-        while self._undo:
-            what, fn = self._undo.pop()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - go on with the rest
-                failed.append(f"{what}: {e}")
-        return failed
 
     def down_command(self) -> str:
         return ("sipfleet demo --down" + (f" --name {self.cluster.name}" if self.cluster.name != DEFAULT_NAME else "")

@@ -1,5 +1,6 @@
 """Step 4: the fault, a real link flap in the agent pod of the ``routeMode: account`` example, timed against a
-REGISTER that the registrar holds.
+REGISTER that the registrar holds (the procedure itself: :mod:`sipfleet.localenv.siplab.linkfault`, shared with
+the tests).
 
 PJSIP issue 4066's drift path in pjproject 2.15.1: ``handleIpChange()`` while a REGISTER of the account is in
 flight rebuilds the registration client from the stored route set, whose last entry is R's Service-Route (E), so
@@ -25,6 +26,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..localenv.siplab.linkfault import flap_during_held_register
 from .context import Demo, DemoError
 from .examples import fmt_route, norm, user_of
 from .timeline import Row
@@ -33,7 +35,6 @@ from .watcher import condition
 
 HOLD_MS = 8000
 FLAP_DOWN_S = 2.0  # > the agent's address/link poll (ipChangePollMs, 1 s by default)
-COPIES_BEFORE_SECOND_FLAP = 4  # the held REGISTER and its retransmissions at +0.5, +1.5, +3.5 s
 ATTEMPTS = 3
 
 
@@ -91,75 +92,26 @@ def _quiet(d: Demo, t: Target, seconds: float) -> bool:
     return not [r for r in d.lab.wire(since=time.time() - seconds) if t.mine(r)]
 
 
-def _flap(d: Demo, t: Target, rows: list[Row], note: str) -> float:
-    """eth0 of the pod down for FLAP_DOWN_S, then up; the time it came up."""
-    d.record(linkDown={"netns": t.netns, "dev": "eth0", "pod": t.pod})
-    d.push_undo("link", lambda: (d.lab.link_up(netns=t.netns), d.record(linkDown=None)))
-    flushed = d.lab.link_down(netns=t.netns)
-    rows.append(Row(time.time(), "network", f"eth0 of pod {t.pod} down (ip link set eth0 down, inside the pod's "
-                                            f"netns){note}"))
-    time.sleep(FLAP_DOWN_S)
-    restored = d.lab.link_up(netns=t.netns)
-    t_up = time.time()
-    d.pop_undo("link")
-    d.record(linkDown=None)
-    rows.append(Row(t_up, "network", "eth0 up again" + (f"; the route it flushed re-added ({', '.join(restored)})"
-                                                        if restored else "")))
-    if flushed != restored:
-        raise DemoError(f"the pod's routes were not restored: flushed {flushed}, re-added {restored}")
-    return t_up
-
-
-def _hold(d: Demo, rows: list[Row]) -> float:
-    d.push_undo("R", lambda: d.lab.inject("R", "normal"))
-    t = time.time()
-    d.lab.inject("R", f"delay:{HOLD_MS}")
-    rows.append(Row(t, "lab R", f"holds its answers to REGISTER {HOLD_MS} ms (inject delay:{HOLD_MS})"))
-    return t
-
-
-def _release(d: Demo, rows: list[Row]) -> None:
-    d.lab.inject("R", "normal")
-    d.pop_undo("R")
-    rows.append(Row(time.time(), "lab R", "answers new REGISTERs at once again (inject normal; the one it holds "
-                                          "stays held to its end)"))
-
-
 def _attempt(d: Demo, t: Target) -> tuple[FaultRecord, object] | None:
     calm(d, t.name)
     calm_at = time.time()
     d.wait(lambda: _quiet(d, t, 1.5), 60, f"no REGISTER of {t.name} on the wire for 1.5 s")
-    rows: list[Row] = []
-    started = _hold(d, rows)
-    held = None
+    d.record(linkDown={"netns": t.netns, "dev": "eth0", "pod": t.pod})  # `--down` undoes a crashed run's fault
     try:
-        up = _flap(d, t, rows, "")
-        try:
-            held = d.lab.wait_wire(t.mine, node="P", since=up, timeout=d.remaining(10))
-        except TimeoutError:
-            held = None
+        run = flap_during_held_register(d.lab, t.netns, t.mine, hold_ms=HOLD_MS, down_s=FLAP_DOWN_S,
+                                        wait_held_s=d.remaining(10), who=f"pod {t.pod}")
     finally:
-        _release(d, rows)
-    if held is None:
+        d.record(linkDown=None)
+    rows = [Row(at, where, what) for at, where, what in run.notes]
+    if run.held is None:
         d.out.line("no REGISTER went out through P after the first flap")
         return None
-    same = [held.call_id, held.cseq]
-
-    def copies():
-        return len([r for r in d.lab.wire(since=held.at - 0.001, node="P")
-                    if t.mine(r) and [r.call_id, r.cseq] == same]) >= COPIES_BEFORE_SECOND_FLAP
-
     try:
-        d.wait(copies, 8, "the held REGISTER's third retransmission at P", interval=0.05)
-    except DemoError:
-        d.out.line("the held REGISTER was not retransmitted a third time (answered already?)")
-    _flap(d, t, rows, ", again: between two retransmissions of the REGISTER R holds")
-    try:
-        drifted = d.lab.wait_wire(t.mine, node="E", since=started, timeout=d.remaining(6))
+        drifted = d.lab.wait_wire(t.mine, node="E", since=run.started, timeout=d.remaining(6))
     except TimeoutError:
         return None
-    return FaultRecord(user=t.user, configured_route=t.route, edge_route=t.edge, calm_at=calm_at, started=started,
-                       held=held, actions=tuple(rows)), drifted
+    return FaultRecord(user=t.user, configured_route=t.route, edge_route=t.edge, calm_at=calm_at,
+                       started=run.started, held=run.held, actions=tuple(rows)), drifted
 
 
 def step_fault(d: Demo, drift: dict) -> tuple[Target, FaultRecord]:
