@@ -1,6 +1,6 @@
 """``sipfleet demo`` end to end, as ``make demo`` runs it, in its own state directory and names.
 
-The demo starts its own control plane ("demotest", not the session's "pytest" cluster) and its own SIP lab (on a
+The demo starts its own cluster ("demotest-<checkout hash>", not the session's cluster) and its own SIP lab (on a
 free lab slot of its own, next to the test lab's), installs the chart with
 the real helm (restricted Pod Security on both namespaces), applies the examples (alice and bob sharing an agent,
 dave in routeMode account), provokes the drift with a real link flap (R holds a REGISTER while eth0 of dave's agent
@@ -15,6 +15,7 @@ It passes only when the demo exits 0 and its output shows the drift and the repa
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import signal
 import subprocess
@@ -25,8 +26,8 @@ import pytest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab, pytest.mark.slow]
 
-NAME = "demotest"
 REPO = Path(__file__).resolve().parents[2]
+NAME = f"demotest-{hashlib.sha1(str(REPO).encode()).hexdigest()[:6]}"  # two checkouts' sessions side by side
 
 
 def _die_with_pytest() -> None:  # runs in the child: SIGTERM when pytest goes away
