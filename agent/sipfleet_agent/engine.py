@@ -33,7 +33,7 @@ from typing import Any, Callable, Generator, Iterable
 import pjsua2 as pj
 
 from sipfleet.api.models import (
-    MAX_ACCOUNTS_PER_AGENT,
+    MAX_ACCOUNTS_PER_WORKER as MAX_ACCOUNTS_PER_AGENT,
     MAX_CALLS_PER_AGENT,
     AgentRef,
     AgentSettings,

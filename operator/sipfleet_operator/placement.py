@@ -50,7 +50,7 @@ class GroupKey:
 
     @property
     def capacity(self) -> int:
-        return 1 if self.dedicated else m.MAX_ACCOUNTS_PER_AGENT
+        return 1 if self.dedicated else m.MAX_ACCOUNTS_PER_WORKER
 
     def to_json(self) -> str:
         return json.dumps(

@@ -153,7 +153,7 @@ def render_markdown() -> str:
         f"| CRD | {_code(crd.CRD_NAME)} (`crds/{crd.CRD_FILE}`, also in `charts/sipfleet/crds/`) |",
         "",
         "Limits of one agent process (pjsua2 wheels, see README.md): "
-        f"{m.MAX_ACCOUNTS_PER_AGENT} accounts (`PJSUA_MAX_ACC`), {m.MAX_CALLS_PER_AGENT} calls (`PJSUA_MAX_CALLS`).",
+        f"{m.MAX_ACCOUNTS_PER_WORKER} accounts (`PJSUA_MAX_ACC`), {m.MAX_CALLS_PER_WORKER} calls (`PJSUA_MAX_CALLS`).",
         "",
         "## `kubectl get sipacc` columns",
         "",

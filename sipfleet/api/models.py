@@ -24,9 +24,16 @@ KIND = "SipAccount"
 PLURAL = "sipaccounts"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Hard limits of the pjsua2 wheels (see shared/docs/sip-facts.md): PJSUA_MAX_ACC and PJSUA_MAX_CALLS.
-MAX_ACCOUNTS_PER_AGENT = 8
-MAX_CALLS_PER_AGENT = 4
+#: Hard limits of the pjsua2 wheels (see shared/docs/sip-facts.md): PJSUA_MAX_ACC and PJSUA_MAX_CALLS, per
+#: pjsua2 process (one Endpoint each).
+MAX_ACCOUNTS_PER_WORKER = 8
+MAX_CALLS_PER_WORKER = 4
+#: An agent pod runs up to MAX_WORKERS_PER_AGENT pjsua2 worker processes (issue 10: the pod is the unit of packing).
+MAX_WORKERS_PER_AGENT = 8
+#: Accounts one agent pod hosts at most (the operator's accountsPerAgent, default and ceiling).
+MAX_ACCOUNTS_PER_AGENT = MAX_ACCOUNTS_PER_WORKER * MAX_WORKERS_PER_AGENT
+#: Until the agent runs workers (issue 10), one agent is one pjsua2 process: these are what is enforced today.
+MAX_CALLS_PER_AGENT = MAX_CALLS_PER_WORKER
 
 # A SIP or SIPS URI with a host part. Deliberately strict enough to catch typos at admission
 # (missing scheme, spaces, angle brackets) without trying to be a full RFC 3261 grammar.
@@ -402,7 +409,7 @@ class AgentAssignment(ApiModel):
 
     agent: str = Field(description="Agent name.")
     settings: AgentSettings = Field(default_factory=AgentSettings)
-    accounts: list[AgentAccount] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_AGENT)
+    accounts: list[AgentAccount] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_WORKER)
 
     @model_validator(mode="after")
     def _shared_route(self) -> "AgentAssignment":

@@ -24,7 +24,7 @@ def test_reference_covers_every_spec_field():
     # defaults, limits and the CEL messages come through from the CRD schema
     assert "`spec.registration.expiresSeconds` | integer |  | `300` | >= 60; <= 86400" in text
     assert "routeMode prevent needs at least one proxy in route" in text
-    assert f"{m.MAX_ACCOUNTS_PER_AGENT} accounts" in text
+    assert f"{m.MAX_ACCOUNTS_PER_WORKER} accounts" in text
 
 
 def test_check_detects_a_stale_file(tmp_path: Path):
