@@ -36,10 +36,16 @@ MAX_ACCOUNTS_PER_AGENT = MAX_ACCOUNTS_PER_WORKER * MAX_WORKERS_PER_AGENT
 MAX_CALLS_PER_AGENT = MAX_CALLS_PER_WORKER
 
 # A SIP or SIPS URI with a host part. Deliberately strict enough to catch typos at admission
-# (missing scheme, spaces, angle brackets) without trying to be a full RFC 3261 grammar.
-SIP_URI_PATTERN = r"^sips?:([^@\s<>;]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\s<>;=]+(=[^\s<>;]+)?)*$"
+# (missing scheme, spaces, angle brackets) without trying to be a full RFC 3261 grammar. No control character,
+# space or DEL anywhere: every one of these strings ends up in a SIP header or request line, and CR/LF there
+# would be header injection. The same pattern is Python's (the models) and RE2's (the apiserver).
+SIP_URI_PATTERN = r"^sips?:([^@\x00-\x20\x7f<>;]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\x00-\x20\x7f<>;=]+(=[^\x00-\x20\x7f<>;]+)?)*$"
 # An address of record needs a user part.
-AOR_PATTERN = r"^sips?:[^@\s<>;:]+@[A-Za-z0-9.\-\[\]]+(:[0-9]{1,5})?$"
+AOR_PATTERN = r"^sips?:[^@\x00-\x20\x7f<>;:]+@[A-Za-z0-9.\-\[\]]+(:[0-9]{1,5})?$"
+# A digest realm goes into a quoted-string (realm="..."): printable, no quote, no backslash.
+REALM_PATTERN = r'^[^\x00-\x1f\x7f"\\]+$'
+# Route entries are loose-routing (RFC 3261 16.12): the lr parameter, alone or with a value.
+LOOSE_ROUTE_PATTERN = r";lr(=[^;]*)?(;|$)"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -89,7 +95,8 @@ class CredentialsRef(ApiModel):
         "password", pattern=SECRET_KEY_PATTERN, max_length=253,
         description="Key in the Secret holding the password.",
     )
-    realm: str = Field("*", min_length=1, max_length=253, description="Digest realm; '*' answers any realm.")
+    realm: str = Field("*", min_length=1, max_length=253, pattern=REALM_PATTERN,
+                       description="Digest realm; '*' answers any realm. No control characters, quotes or backslashes.")
 
 
 class RegistrationSettings(ApiModel):
@@ -192,6 +199,11 @@ class SipAccountSpec(ApiModel):
                     "message": "routeMode prevent needs at least one proxy in route",
                     "fieldPath": ".routeMode",
                 },
+                {
+                    "rule": f"self.route.all(r, r.matches('{LOOSE_ROUTE_PATTERN}'))",
+                    "message": "every route entry must be a loose-routing URI (with ;lr): strict routing is not supported",
+                    "fieldPath": ".route",
+                },
             ]
         }
     )
@@ -226,6 +238,9 @@ class SipAccountSpec(ApiModel):
     def _route_unique(cls, route: list[str]) -> list[str]:
         if len(set(route)) != len(route):
             raise ValueError("route entries must be unique")
+        for r in route:
+            if not re.search(LOOSE_ROUTE_PATTERN, r):
+                raise ValueError(f"route entry {r!r} is not a loose-routing URI (with ;lr): strict routing is not supported")
         return route
 
 

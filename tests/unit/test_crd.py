@@ -65,3 +65,24 @@ def test_assignment_refuses_mixed_routes():
         models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc, other]})
     with pytest.raises(ValidationError):
         models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc | {"name": f"n{i}"} for i in range(9)]})
+
+
+def test_header_strings_refuse_control_characters_and_routes_are_loose():
+    import pytest as _pytest
+    from pydantic import ValidationError
+
+    from sipfleet.api import models as m
+
+    base = {"aor": "sip:alice@example.test", "registrar": "sip:10.213.201.2", "route": ["sip:10.213.201.1;lr"],
+            "credentials": {"secretName": "s"}}
+    m.SipAccountSpec.model_validate(base)
+    m.SipAccountSpec.model_validate({**base, "route": ["sip:p;transport=tcp;lr", "sip:q;lr=on"]})
+    for bad in ({**base, "credentials": {"secretName": "s", "realm": "a\r\nb"}},
+                {**base, "credentials": {"secretName": "s", "realm": 'x"y'}},
+                {**base, "aor": "sip:a\x00b@example.test"},
+                {**base, "registrar": "sip:r;x=\x7f"},
+                {**base, "route": ["sip:p"]},
+                {**base, "route": ["sip:p;lrx"]},
+                {**base, "route": ["sip:p;lr;x=a\nb"]}):
+        with _pytest.raises(ValidationError):
+            m.SipAccountSpec.model_validate(bad)
