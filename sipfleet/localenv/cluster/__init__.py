@@ -25,48 +25,21 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import yaml
-
 from .. import hostnet, kubebin, pki, procs
-from . import configs, hostside, network
-from .configs import NODE_NAME, Binaries
+from . import configs, lifecycle
+from .configs import NODE_NAME
+from .errors import ClusterError
+from .lifecycle import COMPONENTS
 from .layout import Layout
 from .runtime import ContainerRuntimeError, Runtime, container_log_path
-
-#: start order; down() stops in the order of STOP_STAGES
-COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
-              "kube-proxy"]
-STOP_STAGES = [["kube-proxy", "kubelet"], "pods", ["containerd"], ["kube-scheduler", "kube-controller-manager"],
-               ["kube-apiserver"], ["etcd"]]
-#: sun_path is 108 bytes with its terminating NUL; Go's net package refuses paths longer than this
-SOCKET_PATH_MAX = 104
-#: kubeconfig file stem -> (certificate, user name)
-KUBECONFIGS = {"": ("admin", "sipfleet-admin"), "controller-manager": ("controller-manager", "system:kube-controller-manager"),
-               "scheduler": ("scheduler", "system:kube-scheduler"), "node": ("node", f"system:node:{NODE_NAME}"),
-               "kube-proxy": ("kube-proxy", "system:kube-proxy")}
 
 __all__ = ["LocalCluster", "ClusterError", "ContainerRuntimeError", "NODE_NAME", "state_root", "get", "wait_api",
            "run_kubectl"]
 
 
-class ClusterError(RuntimeError):
-    """The cluster could not be started/used; the message is meant for humans (includes log tails)."""
-
-
 def state_root() -> Path:
     env = os.environ.get("SIPFLEET_STATE")
     return Path(env).expanduser() if env else Path.home() / ".local" / "state" / "sipfleet"
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(data.splitlines()[-lines:])
 
 
 @contextlib.contextmanager
@@ -211,171 +184,19 @@ class LocalCluster:
                 shutil.rmtree(self.layout.etcd_dir, ignore_errors=True)
             started: list[procs.ProcRecord] = []
             try:
-                self._start_all(started, deadline=time.monotonic() + timeout)
+                lifecycle.start_all(self, started, deadline=time.monotonic() + timeout)
             except BaseException:
-                self._down_locked(purge=False)  # Ctrl-C or a failure: undo everything, keep the logs
+                lifecycle.down_locked(self, purge=False)  # Ctrl-C or a failure: undo everything, keep the logs
                 raise
         return self
 
-    def _start_all(self, started: list[procs.ProcRecord], deadline: float) -> None:
-        sock = str(self.layout.containerd_socket) + ".ttrpc"
-        if len(sock.encode()) > SOCKET_PATH_MAX:
-            raise ClusterError(f"the state directory {self.dir} is too long: containerd's socket {sock} would be "
-                               f"{len(sock.encode())} bytes, a unix socket path has at most {SOCKET_PATH_MAX}; use a "
-                               f"shorter --state-dir (or SIPFLEET_STATE)")
-        try:
-            kubebin.check_node()
-            bins = kubebin.ensure([*kubebin.CONTROL_PLANE, *kubebin.NODE, "crictl"])
-        except kubebin.KubebinError as e:
-            raise ClusterError(str(e)) from None
-        b = Binaries.from_ensure(bins)
-        lay = self.layout
-        hostside.claim_shared(self.netns)  # before anything changes (not under the slot lock: never nested)
-        with hostnet.slot_lock():
-            net = network.pick_slot(self.name, self.config().get("slot"))
-            try:
-                network.build(self._owned(), net)
-            except hostnet.HostNetError as e:
-                raise ClusterError(str(e)) from None
-            procs.write_json_atomic(lay.config_file, {"name": self.name, "slot": net.slot, "nodeIP": net.node_ip,
-                                                      "server": f"https://{net.node_ip}:{configs.APISERVER_PORT}"})
-        p = pki.ensure(lay.pki_dir, node_ip=net.node_ip, service_ip=net.kubernetes_service_ip)
-        self._write_kubeconfigs(p, net)
-        record = hostside.HostRecord.load(lay.host_file)
-        try:
-            hostside.prepare(record, lay.host_file, configs.cgroup_root(self.name))
-        except hostside.HostSideError as e:
-            raise ClusterError(str(e)) from None
-        self._write_node_configs(b, net)
-
-        def launch(name: str, argv: list[str], env: dict[str, str] | None = None) -> procs.ProcRecord:
-            rec, popen = procs.start(name, hostnet.nsenter_prefix(net.netns) + argv, lay.log_file(name),
-                                     env=env, die_with_parent=self.die_with_parent)
-            self._popen[rec.pid] = popen
-            started.append(rec)
-            self._write_records(started)
-            return rec
-
-        etcd = launch("etcd", configs.etcd_argv(b, lay))
-        self._wait(etcd, lambda: hostnet.in_netns(net.netns, _etcd_healthy), deadline, "etcd /health")
-        api = launch("kube-apiserver", configs.apiserver_argv(b, lay, net))
-        self._wait(api, self.apiserver_ready, deadline, "kube-apiserver /readyz")
-        kcm = launch("kube-controller-manager", configs.controller_manager_argv(b, lay, net))
-        sched = launch("kube-scheduler", configs.scheduler_argv(b, lay, net))
-        env = {**os.environ, "PATH": f"{b.containerd.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        ctd = launch("containerd", [str(b.containerd), f"--config={lay.containerd_config}"], env=env)
-        self._wait(kcm, lambda: self._ok(configs.KCM_PORT, "/healthz", verify=False), deadline,
-                   "kube-controller-manager /healthz")
-        self._wait(sched, lambda: self._ok(configs.SCHEDULER_PORT, "/healthz", verify=False), deadline,
-                   "kube-scheduler /healthz")
-        self._wait(ctd, self.runtime(bins).ready, deadline, "containerd socket")
-        self._import_pause(bins)
-        kubelet = launch("kubelet", configs.kubelet_argv(b.kubelet, lay, net))
-        self._wait(kubelet, self.node_ready, deadline, f"node {NODE_NAME} Ready (taint lifted)")
-        proxy = launch("kube-proxy", configs.kube_proxy_argv(b.kube_proxy, lay))
-        self._wait(proxy, lambda: _http_ok(net.node_ip, configs.KUBE_PROXY_HEALTHZ_PORT, "/healthz"), deadline,
-                   "kube-proxy /healthz")
-
-    def _write_kubeconfigs(self, p: pki.Pki, net: hostnet.plan.ClusterNet) -> None:
-        server = f"https://{net.node_ip}:{configs.APISERVER_PORT}"
-        for stem, (who, user) in KUBECONFIGS.items():
-            doc = pki.kubeconfig(server, p.ca_crt, p.client_crt(who), p.client_key(who), user, f"sipfleet-{self.name}")
-            path = self.layout.component_kubeconfig(stem) if stem else self.layout.kubeconfig
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-
-    def _write_node_configs(self, b: Binaries, net: hostnet.plan.ClusterNet) -> None:
-        lay = self.layout
-        for d in lay.node_dirs():
-            d.mkdir(parents=True, exist_ok=True)
-        lay.kubelet_config.write_text(configs.kubelet_config(lay, net, self.name))
-        lay.kube_proxy_config.write_text(configs.kube_proxy_config(lay, net))
-        lay.containerd_config.write_text(configs.containerd_toml(b, lay))
-        (lay.cni_conf_dir / "10-sipfleet.conflist").write_text(configs.cni_conflist(lay, net))
-        lay.resolv_conf.write_text("")
-
-    def _import_pause(self, bins: dict[str, Path]) -> None:
-        from ..pauseimage import write_oci_archive
-
-        archive = self.layout.images_dir / "pause.tar"
-        if not archive.exists():
-            write_oci_archive(bins["pause"], archive, configs.PAUSE_IMAGE)
-        self.runtime(bins).import_image(archive)
-
-    def _wait(self, rec: procs.ProcRecord, ready, deadline: float, what: str) -> None:
-        while True:
-            try:
-                if ready():
-                    return
-            except (OSError, hostnet.HostNetError):
-                pass
-            if not procs.is_alive(rec):
-                popen = self._popen.get(rec.pid)
-                code = popen.poll() if popen else None
-                raise ClusterError(f"{rec.name} exited{f' with code {code}' if code is not None else ''} before "
-                                   f"{what}; last lines of {rec.log}:\n{tail(Path(rec.log or ''))}")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"timed out waiting for {what} (cluster {self.name!r}); last lines of {rec.log}:\n"
-                                   f"{tail(Path(rec.log or ''))}")
-            time.sleep(0.2)
-
-    # -------------------------------------------------------------------------------------------------- down
     def down(self, *, purge: bool = False, grace: float = 10.0) -> list[str]:
         """Stop everything this cluster started and undo its host changes. Keeps logs (and, unless ``purge``,
         etcd data, PKI and imported images). Returns the problems (names SIGKILLed, what could not be removed)."""
         if not self.dir.exists():
             return []
         with _flock(self.layout.lock_file):
-            return self._down_locked(purge=purge, grace=grace)
-
-    def _down_locked(self, *, purge: bool, grace: float = 10.0) -> list[str]:
-        recs = self.records()
-        problems: list[str] = []
-        for stage in STOP_STAGES:
-            if stage == "pods":
-                problems += self._stop_pods(recs, grace)
-            else:
-                problems += [f"{n} needed SIGKILL" for n in procs.stop([r for r in recs if r.name in stage], grace)]
-        problems += [f"{n} needed SIGKILL" for n in procs.stop([r for r in recs if r.name not in COMPONENTS], grace)]
-        self.layout.pids_file.unlink(missing_ok=True)
-        problems += hostside.unmount_under(self.dir)
-        record = hostside.HostRecord.load(self.layout.host_file)
-        problems += hostside.remove_cgroups(record)
-        record.save(self.layout.host_file)
-        problems += network.teardown(self._owned())
-        problems += hostside.release_shared(self.netns, self.layout.pod_logs_dir)
-        if purge:
-            for d in (self.layout.etcd_dir, self.layout.pki_dir, self.layout.containerd_dir, self.layout.kubelet_dir,
-                      self.layout.pod_logs_dir, self.layout.images_dir, self.dir / "cni", self.layout.node_config_dir):
-                shutil.rmtree(d, ignore_errors=True)
-            for f in self.dir.glob("kubeconfig*"):
-                f.unlink(missing_ok=True)
-            self.layout.config_file.unlink(missing_ok=True)
-        return problems
-
-    def _stop_pods(self, recs: list[procs.ProcRecord], grace: float) -> list[str]:
-        """With the kubelet gone: remove every pod through the CRI (containers, mounts, pod networks), then
-        SIGKILL whatever is still in the cluster's cgroups (by PID: they can only be its pods)."""
-        problems = []
-        ctd = next((r for r in recs if r.name == "containerd"), None)
-        if ctd is not None and procs.is_alive(ctd):
-            try:
-                self.runtime().remove_all_pods()
-            except (ContainerRuntimeError, kubebin.KubebinError, OSError, subprocess.TimeoutExpired) as e:
-                problems.append(f"removing pods through the CRI: {e}")
-        record = hostside.HostRecord.load(self.layout.host_file)
-        left = hostside.cgroup_pids(record)
-        if left:
-            problems.append(f"processes left in the cluster's cgroups after the pods were removed: {left[:10]}")
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-            end = time.monotonic() + grace
-            while hostside.cgroup_pids(record) and time.monotonic() < end:
-                time.sleep(0.1)
-        return problems
+            return lifecycle.down_locked(self, purge=purge, grace=grace)
 
     # -------------------------------------------------------------------------------------------------- clients
     def runtime(self, bins: dict[str, Path] | None = None) -> Runtime:
@@ -456,28 +277,6 @@ class LocalCluster:
             "components": comps,
             "nodes": self.nodes() if ready else [],
         }
-
-
-def _etcd_healthy() -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", configs.ETCD_CLIENT, timeout=3)
-    try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-def _http_ok(host: str, port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(host, port, timeout=3)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 def get(name: str = "default") -> LocalCluster:
