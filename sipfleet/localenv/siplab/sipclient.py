@@ -27,6 +27,7 @@ class Request:
     cseq: int
     branch: str
     data: bytes = field(repr=False, default=b"")
+    local: tuple[str, int] = ("", 0)  # the client's address it was sent from
 
 
 class SipClient:
@@ -143,7 +144,7 @@ class SipClient:
             if expires is not None:
                 lines.append(f"Expires: {expires}")
         lines += list(headers) + ["User-Agent: sipfleet-lab-client", "Content-Length: 0", "", ""]
-        return Request(method, call_id, cseq, branch, "\r\n".join(lines).encode())
+        return Request(method, call_id, cseq, branch, "\r\n".join(lines).encode(), (lip, lport))
 
     def request(self, req: Request, timeout: float | None = None) -> SipMessage | None:
         """Send ``req`` and return its final answer (provisionals skipped; None at timeout)."""

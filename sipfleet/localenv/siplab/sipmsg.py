@@ -31,6 +31,7 @@ class SipMessage:
     reason: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)  # (name as received, value), in order
     body: bytes = b""
+    raw: bytes = field(default=b"", repr=False)  # the whole message as received
 
     @property
     def is_request(self) -> bool:
@@ -61,7 +62,7 @@ def parse(data: bytes) -> SipMessage:
         raise SipParseError("no end of headers")
     lines = head.decode("utf-8", errors="replace").split("\r\n")
     start, rest = lines[0], lines[1:]
-    msg = SipMessage()
+    msg = SipMessage(raw=data)
     if start.startswith("SIP/2.0 "):
         parts = start.split(" ", 2)
         if len(parts) < 2 or not parts[1].isdigit():
