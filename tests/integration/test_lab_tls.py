@@ -85,6 +85,7 @@ def test_register_over_tls_through_p_verified_and_on_the_wire(tls_lab, lab_user,
     assert out[1][1].all("service-route") == [f"<{lab.edge_uri('tls')}>"]  # E over TLS for a TLS client
     assert lab.service_route("tls") == lab.edge_uri("tls")
     call_id = out[0][0].call_id
+    lab.wait_wire(lambda x: x.call_id == call_id and x.cseq == out[1][0].cseq, node="R", timeout=10)
     p = lab.wire(node="P", call_id=call_id)
     r = lab.wire(node="R", call_id=call_id)
     assert [x.transport for x in p] == ["tls", "tls"] and [x.transport for x in r] == ["udp", "udp"]
@@ -102,7 +103,7 @@ def test_client_certificate_is_verified_and_shown_on_the_wire(tls_lab, me):
             [(req, resp)] = c.register(lab.scripted.uri(), user="alice", domain=lab.domain,
                                        route=f"<{lab.proxy_uri('tls')}>" if node == "P" else None)
         assert resp is not None and resp.status == 200
-        rec = next(x for x in lab.wire(node=node, call_id=req.call_id))
+        rec = lab.wait_wire(lambda x: x.call_id == req.call_id, node=node, timeout=10)
         assert rec.transport == "tls" and rec.tls_peer == tlspki.CLIENT_CN
 
 
@@ -113,6 +114,7 @@ def test_registrar_and_s_serve_tls_directly(tls_lab, lab_user, me):
                    server_hostname=lab.domain) as c:  # R's certificate names the registrar's domain too
         out = c.register(lab.registrar_uri("tls"), user=user, domain=lab.domain, password=password)
     assert [r.status for _, r in out] == [401, 200]
+    lab.wait_wire(lambda x: x.call_id == out[1][0].call_id and x.cseq == out[1][0].cseq, node="R", timeout=10)
     assert [x.transport for x in lab.wire(node="R", call_id=out[0][0].call_id)] == ["tls", "tls"]
     lab.scripted.script("503 retry-after=30", "200 sr=10")
     with SipClient(me, (lab.ip("S"), lab.tls_port), "tls", ssl_context=_ctx(lab.tls.ca_crt),
@@ -121,7 +123,7 @@ def test_registrar_and_s_serve_tls_directly(tls_lab, lab_user, me):
         b = c.register(lab.scripted.uri("tls"), user=user, domain=lab.domain)
     assert a[0][1].status == 503 and a[0][1].get("retry-after") == "30"
     assert b[0][1].status == 200 and len(b[0][1].all("service-route")) == 10
-    recs = lab.scripted.requests(call_id=b[0][0].call_id)
+    recs = [lab.wait_wire(lambda x: x.call_id == b[0][0].call_id, node="S", timeout=10)]
     assert recs[0].transport == "tls" and recs[0].tls_version and recs[0].tls_cipher and recs[0].answer == "200"
 
 

@@ -69,11 +69,12 @@ class Registrar:
                send: Callable[[bytes], None], tls: dict[str, str]) -> None:
         at = time.time()
         if data.strip(b"\r\n") == b"":
-            if transport != "udp":
-                send(b"\r\n")
             self.counts["KEEPALIVE"] += 1
             self._log({"method": "KEEPALIVE", "at": f"{at:.6f}", "src": f"{src[0]}:{src[1]}",
-                       "dst": f"{dst[0]}:{dst[1]}", "transport": transport, "answer": "pong" if transport != "udp" else "", **tls})
+                       "dst": f"{dst[0]}:{dst[1]}", "transport": transport,
+                       "answer": "pong" if transport != "udp" else "", **tls})
+            if transport != "udp":
+                send(b"\r\n")
             return
         try:
             req = parse(data)
@@ -84,14 +85,14 @@ class Registrar:
             return  # S sends no requests; a stray response is ignored
         probe = req.get("call-id").startswith("siplab-probe-")
         answer, out = self._answer(req, transport, src)
+        if not probe:  # the record is written before the answer goes out
+            self.counts[req.method] += 1
+            self.answers[answer] += 1
+            self._log(self._record(req, at, transport, src, dst, answer, tls))
         if isinstance(out, tuple):  # delayed
             asyncio.get_running_loop().call_later(out[0], self._later, out[1], send, out[2])
         elif out is not None:
             send(out)
-        if not probe:
-            self.counts[req.method] += 1
-            self.answers[answer] += 1
-            self._log(self._record(req, at, transport, src, dst, answer, tls))
 
     def _later(self, data: bytes, send: Callable[[bytes], None], key: tuple) -> None:
         entry = self.tx.get(key)
