@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import procs
 from ..hostnet import nsenter_prefix, port_bound
@@ -222,7 +222,3 @@ class ScriptedRegistrar:
     def _ctl(self) -> Path:
         return self.lab.state.ctl_socket(SCRIPTED)
 
-
-def parse_script_words(words: Iterable[str]) -> list[str]:
-    """CLI words -> answers: each word is one answer (quote answers with keys: ``"503 retry-after=30"``)."""
-    return [w for w in words if w.strip()]

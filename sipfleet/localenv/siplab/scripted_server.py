@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 import secrets
@@ -36,7 +37,7 @@ from .sipmsg import SipMessage, SipParseError, cseq_number, digest_valid, frame,
 from .wire import format_wire_line
 
 MAX_TX = 4096  # remembered transactions (retransmission detection)
-MAX_NONCES = 4096
+MAX_NONCES = 65536  # challenges outstanding (a fleet's worth)
 
 
 class Registrar:
@@ -124,6 +125,8 @@ class Registrar:
             self.tx.popitem(last=False)
         if what == "silence":
             return what, None
+        if code in (401, 407):
+            ctx = dataclasses.replace(ctx, nonce=self._nonce())
         data = render(req, step, ctx, code=code, reason=REASONS.get(code or 0, "") if code else "")
         if step.delay_ms:
             return what, (step.delay_ms / 1000.0, data, key)
@@ -158,14 +161,17 @@ class Registrar:
             users = {}
         return "right" if digest_valid(params, users.get(params.get("username", "")), req.method, self.realm) else "wrong"
 
-    def _ctx(self, transport: str, src: tuple[str, int]) -> Context:
+    def _nonce(self) -> str:
         nonce = secrets.token_hex(16)
         self.nonces[nonce] = None
         while len(self.nonces) > MAX_NONCES:
             self.nonces.popitem(last=False)
+        return nonce
+
+    def _ctx(self, transport: str, src: tuple[str, int]) -> Context:
         return Context(transport=transport, src_ip=src[0], src_port=src[1], to_tag=secrets.token_hex(6),
-                       realm=self.realm, nonce=nonce, targets=self.cfg["targets"],
-                       tls_targets=self.cfg["tls_targets"], edge=self.cfg["edge"])
+                       realm=self.realm, targets=self.cfg["targets"], tls_targets=self.cfg["tls_targets"],
+                       edge=self.cfg["edge"])
 
     # ---------------------------------------------------------------- log
     def _record(self, req: SipMessage, at: float, transport: str, src: tuple[str, int], dst: tuple[str, int],
