@@ -381,7 +381,7 @@ class SipLab(LabAddresses, LabFaults, LabTlsFiles):
         """Run SIPp once from the SIPp host, bounded in calls (``calls``) and time (``timeout`` s, then killed).
 
         ``scenario``: ``register`` (digest auth, users from ``users``), ``unregister``, ``uac_call``, or a path.
-        ``target``: a node name, ``ip:port`` or a SIP URI (first hop). ``route``: a ``Route:`` value or None.
+        ``target``: a node name (P, R, E, S), ``ip:port`` or a SIP URI (first hop). ``route``: a ``Route:`` value or None.
         ``ruri``: the Request-URI (default: R for REGISTER, the target for calls). ``local_ip``: one of the SIPp
         addresses (:meth:`sipp_ip`). Other keywords: see :func:`.sipp.start_sipp`.
         """
