@@ -1,4 +1,5 @@
-"""`sipfleet lab ...`: start, stop and drive the local Kamailio/SIPp SIP lab (sipfleet.localenv.siplab)."""
+"""`sipfleet lab ...`: start, stop and drive the local SIP lab (sipfleet.localenv.siplab): Kamailio P/R/E, the
+scripted registrar S, SIPp, faults, TLS."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import os
 import sys
 import time
 
+from . import lab_cli_scripted
+from .lab_cli_scripted import fail as _fail, open_lab as _lab
+
 INJECT_HELP = """\
 Kamailio-level (P, R, E or all; how the node answers REGISTER):
   normal | 408 | 503 | blackhole | delay:<ms>
-Network-level (P, R, E, sipp or all; nftables rules in that lab host's netns, real packets):
+  (S answers as scripted: `sipfleet lab script ...`)
+Network-level (P, R, E, S, sipp or all; nftables rules in that lab host's netns, real packets):
   partition            drop every packet in and out of the host
   block:<ip>           drop every packet between <ip> and the host
   loss:<percent>:<ip>  drop that share of the packets between <ip> and the host, at random
@@ -46,7 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dev", default="eth0", help="interface for --netns/--pid (default eth0)")
     p.set_defaults(func=_inject)
 
-    p = sub.add_parser("stop-node", help="stop one node (by PID)")
+    lab_cli_scripted.register(sub)
+
+    p = sub.add_parser("stop-node", help="stop one node (P, R, E or S; by PID)")
     p.add_argument("node")
     p.add_argument("--kill", action="store_true", help="SIGKILL all of the node's processes (a crash)")
     p.set_defaults(func=_stop_node)
@@ -96,17 +103,6 @@ def _help(parser: argparse.ArgumentParser):
     return run
 
 
-def _lab(args: argparse.Namespace, **kw):
-    from .siplab import SipLab
-
-    return SipLab(name=args.name, state_dir=args.state_dir, **kw)
-
-
-def _fail(what: str, err: Exception) -> int:
-    print(f"sipfleet lab {what}: {err}", file=sys.stderr)
-    return 1
-
-
 def _print_status(args: argparse.Namespace, st: dict) -> None:
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
@@ -120,6 +116,12 @@ def _print_status(args: argparse.Namespace, st: dict) -> None:
         state = f"pid {n['pid']}" if n["running"] else "stopped"
         faults = f"  faults={json.dumps(n['faults'])}" if n["faults"] else ""
         print(f"  {name}  {n['address'] or '-':<21} {state:<12} inject={n['inject']}  netns {n['netns']}{faults}")
+    sc = st.get("scripted")
+    if sc:
+        state = f"pid {sc['pid']}" if sc["running"] else "stopped"
+        faults = f"  faults={json.dumps(sc['faults'])}" if sc["faults"] else ""
+        print(f"  S  {sc['address']:<21} {state:<12} script={' | '.join(sc['script'])}  netns {sc['netns']}{faults}")
+        print(f"  REGISTERs meant for R go to {st['registrar']}" + (f";  TLS {st['tls']['proxy_uri']}" if st.get("tls") else ""))
     print(f"  sipp   netns {st['sipp']['netns']}" + (f"  faults={json.dumps(st['sipp']['faults'])}" if st["sipp"]["faults"] else ""))
     print(f"  users  {', '.join(st['users']) or '-'}")
     if st["clients"]:

@@ -85,7 +85,7 @@ def test_up_and_down_leave_the_host_as_it_was_and_two_labs_run_side_by_side(lab,
         assert slot != lab.slot  # both labs up at once, each on a slot of its own
         net = plan.lab_net(slot)
         assert hostnet.link(net.bridge) is not None and (net.bridge, net.bridge_cidr) in hostnet.addrs()
-        for host, n in (("P", 1), ("R", 2), ("E", 3), ("sipp", 10)):
+        for host, n in (("P", 1), ("R", 2), ("E", 3), ("S", 4), ("sipp", 10)):
             ns = other.netns(host)
             assert ns == f"sipfleet-l-{name}-{host}" and hostnet.netns_exists(ns)
             assert {ln["ifname"] for ln in hostnet.links(ns)} == {"lo", "eth0"}
@@ -95,6 +95,9 @@ def test_up_and_down_leave_the_host_as_it_was_and_two_labs_run_side_by_side(lab,
             cfg = other.cfg_path(n).read_text()
             assert "127.0." not in cfg and f"listen=udp:{other.ip(n)}:5060" in cfg
             assert os.stat(f"/proc/{other.node(n).pid}/ns/net").st_ino == hostnet.netns_inode(other.netns(n))
+        s_pid = other.node("S").pid
+        assert os.stat(f"/proc/{s_pid}/ns/net").st_ino == hostnet.netns_inode(other.netns("S"))
+        assert other.tls.ca_crt.is_file() and other.ca_pem() != lab.ca_pem()  # each lab has a CA of its own
 
         # the second lab serves SIP while the session's lab does too
         user = ("ud" + uuid.uuid4().hex[:6], "pw-" + uuid.uuid4().hex[:6])
@@ -103,6 +106,15 @@ def test_up_and_down_leave_the_host_as_it_was_and_two_labs_run_side_by_side(lab,
         assert res.codes == [200], (res.final_codes, res.errors[:3])
         assert lab.sipp("register", "P", users=[lab_user("side-")], route=f"<{lab.proxy_uri()}>",
                         timeout=60).codes == [200]
+        other.scripted.script("200 auth=401")  # the second lab's S, through its P
+        other.set_registrar("S")
+        res = other.sipp("register", "P", users=[user], route=f"<{other.proxy_uri()}>", timeout=60)
+        assert res.codes == [200] and other.scripted.requests(call_id=next(iter(res.final_codes)))
+        if other.tls_enabled:  # a TLS handshake with its P, verified against its CA
+            hs = subprocess.run(["openssl", "s_client", "-connect", other.tls_hostport("P"), "-CAfile",
+                                 str(other.tls.ca_crt), "-verify_ip", other.ip("P"), "-verify_return_error", "-brief"],
+                                input="", capture_output=True, text=True, timeout=30)
+            assert hs.returncode == 0 and "Verification: OK" in hs.stderr, hs.stderr
 
         # everything down has to remove: a client address, a fault table, a join, extra SIPp address
         client = other.client_address()
@@ -118,6 +130,7 @@ def test_up_and_down_leave_the_host_as_it_was_and_two_labs_run_side_by_side(lab,
         other.down()
     assert hostnet.link(join_link) is None and hostnet.link(f"{join_link}p", cluster_ns) is None  # the join went too
     assert helper.teardown() == []
+    assert not os.path.exists(f"/proc/{s_pid}")  # S stopped by PID
     after = _host_state()
     assert other.slot is None and other.status()["slot"] is None and other.subnet == net.prefix  # for old logs
     mine = re.compile(rf"\bsf[lj]{slot}(br|h|c)|sipfleet-l-{re.escape(name)}-|10\.213\.{200 + slot}\.")

@@ -66,10 +66,13 @@ def test_the_real_template_renders_without_loopback_addresses():
     from sipfleet.localenv.siplab.kamailio import CFG_TEMPLATE
 
     keys = ["NODE", "IP", "PORT", "DOMAIN", "CTL", "MODE", "DELAY_US", "WIRE", "CHILDREN", "TCP_CHILDREN",
-            "FR_TIMER_MS", "MPATH", "REGISTRAR_URI", "EDGE_URI", "EDGE_URI_TCP", "EDGE_URI_FIXED", "USERS_INIT"]
-    out = render_cfg(CFG_TEMPLATE.read_text(), "P", {k: "10.213.201.1" for k in keys}, registrar=False,
-                     service_route_auto=True)
-    assert "@@" not in out and "127.0." not in out
+            "FR_TIMER_MS", "MPATH", "REGISTRAR_URI", "EDGE_URI", "EDGE_URI_TCP", "EDGE_URI_FIXED", "USERS_INIT",
+            "TLS_PORT", "TLS_PORT_WRONG_NAME", "TLS_PORT_WRONG_CA", "TLS_CFG", "EDGE_URI_TLS", "ONWARD_URI", "R_IP"]
+    for defines in ((), ("WITH_TLS",)):
+        out = render_cfg(CFG_TEMPLATE.read_text(), "P", {k: "10.213.201.1" for k in keys}, registrar=False,
+                         service_route_auto=True, defines=defines)
+        assert "@@" not in out and "127.0." not in out
+        assert ("#!define WITH_TLS" in out) == bool(defines)
 
 
 def test_users_are_stored_as_ha1_only():

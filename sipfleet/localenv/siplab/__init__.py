@@ -1,17 +1,21 @@
-"""The SIP lab: three real Kamailio nodes and SIPp, each in a network namespace of its own, with failure
-injection (Kamailio-level and real network faults) and a wire log.
+"""The SIP lab: three real Kamailio nodes, a scripted registrar and SIPp, each in a network namespace of its own,
+with failure injection (Kamailio-level and real network faults), TLS from a CA of its own, and a wire log.
 
-Topology (lab slot ``l`` chosen free at :meth:`SipLab.up`, kept in the state dir; port 5060 UDP and TCP)::
+Topology (lab slot ``l`` chosen free at :meth:`SipLab.up`, kept in the state dir; port 5060 UDP and TCP, 5061 TLS)::
 
     host netns: bridge sfl<l>br 10.213.(200+l).254/24  (+ /32 client addresses .100-.249 for host processes)
       |-- netns sipfleet-l-<lab>-P     eth0 10.213.(200+l).1/16   proxy: loose-routing, stateful, forwards to R
       |-- netns sipfleet-l-<lab>-R     eth0 10.213.(200+l).2/16   registrar: digest auth, Service-Route <E;lr>
       |-- netns sipfleet-l-<lab>-E     eth0 10.213.(200+l).3/16   edge proxy (where a drifted REGISTER goes)
+      |-- netns sipfleet-l-<lab>-S     eth0 10.213.(200+l).4/16   scripted registrar: answers as told
       `-- netns sipfleet-l-<lab>-sipp  eth0 10.213.(200+l).10/16 (+ .11-.19)  SIPp
 
 Modules: :mod:`.topology` (namespaces, bridge, client addresses, join), :mod:`.kamailio` (config, processes,
-readiness, kamcmd), :mod:`.wire` (the wire log), :mod:`.inject` (Kamailio-level and network faults),
-:mod:`.users` (digest users, contacts), :mod:`.sipp` / :mod:`.sipp_results` (SIPp runs), :mod:`.state` (files).
+readiness, kamcmd), :mod:`.wire` (the wire log), :mod:`.inject` / :mod:`.faults_api` (Kamailio-level and
+network faults, the registrar switch), :mod:`.scripted` / :mod:`.scripted_server` / :mod:`.answers` /
+:mod:`.respond` / :mod:`.sipmsg` (the scripted registrar S), :mod:`.tlspki` (CA and certificates),
+:mod:`.sipclient` (a raw-socket REGISTER client), :mod:`.users` (digest users, contacts), :mod:`.sipp` /
+:mod:`.sipp_results` (SIPp runs), :mod:`.state` (files).
 
 Example::
 
@@ -25,6 +29,9 @@ Example::
         me = lab.client_address()                            # a /32 on the lab bridge for a host process
         lab.inject("P", f"block:{me}")                       # packets between me and P are dropped
         lab.inject("P", "heal")
+        lab.scripted.script("503 retry-after=30", "200 expires=60")  # S: one 503, then 200s
+        lab.set_registrar("S")                               # P and E send REGISTERs to S instead of R
+        ca = lab.ca_pem(); uri = lab.proxy_uri("tls")        # TLS through P, verified against the lab CA
 
 Processes are started and stopped by PID; the state is enough for another process (``sipfleet lab ...``) to
 drive or stop a lab started elsewhere. ``down`` removes every netns, veth, bridge, address and nftables table
@@ -39,11 +46,16 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .. import hostnet
 from . import inject as inj
-from . import kamailio, users
-from .addresses import LabAddresses
-from .model import HOSTS, INJECT_MODES, NET_FAULTS, NODES, LabError, LabNode, SippResult, WireRecord, host_name, node_name
+from . import kamailio, tlspki, users
+from .addresses import TLS_CERTS, LabAddresses
+from .answers import Answer, AnswerError, Script, parse_answer
+from .faults_api import LabFaults
+from .model import (HOSTS, INJECT_MODES, NET_FAULTS, NODES, SCRIPTED, SIP_HOSTS, LabError, LabNode, SippResult,
+                    WireRecord, node_name, sip_host_name)
+from .scripted import ScriptedProc, ScriptedRegistrar, server_config
 from .sipp import SippRun, run_sipp, scenario_path, start_sipp, start_uas
 from .state import LabState, default_state_root
+from .tlspki import LabTlsFiles
 from .topology import Topology, net_errors
 from .wire import WireLog, parse_wire_line, split_route_header
 
@@ -53,13 +65,15 @@ render_fault_table = inj.render_fault_table
 
 __all__ = [
     "LabError", "LabNode", "SipLab", "SippResult", "SippRun", "run_sipp", "start_sipp", "WireRecord", "NODES",
-    "HOSTS", "INJECT_MODES", "NET_FAULTS", "default_state_root", "parse_inject_mode", "parse_net_fault",
-    "render_fault_table", "parse_wire_line", "split_route_header", "scenario_path",
+    "HOSTS", "SIP_HOSTS", "SCRIPTED", "INJECT_MODES", "NET_FAULTS", "default_state_root", "parse_inject_mode",
+    "parse_net_fault", "render_fault_table", "parse_wire_line", "split_route_header", "scenario_path", "Answer",
+    "AnswerError", "Script", "parse_answer", "TLS_CERTS",
 ]
 
 
-class SipLab(LabAddresses):
-    """A P/R/E Kamailio lab plus a SIPp host, each in its own netns. See the module docstring."""
+class SipLab(LabAddresses, LabFaults, LabTlsFiles):
+    """P/R/E Kamailio nodes, the scripted registrar S and a SIPp host, each in its own netns. See the module
+    docstring."""
 
     def __init__(
         self,
@@ -76,6 +90,7 @@ class SipLab(LabAddresses):
         wire_log: bool = True,
         die_with_parent: bool = False,
         service_route_transport: str = "auto",
+        tls: bool | None = None,
     ) -> None:
         self.name = name
         self.state_dir = Path(state_dir) if state_dir else default_state_root() / "labs" / name
@@ -95,7 +110,11 @@ class SipLab(LabAddresses):
         if service_route_transport not in ("auto", "udp", "tcp"):
             raise LabError("service_route_transport must be auto, udp or tcp")
         self.service_route_transport = service_route_transport
+        # TLS listeners on the Kamailio nodes (None: when Debian's kamailio-tls-modules is installed); S always
+        self.tls_enabled = kamailio.has_tls_module() if tls is None else bool(tls)
         self._nodes = kamailio.NodeProcs(self.state)
+        self._scripted = ScriptedProc(self.state)
+        self.scripted = ScriptedRegistrar(self)
         self._wire = WireLog(self.log_path)
         self._inj = inj.Injector(self.state, self.topology.owned, self.netns)
 
@@ -138,7 +157,7 @@ class SipLab(LabAddresses):
         return self.state.logs_dir
 
     def log_path(self, node: str) -> Path:
-        return self.state.log_path(node_name(node))
+        return self.state.log_path(sip_host_name(node))
 
     def cfg_path(self, node: str) -> Path:
         return self.state.cfg_path(node_name(node))
@@ -148,17 +167,19 @@ class SipLab(LabAddresses):
 
     # ---------------------------------------------------------------- lifecycle
     def node(self, name: str) -> LabNode:
-        n = node_name(name)
-        rec = self._nodes.record(n)
+        """P, R, E (Kamailio) or S (the scripted registrar)."""
+        n = sip_host_name(name)
+        rec = self._scripted.record() if n == SCRIPTED else self._nodes.record(n)
         ip = self.ip(n) if (self.slot or self.topology.last_slot) else ""
         return LabNode(name=n, ip=ip, port=self.port, pid=rec.pid if rec else None, running=rec is not None,
                        netns=self.netns(n))
 
     def nodes(self) -> list[LabNode]:
+        """The Kamailio nodes (S: ``node("S")``)."""
         return [self.node(n) for n in NODES]
 
     def is_up(self) -> bool:
-        return all(self.node(n).running for n in NODES)
+        return all(self.node(n).running for n in SIP_HOSTS)
 
     def up(self, timeout: float = 60.0) -> "SipLab":
         """Build the network if needed and start every node that is not running (idempotent); returns when all
@@ -170,23 +191,27 @@ class SipLab(LabAddresses):
                 self._teardown_net()
                 with net_errors():
                     self.topology.build(self.requested_slot)
-            running = {n: self._nodes.record(n) is not None for n in NODES}
+            running = {n: self.node(n).running for n in SIP_HOSTS}
             if not any(running.values()):
-                # fresh start: new logs (new inodes, so readers elsewhere start over), nothing injected
+                # fresh start: new logs (new inodes, so readers elsewhere start over), nothing injected or scripted
                 self._inj.reset()
+                for f in ("onward.json", "scripted-script.json"):
+                    self.state.remove(f)
                 self.logs_dir.mkdir(parents=True, exist_ok=True)
-                for n in NODES:
+                for n in SIP_HOSTS:
                     self.log_path(n).unlink(missing_ok=True)
                     self.log_path(n).touch()
                 self._wire.clear()
+            tlspki.ensure(self.tls.dir, {h: self.ip(h) for h in SIP_HOSTS}, self.domain)
             net = self.topology.net
             self.state.write_json("lab.json", {
                 "name": self.name, "slot": net.slot, "subnet": net.prefix, "bridge": net.bridge,
                 "port": self.port, "domain": self.domain, "nodes": {n: self.hostport(n) for n in NODES},
                 "netns": {h: self.netns(h) for h in HOSTS}, "proxy_uri": self.proxy_uri(),
                 "registrar_uri": self.registrar_uri(), "edge_uri": self.edge_uri(),
+                "scripted_uri": self.scripted.uri(), "tls": self._tls_status(),
             })
-            for n in NODES:
+            for n in SIP_HOSTS:
                 if not running[n]:
                     self._start_locked(n, timeout)
         return self
@@ -195,6 +220,7 @@ class SipLab(LabAddresses):
         """Stop every node by its recorded PID, then remove the lab's whole network (LabError if anything it
         created could not be removed; what is left stays recorded for the next ``down``)."""
         with self.state.locked():
+            self._scripted.stop()
             for n in reversed(NODES):
                 self._nodes.stop(n)
             problems = self._teardown_net()
@@ -209,18 +235,22 @@ class SipLab(LabAddresses):
             return self.topology.teardown()
 
     def start_node(self, name: str, timeout: float = 60.0) -> LabNode:
-        n = node_name(name)
+        """Start P, R, E or S again on the same address (nothing if it runs)."""
+        n = sip_host_name(name)
         with self.state.locked():
-            if self._nodes.record(n) is None:
+            if not self.node(n).running:
                 self._start_locked(n, timeout)
         return self.node(n)
 
     def stop_node(self, name: str, hard: bool = False) -> None:
         """Stop one node by PID: SIGTERM (Kamailio shuts down its workers), or with ``hard`` SIGKILL to all
         of the node's processes at once (a crash: sockets closed by the kernel)."""
-        n = node_name(name)
+        n = sip_host_name(name)
         with self.state.locked():
-            self._nodes.stop(n, hard=hard)
+            if n == SCRIPTED:
+                self._scripted.stop(hard=hard)
+            else:
+                self._nodes.stop(n, hard=hard)
 
     def restart_node(self, name: str, timeout: float = 60.0) -> LabNode:
         self.stop_node(name)
@@ -250,13 +280,30 @@ class SipLab(LabAddresses):
             "edge_uri": self.edge_uri() if slot else None, "users": sorted(users.load(self.state)),
             "clients": self.topology.client_addresses(), "sipp": {"netns": self.netns("sipp"),
                                                                  "faults": faults.get("sipp")},
-            "nodes": nodes,
+            "nodes": nodes, "registrar": self.registrar(), "tls": self._tls_status() if slot else None,
+            "scripted": self._scripted_status(faults) if slot else None,
         }
+
+    def _tls_status(self) -> dict[str, Any]:
+        return {"kamailio": self.tls_enabled, "port": self.tls_port, "ca": str(self.tls.ca_crt),
+                "wrong_ca": str(self.tls.wrong_ca_crt), "proxy_uri": self.proxy_uri("tls"),
+                "names": {h: self.tls_name(h) for h in SIP_HOSTS},
+                "bad_proxy_uris": {c: self.proxy_uri("tls", c) for c in TLS_CERTS if c != "good"}}
+
+    def _scripted_status(self, faults: dict[str, Any]) -> dict[str, Any]:
+        s = self.node(SCRIPTED)
+        return {"ip": s.ip, "address": s.hostport, "pid": s.pid, "running": s.running, "netns": s.netns,
+                "uri": self.scripted.uri(), "log": str(self.log_path(SCRIPTED)), "faults": faults.get(SCRIPTED),
+                "script": [a.to_text() for a in self.scripted.current().steps],
+                "scope": self.scripted.current().scope}
 
     # ---------------------------------------------------------------- Kamailio processes
     def _render_cfg(self, node: str) -> str:
         mode, delay_us = inj.parse_inject_mode(self._inj.modes()[node])
         fixed = "udp" if self.service_route_transport == "auto" else self.service_route_transport
+        tls_cfg = self.state.path(f"{node}-tls.cfg")
+        if self.tls_enabled:
+            self.state.write_secret(tls_cfg, tlspki.kamailio_tls_cfg(node, self.ip(node), self.tls_port, self.tls))
         params = {
             "NODE": node, "IP": self.ip(node), "PORT": str(self.port), "DOMAIN": self.domain,
             "CTL": str(self.ctl_socket(node)), "MODE": mode, "DELAY_US": str(delay_us),
@@ -265,15 +312,26 @@ class SipLab(LabAddresses):
             "MPATH": kamailio.kamailio_mpath(), "REGISTRAR_URI": f"sip:{self.ip('R')}:{self.port}",
             "EDGE_URI": self.edge_uri(), "EDGE_URI_TCP": self.edge_uri("tcp"), "EDGE_URI_FIXED": self.edge_uri(fixed),
             "USERS_INIT": kamailio.users_init(users.load(self.state)),
+            "TLS_PORT": str(self.tls_port), "TLS_PORT_WRONG_NAME": str(self.port + TLS_CERTS["wrong-name"]),
+            "TLS_PORT_WRONG_CA": str(self.port + TLS_CERTS["wrong-ca"]), "TLS_CFG": str(tls_cfg),
+            "EDGE_URI_TLS": self.edge_uri("tls"), "ONWARD_URI": self.registrar_uri(node=self.registrar()),
+            "R_IP": self.ip("R"),
         }
         return kamailio.render_cfg(kamailio.CFG_TEMPLATE.read_text(), node, params, registrar=node == "R",
-                                   service_route_auto=self.service_route_transport == "auto")
+                                   service_route_auto=self.service_route_transport == "auto",
+                                   defines=("WITH_TLS",) if self.tls_enabled else ())
 
     def _start_locked(self, node: str, timeout: float) -> None:
         with net_errors():
+            if node == SCRIPTED:
+                t = self.tls
+                cfg = server_config(self, (str(t.crt(SCRIPTED)), str(t.key(SCRIPTED)), str(t.ca_crt)))
+                self._scripted.start(cfg, self.netns(node), self.topology.net.bridge_ip,
+                                     die_with_parent=self.die_with_parent, timeout=timeout)
+                return
             self._nodes.start(node, self._render_cfg(node), self.netns(node), self.ip(node), self.port,
                               self.topology.net.bridge_ip, shm_mb=self.shm_mb, die_with_parent=self.die_with_parent,
-                              timeout=timeout)
+                              timeout=timeout, tls_port=self.tls_port if self.tls_enabled else None)
 
     def _running_ctl(self, node: str) -> Path | None:
         return self.ctl_socket(node) if self._nodes.record(node) is not None else None
@@ -282,75 +340,6 @@ class SipLab(LabAddresses):
         """Run one kamcmd RPC against a node's ctl socket; returns stdout, raises LabError on failure."""
         n = node_name(node)
         return kamailio.kamcmd(self.ctl_socket(n), n, *args, timeout=timeout)
-
-    # ---------------------------------------------------------------- injection
-    def inject(self, target: str, mode: str) -> None:
-        """Inject a failure at lab node/host ``target``.
-
-        Kamailio-level (P, R, E; how the node handles REGISTER): ``normal | 408 | 503 | blackhole | delay:<ms>``;
-        takes effect at once and survives stop_node/start_node (until the next fresh up()).
-        Network-level (P, R, E, sipp; real packets): ``partition | block:<ip> | loss:<percent>:<ip> |
-        link-down | link-up | heal``; see :mod:`.inject`.
-        """
-        fault = inj.parse_net_fault(mode)
-        with self.state.locked(), net_errors():
-            if fault is not None:
-                self._inj.apply(host_name(target), fault)
-            else:
-                n = node_name(target)
-                self._inj.set_mode(n, mode, self._running_ctl(n))
-
-    def injection(self, node: str) -> str:
-        """The node's Kamailio-level mode."""
-        return self._inj.modes()[node_name(node)]
-
-    def net_faults(self) -> dict[str, dict[str, Any]]:
-        """Network faults in force, per lab host (hosts without any are left out)."""
-        return self._inj.faults()
-
-    def partition(self, host: str) -> None:
-        """Drop every packet in and out of lab host ``host`` (until :meth:`heal`)."""
-        self.inject(host, "partition")
-
-    def block(self, host: str, address: str, loss: int = 100) -> None:
-        """Drop ``loss`` percent (100: all) of the packets between ``address`` and lab host ``host``."""
-        self.inject(host, f"loss:{int(loss)}:{address}")
-
-    def heal(self, host: str | None = None) -> None:
-        """Remove every network fault from ``host`` (default: from every lab host that has one)."""
-        for h in [host] if host else list(self.net_faults()):
-            self.inject(h, "heal")
-
-    def fault_counters(self, host: str) -> dict[str, int]:
-        """Packets the host's fault rules dropped so far, per chain (``input``, ``output``)."""
-        with net_errors():
-            return inj.fault_counters(self.netns(host_name(host)))
-
-    def link_down(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> list[str]:
-        """Set ``dev`` down inside a netns the lab does not own (a pod's): ``netns`` (a name or a path) or the
-        netns of process ``pid``; returns the routes it flushes, which :meth:`link_up` re-adds. Lab hosts:
-        ``inject(host, "link-down")``."""
-        with self.state.locked():
-            return inj.set_link(inj.resolve_netns(netns, pid), dev, False, self.state)
-
-    def link_up(self, *, netns: str | None = None, pid: int | None = None, dev: str = "eth0") -> list[str]:
-        """Set ``dev`` up again and re-add the routes :meth:`link_down` recorded; returns them."""
-        with self.state.locked():
-            return inj.set_link(inj.resolve_netns(netns, pid), dev, True, self.state)
-
-    def reset_injections(self) -> None:
-        """Every node back to ``normal``, every network fault healed."""
-        for n, mode in self._inj.modes().items():
-            if mode != "normal":
-                self.inject(n, "normal")
-        self.heal()
-
-    def set_wire_log(self, enabled: bool) -> None:
-        """Switch the wire log on or off at run time on every running node (e.g. for load benchmarks)."""
-        self.wire_log = bool(enabled)
-        for n in NODES:
-            if self.node(n).running:
-                self.kamcmd(n, "pv.shvSet", "wire", "int", "1" if enabled else "0")
 
     # ---------------------------------------------------------------- users
     def add_user(self, username: str, password: str) -> None:
@@ -392,7 +381,7 @@ class SipLab(LabAddresses):
         """Run SIPp once from the SIPp host, bounded in calls (``calls``) and time (``timeout`` s, then killed).
 
         ``scenario``: ``register`` (digest auth, users from ``users``), ``unregister``, ``uac_call``, or a path.
-        ``target``: a node name, ``ip:port`` or a SIP URI (first hop). ``route``: a ``Route:`` value or None.
+        ``target``: a node name (P, R, E, S), ``ip:port`` or a SIP URI (first hop). ``route``: a ``Route:`` value or None.
         ``ruri``: the Request-URI (default: R for REGISTER, the target for calls). ``local_ip``: one of the SIPp
         addresses (:meth:`sipp_ip`). Other keywords: see :func:`.sipp.start_sipp`.
         """

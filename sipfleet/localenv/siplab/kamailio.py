@@ -54,8 +54,18 @@ def kamailio_mpath() -> str:
     raise LabError("Kamailio modules directory not found")
 
 
-def render_cfg(template: str, node: str, params: Mapping[str, str], *, registrar: bool, service_route_auto: bool) -> str:
-    """The node's config: ``@@KEY@@`` tokens replaced from ``params``, role defines prepended (pure)."""
+def has_tls_module() -> bool:
+    """Whether Kamailio's tls module is installed (Debian: kamailio-tls-modules)."""
+    try:
+        return Path(kamailio_mpath(), "tls.so").exists()
+    except LabError:
+        return False
+
+
+def render_cfg(template: str, node: str, params: Mapping[str, str], *, registrar: bool, service_route_auto: bool,
+               defines: tuple[str, ...] = ()) -> str:
+    """The node's config: ``@@KEY@@`` tokens replaced from ``params``, role defines (and ``defines``, e.g.
+    ``WITH_TLS``) prepended (pure)."""
     text = template
     for k, v in params.items():
         text = text.replace(f"@@{k}@@", v)
@@ -64,7 +74,8 @@ def render_cfg(template: str, node: str, params: Mapping[str, str], *, registrar
     first, rest = text.split("\n", 1)
     role = "ROLE_REGISTRAR" if registrar else "ROLE_PROXY"
     sr = "SR_AUTO" if service_route_auto else "SR_FIXED"
-    return f"{first}\n#!define {role}\n#!define NODE_{node}\n#!define {sr}\n{rest}"
+    extra = "".join(f"#!define {d}\n" for d in defines)
+    return f"{first}\n#!define {role}\n#!define NODE_{node}\n#!define {sr}\n{extra}{rest}"
 
 
 def users_init(users: Mapping[str, str]) -> str:
@@ -101,9 +112,11 @@ def start(
 
 
 def wait_ready(
-    node: str, proc: subprocess.Popen, ip: str, port: int, probe_src: str, ctl: Path, log: Path, timeout: float
+    node: str, proc: subprocess.Popen, ip: str, port: int, probe_src: str, ctl: Path, log: Path, timeout: float,
+    tls_port: int | None = None,
 ) -> None:
-    """Return once the node answers an OPTIONS over UDP, accepts TCP and answers on its ctl socket."""
+    """Return once the node answers an OPTIONS over UDP, accepts TCP (and TLS connections on ``tls_port``) and
+    answers on its ctl socket."""
     deadline = time.monotonic() + timeout
     sip_ok = tcp_ok = ctl_ok = False
     last_err = ""
@@ -114,8 +127,10 @@ def wait_ready(
             if not sip_ok:
                 sip_ok = probe_udp(ip, port, probe_src)
             if sip_ok and not tcp_ok:
-                with socket.create_connection((ip, port), timeout=1.0, source_address=(probe_src, 0)):
-                    tcp_ok = True
+                for p in (port, tls_port) if tls_port else (port,):
+                    with socket.create_connection((ip, p), timeout=1.0, source_address=(probe_src, 0)):
+                        pass
+                tcp_ok = True
             if sip_ok and tcp_ok and not ctl_ok:
                 kamcmd(ctl, node, "core.version", timeout=5.0)
                 ctl_ok = True
@@ -260,7 +275,7 @@ class NodeProcs:
         return rec if procs.is_alive(rec) else None
 
     def start(self, node: str, cfg_text: str, netns: str, ip: str, port: int, probe_src: str, *, shm_mb: int,
-              die_with_parent: bool, timeout: float) -> procs.ProcRecord:
+              die_with_parent: bool, timeout: float, tls_port: int | None = None) -> procs.ProcRecord:
         check_addr_free(netns, ip, port)
         cfg = self.state.cfg_path(node)
         self.state.write_secret(cfg, cfg_text)  # R's config holds HA1 hashes
@@ -275,7 +290,7 @@ class NodeProcs:
         pids[node] = {**rec.to_json(), "cfg": str(cfg), "netns": netns, "address": f"{ip}:{port}"}
         self.state.write_json(self.PIDS_FILE, pids)
         try:
-            wait_ready(node, proc, ip, port, probe_src, ctl, log, timeout)
+            wait_ready(node, proc, ip, port, probe_src, ctl, log, timeout, tls_port=tls_port)
         except BaseException:
             self.stop(node)
             raise

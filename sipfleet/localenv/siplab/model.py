@@ -6,10 +6,14 @@ import dataclasses
 from typing import Any
 
 NODES: tuple[str, ...] = ("P", "R", "E")
-#: lab hosts (one netns each): the three Kamailio nodes and the SIPp host
-HOSTS: tuple[str, ...] = ("P", "R", "E", "sipp")
+#: the scripted registrar (our own SIP responder, see .scripted_server)
+SCRIPTED = "S"
+#: lab hosts with a SIP listener and a wire log: the Kamailio nodes and S
+SIP_HOSTS: tuple[str, ...] = (*NODES, SCRIPTED)
+#: lab hosts (one netns each): the three Kamailio nodes, S and the SIPp host
+HOSTS: tuple[str, ...] = (*SIP_HOSTS, "sipp")
 #: host number of each lab host in its lab's /24 (see hostnet.plan)
-HOST_NUMBER = {"P": 1, "R": 2, "E": 3, "sipp": 10}
+HOST_NUMBER = {"P": 1, "R": 2, "E": 3, "S": 4, "sipp": 10}
 INJECT_MODES = ("normal", "408", "503", "blackhole", "delay:<ms>")
 NET_FAULTS = ("partition", "block:<ip>", "loss:<percent>:<ip>", "heal", "link-down", "link-up")
 
@@ -25,14 +29,22 @@ def node_name(node: str) -> str:
     return n
 
 
+def sip_host_name(host: str) -> str:
+    """A lab host with a SIP listener: P, R, E or S (any case)."""
+    n = str(host).strip().upper()
+    if n not in SIP_HOSTS:
+        raise LabError(f"unknown SIP host {host!r}; one of P, R, E, S")
+    return n
+
+
 def host_name(host: str) -> str:
-    """A lab host name: P, R, E (any case) or sipp."""
+    """A lab host name: P, R, E, S (any case) or sipp."""
     h = str(host).strip()
-    if h.upper() in NODES:
+    if h.upper() in SIP_HOSTS:
         return h.upper()
     if h.lower() == "sipp":
         return "sipp"
-    raise LabError(f"unknown lab host {host!r}; one of P, R, E, sipp")
+    raise LabError(f"unknown lab host {host!r}; one of P, R, E, S, sipp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +63,7 @@ class LabNode:
 
 @dataclasses.dataclass(frozen=True)
 class WireRecord:
-    """One request as a lab node received it."""
+    """One request as a lab node received it (S also logs CRLF keepalives, as method ``KEEPALIVE``)."""
 
     node: str
     at: float
@@ -68,6 +80,10 @@ class WireRecord:
     dst: str = ""  # ip:port it arrived on
     contact: str = ""  # Contact header value(s) as received ("" if none)
     expires: str = ""  # Expires header value as received ("" if none)
+    tls_version: str = ""  # over TLS: the negotiated protocol version (e.g. "TLSv1.2"), else ""
+    tls_cipher: str = ""  # over TLS: the negotiated cipher suite (OpenSSL name), else ""
+    tls_peer: str = ""  # over TLS: the CN of a client certificate the node verified, else ""
+    answer: str = ""  # S only: what it answered ("200", "401", "silence", "retransmit:503", ...)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .. import hostnet, procs
 from ..hostnet import plan
 from .kamailio import find_exe
-from .model import NODES, LabError, SippResult
+from .model import SIP_HOSTS, LabError, SippResult
 from .sipp_results import collect
 
 SIPP_DIR = Path(__file__).resolve().parent.parent / "sipp"
@@ -148,7 +148,7 @@ def start_sipp(
     if transport not in ("udp", "tcp"):
         raise LabError("transport must be udp or tcp")
     if target is not None:
-        host, port = resolve_target(target, {n: lab.ip(n) for n in NODES}, lab.port)
+        host, port = resolve_target(target, {n: lab.ip(n) for n in SIP_HOSTS}, lab.port)
     else:
         host, port = "", 0
     lip = lab.sipp_ip(lab.sipp_index(local_ip) if local_ip else 0)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .model import NODES, WireRecord, node_name
+from .model import SIP_HOSTS, WireRecord, sip_host_name
 
 WIRE_MARK = "SIPLAB-WIRE "
 _WIRE_FIELD_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -107,7 +107,33 @@ def parse_wire_line(line: str) -> WireRecord | None:
         dst=val("dst"),
         contact=val("contact"),
         expires=val("expires"),
+        tls_version=val("tls_version"),
+        tls_cipher=val("tls_cipher"),
+        tls_peer=val("tls_peer"),
+        answer=val("answer"),
     )
+
+
+WIRE_FIELDS = ("node", "at", "method", "ruri", "route", "src", "dst", "transport", "call_id", "cseq", "from_uri",
+               "to_uri", "contact", "expires", "auth", "tls_version", "tls_cipher", "tls_peer", "answer")
+
+
+def _escape_common(s: str) -> str:
+    # what Kamailio's {s.escape.common} does (CR/LF cannot occur in a header value; made spaces to be safe)
+    s = s.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'").replace("\0", "\\0")
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+def format_wire_line(fields: dict[str, object]) -> str:
+    """One SIPLAB-WIRE line (no newline) in the format Kamailio's ``route[WIRE]`` writes; the inverse of
+    :func:`parse_wire_line` for the fields in ``WIRE_FIELDS`` (``auth`` as a bool). Pure."""
+    out = []
+    for k in WIRE_FIELDS:
+        v = fields.get(k, "")
+        if k == "auth":
+            v = "1" if v else "0"
+        out.append(f'{k}="{_escape_common(str(v))}"')
+    return WIRE_MARK + " ".join(out) + ' end="1"'
 
 
 def select(
@@ -182,7 +208,7 @@ class WireLog:
         self, since: float | None = None, node: str | None = None, method: str | None = None, call_id: str | None = None
     ) -> list[WireRecord]:
         """Requests the nodes received, oldest first (``since`` is an epoch time, inclusive)."""
-        nodes = [node_name(node)] if node else list(NODES)
+        nodes = [sip_host_name(node)] if node else list(SIP_HOSTS)
         out: list[WireRecord] = []
         for n in nodes:
             out.extend(select(self.node_records(n, since), since=since, method=method, call_id=call_id))
