@@ -55,7 +55,9 @@ def test_drift_is_seen_reported_and_repaired(operator, sipacc, lab, lab_user):
     assert st["ladder"]["lastMethod"] == "recreate-account", st["ladder"]
     assert st["agent"]["pod"] == before_pod
     assert st["agent"].get("repairTokenAck", "").endswith(f"op:{st['ladder']['token']}")
-    assert [e for e in sipacc.events("carol") if e.reason == "RouteRepaired"]
+    # the event is posted after the status patch that says Ready (best effort, nobody waits for it)
+    wait_for(lambda: [e for e in sipacc.events("carol") if e.reason == "RouteRepaired"], timeout=15,
+             message="Normal event RouteRepaired")
     assert ladder
     assert operator.metrics().get("sipfleet_drift_repaired_total{method=\"recreate-account\"}", 0) >= 1
 
@@ -114,4 +116,5 @@ def test_agent_that_cannot_repair_gets_its_pod_restarted(operator, sipacc, clust
     new_pod = sipacc.core.read_namespaced_pod(st["agent"]["pod"], sipacc.ns)
     regs = [r for r in registers(lab, user, t_restart, "P") if r.src.startswith(new_pod.status.pod_ip + ":")]
     assert regs, "no REGISTER through P from the new pod"
-    assert any(e.reason == "RouteRepaired" for e in sipacc.events("hank"))
+    wait_for(lambda: any(e.reason == "RouteRepaired" for e in sipacc.events("hank")), timeout=15,
+             message="Normal event RouteRepaired")

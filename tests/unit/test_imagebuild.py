@@ -316,3 +316,15 @@ def test_only_the_newest_results_are_kept_and_never_the_one_just_built():
     assert stale_results(entries, keep="f") == ["a", "b"]
     assert stale_results(entries, keep="a") == ["b", "c"]  # the new one may have an old mtime (a renamed dir)
     assert stale_results(entries[:2], keep="b") == []
+
+
+def test_the_listed_result_is_the_current_inputs_one_even_when_another_checkouts_is_newer():
+    def built(key: str) -> build.Built:
+        return build.Built("operator", "n", "f", f"/c/{key}/image.tar", f"sha256:{key}", 1, 2, key, False, 0.0)
+
+    mine, other = built("k1"), built("k2")
+    mtimes = {mine.archive: 1.0, other.archive: 9.0}  # another checkout built k2 after this one built k1
+    assert build.pick_listed([other, mine], "k1", mtimes) is mine
+    assert build.pick_listed([other, mine], None, mtimes) is other  # inputs unknown: the newest
+    assert build.pick_listed([other, mine], "k3", mtimes) is other  # current inputs not built: the newest
+    assert build.pick_listed([], "k1", {}) is None

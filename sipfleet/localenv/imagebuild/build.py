@@ -5,8 +5,8 @@ its inputs (``inputs_key``: the Dockerfile and its .dockerignore, every file of 
 wheelhouse key, the base image digest, the BuildKit binary and the build arguments). An archive built from the
 same inputs is reused; otherwise one ``buildkitd`` is started for all the builds needed and stopped after them.
 Results live in ``$SIPFLEET_CACHE/images/built/<component>/<key>/`` (``image.tar`` and ``meta.json``); only a
-component's ``KEEP`` most recent results are kept (two checkouts with different code each keep theirs). ``list_built()`` reads them back without
-building anything.
+component's ``KEEP`` most recent results are kept (two checkouts with different code each keep theirs).
+``list_built()`` reads them back without building anything, preferring the result for the current inputs.
 """
 
 from __future__ import annotations
@@ -87,15 +87,27 @@ def current_keys() -> dict[str, str]:
 
 
 def list_built() -> list[Built]:
-    """What the cache holds, newest result per component (nothing is built here)."""
+    """What the cache holds, one result per component (nothing is built here): the one for the current inputs
+    where there is one, else the newest. Checkouts share the cache, so the newest may be another checkout's."""
+    keys = current_keys()
     out = []
-    for component, target in targets().items():
+    for component in targets():
         entries = [e for e in component_dir(component).glob("*") if (e / "done").exists()] \
             if component_dir(component).is_dir() else []
         loaded = [b for b in (_load(e) for e in entries) if b is not None]
-        if loaded:
-            out.append(max(loaded, key=lambda b: Path(b.archive).stat().st_mtime if Path(b.archive).exists() else 0))
+        mtimes = {b.archive: Path(b.archive).stat().st_mtime if Path(b.archive).exists() else 0.0 for b in loaded}
+        chosen = pick_listed(loaded, keys.get(component), mtimes)
+        if chosen is not None:
+            out.append(chosen)
     return out
+
+
+def pick_listed(loaded: list[Built], current_key: str | None, mtimes: dict[str, float]) -> Built | None:
+    """The result to list for one component: the current key's, else the newest archive (pure)."""
+    for b in loaded:
+        if current_key is not None and b.key == current_key:
+            return b
+    return max(loaded, key=lambda b: mtimes.get(b.archive, 0.0), default=None)
 
 
 def _buildkit_id(path: Path) -> str:
