@@ -34,7 +34,7 @@ import pjsua2 as pj
 
 from sipfleet.api.models import (
     MAX_ACCOUNTS_PER_WORKER as MAX_ACCOUNTS_PER_AGENT,
-    MAX_CALLS_PER_AGENT,
+    MAX_CALLS_PER_WORKER,
     AgentRef,
     AgentSettings,
     RepairRecord,
@@ -514,7 +514,7 @@ class Agent:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = False
-        cfg.uaConfig.maxCalls = MAX_CALLS_PER_AGENT
+        cfg.uaConfig.maxCalls = MAX_CALLS_PER_WORKER
         cfg.uaConfig.userAgent = f"sipfleet-agent/{__version__}"
         for uri in self.global_proxy:
             cfg.uaConfig.outboundProxies.append(uri)
@@ -1182,7 +1182,7 @@ class Agent:
         self.calls[prm.callId] = call
         self._update_gauges()
         op = pj.CallOpParam()
-        if len(self.calls) > MAX_CALLS_PER_AGENT or rt is None or self._stopping:
+        if len(self.calls) > MAX_CALLS_PER_WORKER or rt is None or self._stopping:
             op.statusCode = 486
             call.result = "busy"
             call.hangup(op)

@@ -32,8 +32,8 @@ MAX_CALLS_PER_WORKER = 4
 MAX_WORKERS_PER_AGENT = 8
 #: Accounts one agent pod hosts at most (the operator's accountsPerAgent, default and ceiling).
 MAX_ACCOUNTS_PER_AGENT = MAX_ACCOUNTS_PER_WORKER * MAX_WORKERS_PER_AGENT
-#: Until the agent runs workers (issue 10), one agent is one pjsua2 process: these are what is enforced today.
-MAX_CALLS_PER_AGENT = MAX_CALLS_PER_WORKER
+#: Calls one agent pod answers at once at most: each worker's PJSUA_MAX_CALLS.
+MAX_CALLS_PER_AGENT = MAX_CALLS_PER_WORKER * MAX_WORKERS_PER_AGENT
 
 # A SIP or SIPS URI with a host part. Deliberately strict enough to catch typos at admission
 # (missing scheme, spaces, angle brackets) without trying to be a full RFC 3261 grammar. No control character,
@@ -403,9 +403,10 @@ class AgentAccount(ApiModel):
     repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
     reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")
 
-    def route_key(self) -> tuple[str, tuple[str, ...]]:
-        """Accounts can share an agent only when this key is equal (the prevention is per process)."""
-        return (self.transport, tuple(self.route))
+    def worker_key(self) -> tuple[str, tuple[str, ...], str]:
+        """Accounts can share a pjsua2 worker process only when this key is equal: prevent mode's global outbound
+        proxy and the transports are per process."""
+        return (self.transport, tuple(self.route), self.route_mode)
 
 
 class AgentSettings(ApiModel):
@@ -415,6 +416,8 @@ class AgentSettings(ApiModel):
     http_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz, /metrics.")
     self_heal: bool = False
     status_debounce_ms: int = Field(200, ge=0, le=60000)
+    heartbeat_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A worker that sends no heartbeat for this long is hung: it is restarted.")
     ip_change_poll_ms: int = Field(1000, ge=100, le=60000, description="How often local addresses and link states are checked.")
     unregister_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
@@ -424,17 +427,26 @@ class AgentAssignment(ApiModel):
 
     agent: str = Field(description="Agent name.")
     settings: AgentSettings = Field(default_factory=AgentSettings)
-    accounts: list[AgentAccount] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_WORKER)
+    accounts: list[AgentAccount] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_AGENT)
 
     @model_validator(mode="after")
-    def _shared_route(self) -> "AgentAssignment":
-        keys = {a.route_key() for a in self.accounts}
-        if len(keys) > 1:
-            raise ValueError("all accounts of one agent must share transport and route")
+    def _fits_workers(self) -> "AgentAssignment":
+        if workers_needed(self.accounts) > MAX_WORKERS_PER_AGENT:
+            raise ValueError(f"these accounts need {workers_needed(self.accounts)} workers (one per "
+                             f"{MAX_ACCOUNTS_PER_WORKER} accounts of one transport, route and routeMode); "
+                             f"an agent runs at most {MAX_WORKERS_PER_AGENT}")
         names = [(a.namespace, a.name) for a in self.accounts]
         if len(set(names)) != len(names):
             raise ValueError("account names must be unique within an agent")
         return self
+
+
+def workers_needed(accounts: list[AgentAccount]) -> int:
+    """pjsua2 worker processes an agent needs for ``accounts``: per worker key, one per MAX_ACCOUNTS_PER_WORKER."""
+    counts: dict[tuple, int] = {}
+    for a in accounts:
+        counts[a.worker_key()] = counts.get(a.worker_key(), 0) + 1
+    return sum(-(-n // MAX_ACCOUNTS_PER_WORKER) for n in counts.values())
 
 
 def is_sip_uri(value: str) -> bool:

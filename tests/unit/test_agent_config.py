@@ -40,10 +40,11 @@ def test_yaml_and_json_assignments(tmp_path):
 def test_invalid_configs_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError):
         parse_assignment("- just a list")
-    with pytest.raises(ConfigError, match="at most 8"):
-        parse_assignment(json.dumps({"agent": "a", "accounts": [_acc(f"u{i}") for i in range(9)]}))
-    with pytest.raises(ConfigError, match="share transport and route"):
-        parse_assignment(json.dumps({"agent": "a", "accounts": [_acc("a"), _acc("b", route=["sip:127.0.20.3;lr"])]}))
+    with pytest.raises(ConfigError, match="at most 64"):
+        parse_assignment(json.dumps({"agent": "a", "accounts": [_acc(f"u{i}") for i in range(65)]}))
+    with pytest.raises(ConfigError, match="need 9 workers"):
+        parse_assignment(json.dumps({"agent": "a", "accounts": [
+            _acc(f"u{i}", route=[f"sip:127.0.20.{i + 10};lr"]) for i in range(9)]}))
     with pytest.raises(ConfigError):
         load_assignment_file(tmp_path / "missing.yaml")
     a = parse_assignment(json.dumps({"agent": "a", "accounts": [_acc()]}))

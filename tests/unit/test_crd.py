@@ -57,14 +57,22 @@ def test_spec_rejects_bad_values(bad):
         models.SipAccountSpec.model_validate(base | bad)
 
 
-def test_assignment_refuses_mixed_routes():
+def test_assignment_fits_the_workers_of_one_agent():
     acc = {"name": "a", "aor": "sip:a@x.test", "registrar": "sip:x.test", "route": ["sip:p.test;lr"],
            "credentials": {"secretName": "a"}}
-    other = acc | {"name": "b", "route": ["sip:q.test;lr"]}
-    with pytest.raises(ValidationError, match="share transport and route"):
-        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc, other]})
-    with pytest.raises(ValidationError):
-        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc | {"name": f"n{i}"} for i in range(9)]})
+    # routes and modes may differ: each worker key gets workers of its own
+    mixed = [acc | {"name": f"n{i}", "route": [f"sip:p{i % 3}.test;lr"]} for i in range(20)]
+    mixed.append(acc | {"name": "acct", "routeMode": "account"})
+    a = models.AgentAssignment.model_validate({"agent": "x", "accounts": mixed})
+    assert models.workers_needed(a.accounts) == 3 + 1  # 7, 7, 6 accounts of three routes, one account-mode
+    models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc | {"name": f"n{i}"} for i in range(64)]})
+    with pytest.raises(ValidationError, match="at most 64"):
+        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc | {"name": f"n{i}"} for i in range(65)]})
+    with pytest.raises(ValidationError, match="need 9 workers"):
+        models.AgentAssignment.model_validate({"agent": "x", "accounts": [
+            acc | {"name": f"n{i}", "route": [f"sip:p{i}.test;lr"]} for i in range(9)]})
+    with pytest.raises(ValidationError, match="unique"):
+        models.AgentAssignment.model_validate({"agent": "x", "accounts": [acc, acc]})
 
 
 def test_header_strings_refuse_control_characters_and_routes_are_loose():
