@@ -645,7 +645,7 @@ class Engine:
                     self._count_accounts()
                 if loop.time() - last_ns > 5:
                     last_ns = loop.time()
-                    await self._release_terminating_namespaces()
+                    await self._forget_terminating_namespaces()
                 if loop.time() - last_sweep > 300:
                     last_sweep = loop.time()
                     await self._sweep()
@@ -661,53 +661,23 @@ class Engine:
                     and self.loader.is_loaded(ns)):
                 await self.reconcile_account(body)
 
-    async def _release_terminating_namespaces(self) -> None:
+    async def _forget_terminating_namespaces(self) -> None:
         """Namespace-scoped kopf stops watching a namespace as soon as it is being deleted (kopf's namespace
-        observer), so our finalizers would hold the namespace forever. Its content goes away with it, agents
-        unregister on SIGTERM: release the accounts."""
+        observer), so no DELETED event may come for its accounts. Their objects go with the namespace (nothing of
+        ours holds it: no finalizers) and the agents unregister on SIGTERM: forget the namespace's fleet."""
         if not self.settings.namespaces:
-            return  # cluster-wide: kopf keeps watching and runs the delete handlers itself
-        finalizer = f"{m.GROUP}/finalizer"
-        known = {k[0] for k in self.accounts} | {a.namespace for a in self.fleet.values()}
-        exact = {p for p in self.settings.namespaces if not set(p) & set("*?[!")}
-        try:  # also namespaces that were already terminating when this operator started
-            listed = {_meta(n)["name"]: n for n in await self.client.list("Namespace") if self.watches(_meta(n)["name"])}
-        except ApiError as e:
-            if e.status != 403:
-                raise
-            listed = {}
-        for ns in sorted(known | exact | set(listed)):
+            return  # cluster-wide: kopf keeps watching and sees every account go
+        for ns in sorted({k[0] for k in self.accounts} | {a.namespace for a in self.fleet.values()}):
             try:
-                obj = listed.get(ns) if ns in listed else await self.client.get("Namespace", None, ns)
+                obj = await self.client.get("Namespace", None, ns)
             except ApiError as e:
                 if e.status == 403:  # no read access to namespaces: kopf then keeps watching them anyway
                     return
                 raise
             if obj is not None and not _meta(obj).get("deletionTimestamp"):
                 continue
-            if obj is None and ns not in known:
-                continue
-            log.info("namespace %s is being deleted: releasing its SipAccounts", ns)
-            try:
-                accounts = await self.client.list("SipAccount", ns) if obj is not None else []
-            except ApiError as e:
-                if e.status != 403:
-                    raise
-                # Known race: the namespace controller deleted our Role/RoleBinding there first.
-                log.error("namespace %s is being deleted but its RBAC for this operator is already gone; release "
-                          "the finalizers by hand: kubectl -n %s patch sipaccount NAME --type=merge "
-                          "-p '{\"metadata\":{\"finalizers\":null}}'", ns, ns)
-                continue
-            for acc in accounts:
-                meta = _meta(acc)
-                if finalizer in (meta.get("finalizers") or []):
-                    try:
-                        await self.client.merge_patch("SipAccount", ns, meta["name"], {"metadata": {
-                            "finalizers": [f for f in meta["finalizers"] if f != finalizer],
-                            "resourceVersion": meta["resourceVersion"]}})
-                    except ApiError as e:
-                        if e.status not in (404, 409):
-                            raise
+            log.info("namespace %s is %s: forgetting its SipAccounts and agents", ns,
+                     "gone" if obj is None else "being deleted")
             self.fleet = {n: a for n, a in self.fleet.items() if a.namespace != ns}
             for key in [k for k in self.accounts if k[0] == ns]:
                 self.forget(*key)

@@ -111,16 +111,57 @@ def test_delete_unregisters_and_collects_children(operator, sipacc, lab, lab_use
         (obj,) = lister()
         assert [(o.name, o.uid) for o in obj.metadata.owner_references] == [("bob", uid)], kind
 
+    assert not sipacc.get("bob")["metadata"].get("finalizers")  # nothing of ours holds a deletion
     sipacc.delete("bob")
-    wait_for(lambda: not sipacc.exists("bob"), timeout=60, message="SipAccount gone (finalizer released)")
+    wait_for(lambda: not sipacc.exists("bob"), timeout=60, message="SipAccount gone")
     wait_for(lambda: not lab.contacts(user), timeout=60, message=f"contacts of {user} removed at R")
     for kind, lister in kinds.items():
         wait_for(lambda: not lister(), timeout=60, message=f"{kind} {agent} collected")
     wait_for(lambda: not sipacc.agent_pods(agent), timeout=60, message="agent pod gone")
 
 
+def test_an_account_deleted_while_no_operator_runs_is_unregistered(operator, sipacc, lab, lab_user):
+    """No finalizer: the deletion completes at once even without an operator; the garbage collector removes the
+    agent (its objects are owned by the account), the agent unregisters on SIGTERM; the restarted operator
+    recreates nothing."""
+    user, password = lab_user("orphan")
+    sipacc.secret("creds", user, password)
+    sipacc.create("ivy", sipacc.spec(lab, user, "creds", agent={"dedicated": True}))
+    sipacc.wait_condition("ivy", "Registered", timeout=120)
+    agent = sipacc.hosting_agent("ivy")
+    assert agent and lab.contacts(user)
+    operator.kill()
+    try:
+        sipacc.delete("ivy")
+        wait_for(lambda: not sipacc.exists("ivy"), timeout=30, message="SipAccount gone without an operator")
+        wait_for(lambda: not lab.contacts(user), timeout=90, message=f"contacts of {user} removed at R")
+        wait_for(lambda: not sipacc.agent_pods(agent), timeout=60, message="agent pod collected")
+    finally:
+        operator.start()
+    operator.wait_live()
+    time.sleep(3)  # the restarted operator has listed the fleet: it must not bring the agent back
+    assert agent not in sipacc.agent_configmaps() and not sipacc.agent_pods(agent)
+
+
+def test_the_finalizer_of_an_older_version_is_removed(operator, sipacc, lab, lab_user):
+    """SipAccounts made under a version that put sipfleet.io/finalizer on them lose it (kopf removes a finalizer no
+    handler needs), so they can be deleted with or without an operator."""
+    user, password = lab_user("legacy")
+    sipacc.secret("creds", user, password)
+    body = {"apiVersion": "sipfleet.io/v1alpha1", "kind": "SipAccount",
+            "metadata": {"name": "old", "finalizers": ["sipfleet.io/finalizer"]},
+            "spec": sipacc.spec(lab, user, "creds")}
+    sipacc.custom.create_namespaced_custom_object("sipfleet.io", "v1alpha1", sipacc.ns, "sipaccounts", body)
+    wait_for(lambda: not sipacc.get("old")["metadata"].get("finalizers"), timeout=60,
+             message="the old finalizer removed")
+    sipacc.wait_condition("old", "Registered", timeout=120)
+    sipacc.delete("old")
+    wait_for(lambda: not sipacc.exists("old"), timeout=30, message="SipAccount gone")
+    wait_for(lambda: not lab.contacts(user), timeout=60, message=f"contacts of {user} removed at R")
+
+
 def test_deleting_the_namespace_completes(operator, cluster, k8s, lab, lab_user):
-    """Finalizers must not hold a namespace forever (kopf stops watching a namespace being deleted)."""
+    """Nothing of ours may hold a namespace that is being deleted (no finalizers)."""
     import uuid
 
     from kubernetes import client

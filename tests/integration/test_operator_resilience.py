@@ -127,6 +127,6 @@ def test_operator_killed_mid_reconcile_ten_times(operator, sipacc, lab, lab_user
                  timeout=60, message=f"exactly one pod for {agent}")
     for n in names:
         sipacc.wait_condition(n, "Ready", timeout=60)
-    # exactly one finalizer, however many operator instances came and went
+    # no finalizer, however many operator instances came and went (nothing of ours holds a deletion)
     for n in names:
-        assert sipacc.get(n)["metadata"]["finalizers"] == ["sipfleet.io/finalizer"]
+        assert not sipacc.get(n)["metadata"].get("finalizers")

@@ -60,7 +60,8 @@ app.kubernetes.io/component: operator
 The rules the operator needs in every namespace it serves (a ClusterRole cluster-wide, a Role per namespace
 otherwise). Why each rule is there:
 
-- sipaccounts: kopf lists/watches them and patches the main resource (finalizer, kopf annotations);
+- sipaccounts: kopf lists/watches them and patches the main resource (kopf annotations; removing the finalizer
+  versions up to 0.1 put there);
   sipaccounts/status: the operator writes conditions/observedGeneration/ladder with merge patches.
 - configmaps, serviceaccounts, apps/deployments: the per-agent objects (sipfleet-agent-<id>) it creates, keeps in
   step with the placement (server-side apply and merge patches: `patch`; never PUT, so no `update`) and deletes
