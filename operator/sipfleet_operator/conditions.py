@@ -61,6 +61,7 @@ class Inputs:
     pod: PodState | None  # None: not known / no pod
     status: m.SipAccountStatus
     paused: bool = False
+    credentials_reason: str = "CredentialsMissing"  # or CredentialsInvalid (sipfleet.api.credentials)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class C:
 def _agent_ready(i: Inputs) -> C:
     if i.placed_in is None:
         if i.credentials_problem:
-            return C("AgentReady", "False", "CredentialsMissing", i.credentials_problem)
+            return C("AgentReady", "False", i.credentials_reason, i.credentials_problem)
         return C("AgentReady", "False", "AgentPending", "not placed on an agent yet")
     pod = i.pod
     if pod is None or pod.name is None:
@@ -102,7 +103,7 @@ def _reporter_current(i: Inputs) -> bool:
 
 def _registered(i: Inputs, agent_ready: C) -> C:
     if i.credentials_problem and i.placed_in is None:
-        return C("Registered", "False", "CredentialsMissing", i.credentials_problem)
+        return C("Registered", "False", i.credentials_reason, i.credentials_problem)
     if agent_ready.status != "True":
         # an agent reported for this account before and is not Ready (or gone): it stopped reporting
         reported = i.status.agent is not None and bool(i.status.agent.pod) or i.status.registration is not None
@@ -118,7 +119,7 @@ def _registered(i: Inputs, agent_ready: C) -> C:
         return C("Registered", "True", "Registered", detail or "registered")
     if reg.state == "Failed":
         if i.credentials_problem:
-            return C("Registered", "False", "CredentialsMissing", i.credentials_problem)
+            return C("Registered", "False", i.credentials_reason, i.credentials_problem)
         return C("Registered", "False", "RegistrationFailed", detail or "registration failed")
     if reg.state == "Registering":
         return C("Registered", "False", "Registering", detail or "registering")

@@ -14,6 +14,8 @@ merge patches of the operator's own fields, and only when something changed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import fnmatch
 import hashlib
 import json
@@ -27,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sipfleet.api import credentials as creds_rules
 from sipfleet.api import models as m
 
 from . import builders as b
@@ -69,17 +72,30 @@ def is_paused(body: dict) -> bool:
 class SecretInfo:
     version: str | None
     problem: str | None
+    reason: str = creds_rules.MISSING  # the condition reason when there is a problem
 
 
 def secret_problem(secret: dict | None, creds: m.CredentialsRef) -> SecretInfo:
-    """Pure check of a Secret against what the account needs (never looks at the values beyond emptiness)."""
+    """Pure check of a Secret against what the account needs: present, non-empty keys, values a SIP stack can use
+    (sipfleet.api.credentials). The problem names the Secret and the key, never a value."""
     if secret is None:
         return SecretInfo(None, f"Secret {creds.secret_name} not found")
-    data = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
-    missing = [k for k in (creds.username_key, creds.password_key) if not data.get(k)]
     version = _meta(secret).get("resourceVersion")
+    values: dict[str, bytes] = {}
+    for k, v in (secret.get("data") or {}).items():
+        try:
+            values[k] = base64.b64decode(v or "", validate=True)
+        except (binascii.Error, ValueError):
+            return SecretInfo(version, f"Secret {creds.secret_name} key {k} is not base64", creds_rules.INVALID)
+    values.update({k: (v or "").encode() for k, v in (secret.get("stringData") or {}).items()})
+    missing = [k for k in (creds.username_key, creds.password_key) if not values.get(k)]
     if missing:
         return SecretInfo(version, f"Secret {creds.secret_name} has no (or an empty) key {', '.join(missing)}")
+    for key, check in ((creds.username_key, creds_rules.username_problem),
+                       (creds.password_key, creds_rules.password_problem)):
+        why = check(values[key])
+        if why:
+            return SecretInfo(version, f"Secret {creds.secret_name} key {key} {why}", creds_rules.INVALID)
     return SecretInfo(version, None)
 
 
@@ -545,6 +561,7 @@ class Engine:
             conds = cond.compute(
                 cond.Inputs(
                     generation=gen, placed_in=placed, credentials_problem=info.problem if info else None,
+                    credentials_reason=info.reason if info else creds_rules.MISSING,
                     pod=pod, status=status.model_copy(update={"ladder": new_ladder}), paused=paused,
                 ),
                 t,

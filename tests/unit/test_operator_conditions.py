@@ -59,6 +59,14 @@ def test_credentials_missing_before_placement():
     assert "not found" in conds["Registered"].message
 
 
+def test_credentials_invalid_is_its_own_reason():
+    i = c.Inputs(generation=4, placed_in=None, credentials_problem="Secret creds key username holds control characters",
+                 pod=None, status=status(), credentials_reason="CredentialsInvalid")
+    conds = by_type(c.compute(i, T0))
+    assert [conds[t].reason for t in ("Ready", "Registered", "AgentReady")] == ["CredentialsInvalid"] * 3
+    assert "control characters" in conds["Registered"].message
+
+
 def test_agent_gone_makes_registration_unknown():
     gone = c.PodState(name="sipfleet-agent-x-0-abc", phase="Running", ready=False, ever_ready=True)
     conds = by_type(c.compute(inputs(status("Registered", True), pod=gone), T0))

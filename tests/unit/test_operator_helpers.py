@@ -20,7 +20,29 @@ def test_secret_problem():
     bad = secret_problem({"metadata": {"resourceVersion": "8"}, "data": {"username": "YQ=="}}, CREDS)
     assert bad.version == "8" and "pw" in bad.problem and "YQ" not in bad.problem
     empty = secret_problem({"metadata": {}, "data": {"username": "", "pw": "Yg=="}}, CREDS)
-    assert "username" in empty.problem
+    assert "username" in empty.problem and empty.reason == "CredentialsMissing"
+
+
+def test_secret_values_a_sip_stack_cannot_use_are_credentials_invalid():
+    import base64
+
+    def check(username: bytes, password: bytes = b"pw-Xq1"):
+        return secret_problem({"metadata": {"resourceVersion": "9"}, "data": {
+            "username": base64.b64encode(username).decode(), "pw": base64.b64encode(password).decode()}}, CREDS)
+
+    for username, why in ((b"alice\r\nX-Injected: 1", "control characters (U+000A, U+000D)"),
+                          (b"al\x00ice", "U+0000"), (b'al"ice', "double quote"), (b"a\\b", "backslash"),
+                          (b"\xff\xfe", "not UTF-8"), (b"u" * 257, "257 bytes")):
+        info = check(username)
+        assert info.reason == "CredentialsInvalid" and why in info.problem, (username, info)
+        assert "key username" in info.problem and username.decode("latin-1") not in info.problem
+    big = check(b"alice", b"s3cret-" * 200)
+    assert big.reason == "CredentialsInvalid" and "key pw is 1400 bytes" in big.problem and "s3cret" not in big.problem
+    assert check("ålice".encode()).problem is None  # UTF-8 is fine
+    assert check(b"alice", b"pw with\nnewline").problem is None  # the password only enters the digest
+    # stringData (as a client may send it before the apiserver folds it into data) is checked the same way
+    sd = secret_problem({"metadata": {}, "stringData": {"username": "a\nb", "pw": "x"}}, CREDS)
+    assert sd.reason == "CredentialsInvalid"
 
 
 def test_pod_state():
