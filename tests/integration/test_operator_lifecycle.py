@@ -2,7 +2,8 @@
 real sipfleet-agent pods (pjsua2) and the Kamailio lab (P proxy, R registrar, E edge).
 
 apply -> Registered through P (seen on the wire) -> delete -> contacts gone at R, children garbage-collected.
-A missing Secret shows as CredentialsMissing and heals when the Secret appears.
+A missing Secret shows as CredentialsMissing and heals when the Secret appears; a username that would inject SIP
+headers is CredentialsInvalid and nothing is sent.
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def test_apply_registers_through_the_proxy(operator, sipacc, lab, lab_user):
     cm = sipacc.core.read_namespaced_config_map(agent, sipacc.ns)
     assert password not in cm.data["assignment.json"]
     assert password not in str(sipacc.get("alice"))
+
+
+def test_a_username_that_would_inject_headers_is_refused(operator, sipacc, lab, lab_user):
+    user, password = lab_user("inject")
+    t0 = time.time()
+    sipacc.secret("inj-creds", f"{user}\r\nX-Injected: yes", password)
+    sipacc.create("inj", sipacc.spec(lab, user, "inj-creds"))
+    body = sipacc.wait_condition("inj", "Registered", status="False", reason="CredentialsInvalid", timeout=60)
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Registered")
+    assert "key username holds control characters" in cond["message"] and "X-Injected" not in cond["message"]
+    assert sipacc.hosting_agent("inj") is None
+    t_fix = time.time()
+    assert not registers(lab, user, t0), "a REGISTER was sent with the refused username"
+    # fixed: registered
+    sipacc.core.patch_namespaced_secret("inj-creds", sipacc.ns, {"stringData": {"username": user}})
+    sipacc.wait_condition("inj", "Registered", timeout=120)
+    assert all(r.at >= t_fix for r in registers(lab, user, t0))
+    assert operator.alive()
 
 
 def test_missing_secret_then_created(operator, sipacc, lab, lab_user):
