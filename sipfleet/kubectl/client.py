@@ -90,9 +90,9 @@ class Client:
 
     def node_summary(self, node: str) -> dict:
         """The kubelet's /stats/summary through the apiserver's node proxy (needs ``nodes/proxy`` get)."""
-        resp = self.api.call_api(f"/api/v1/nodes/{node}/proxy/stats/summary", "GET", auth_settings=["BearerToken"],
-                                 _preload_content=False, _request_timeout=10)
-        return json.loads(resp[0].data)
+        resp = self.core.connect_get_node_proxy_with_path(node, "stats/summary", _preload_content=False,
+                                                          _request_timeout=10)
+        return json.loads(resp.data)
 
     def memory(self, pods: list[dict]) -> tuple[dict[tuple[str, str], int] | None, str | None]:
         """Working-set bytes per (namespace, pod) from every node that runs one of ``pods``; (None, why) when the

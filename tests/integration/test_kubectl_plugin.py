@@ -68,6 +68,7 @@ def fleet(cluster, k8s, helm_bin, lab, tmp_path_factory):
     wait_for(lambda: core.list_namespaced_service_account(ns).items, timeout=60, message="default ServiceAccount")
     restricted(cluster, ns)
     ensure_crd(cluster)
+    lab.join(cluster.netns, cluster.net.slot)  # pods reach P, R and E (the autouse join comes after module fixtures)
     home = tmp_path_factory.mktemp("helm")
     env = {**os.environ, **{v: str(home / v.lower()) for v in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME",
                                                                 "HELM_DATA_HOME")}}
