@@ -108,7 +108,7 @@ class Client:
                 return None, f"{type(e).__name__} reading nodes/{node}/proxy/stats/summary"
             for p in summary.get("pods") or []:
                 ref, mem = p.get("podRef") or {}, (p.get("memory") or {}).get("workingSetBytes")
-                if mem is not None:
+                if mem:  # a pod the kubelet has not measured yet reports 0: not known, rather than 0 bytes
                     out[(ref.get("namespace"), ref.get("name"))] = int(mem)
         return out, None
 

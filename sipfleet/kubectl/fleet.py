@@ -231,11 +231,12 @@ def render(s: dict, colour: bool = False, wide: bool = False) -> str:
             row = ([a["namespace"]] if ns_col else []) + [a["name"], (a["ready"], "green" if ready_ok else "red"),
                    len(a["accounts"]), _names(a["accounts"], wide)]
             if p is None:
-                row += ["-", "-", "-", "n/a"]
+                row += ["-", "-", "-", "-"]
             else:
                 status = ",".join(p["waiting"]) or p["phase"] or "-"
                 row += [p["name"], (status, "green" if p["ready"] else "red"),
-                        (str(p["restarts"]), "yellow" if p["restarts"] else None), size(p["memoryBytes"])]
+                        (str(p["restarts"]), "yellow" if p["restarts"] else None),
+                        size(p["memoryBytes"]) if s["memory"] == "ok" else "n/a"]
             if wide:
                 row += [(p or {}).get("node") or "-", (p or {}).get("ip") or "-"]
             rows.append(row)

@@ -76,8 +76,9 @@ def ms(v: float | None) -> str:
 
 
 def size(b: int | float | None) -> str:
+    """Mi/Gi; ``-`` when not measured (yet)."""
     if b is None:
-        return "n/a"
+        return "-"
     if b >= 1 << 30:
         return f"{b / (1 << 30):.1f}Gi"
     return f"{b / (1 << 20):.0f}Mi"

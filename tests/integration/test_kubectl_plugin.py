@@ -107,7 +107,9 @@ def test_status_shows_the_fleet(fleet):
     assert f"ACCOUNTS (3 in namespace {fleet.ns})" in res.stdout
     assert "\x1b[" not in res.stdout  # not a tty: no colour
 
-    s = fleet.json("status", "-n", fleet.ns)
+    # the kubelet measures a new pod's memory within its housekeeping interval: until then it is not known ("-")
+    s = wait_for(lambda: (lambda s: s if all(p["memoryBytes"] for a in s["agents"] for p in a["pods"]) else None)(
+        fleet.json("status", "-n", fleet.ns)), timeout=90, interval=3, message="agent memory reported")
     assert s["accounts"]["total"] == 3
     assert s["accounts"]["conditions"]["Ready"] == {"True": 3, "False": 0, "Unknown": 0}
     assert s["drifting"] == []

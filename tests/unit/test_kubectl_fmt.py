@@ -50,7 +50,7 @@ def test_times_and_age():
 
 
 def test_sizes_and_ms():
-    assert fmt.size(None) == "n/a"
+    assert fmt.size(None) == "-"
     assert fmt.size(48 * 1024 * 1024) == "48Mi"
     assert fmt.size(3 * 1024 ** 3) == "3.0Gi"
     assert fmt.ms(257.4) == "257 ms" and fmt.ms(None) == "-" and fmt.ms(12500) == "12.5 s"
