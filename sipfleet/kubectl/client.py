@@ -124,6 +124,26 @@ class Client:
         resp = self.core.read_namespaced_pod_log(pod, namespace, **kw)
         return resp.data.decode("utf-8", errors="replace")
 
+    def follow_log(self, namespace: str, pod: str, tail: int | None = None, since_seconds: int | None = None):
+        """The pod's log lines as they come (``kubectl logs -f``), until the stream ends."""
+        kw = {"_preload_content": False, "follow": True}
+        if tail is not None:
+            kw["tail_lines"] = tail
+        if since_seconds is not None:
+            kw["since_seconds"] = since_seconds
+        resp = self.core.read_namespaced_pod_log(pod, namespace, **kw)
+        buf = b""
+        try:
+            for chunk in resp.stream(4096):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", errors="replace")
+            if buf:
+                yield buf.decode("utf-8", errors="replace")
+        finally:
+            resp.release_conn()
+
     # ---------------------------------------------------------------------------------------------- doctor
     def crd(self) -> dict | None:
         try:

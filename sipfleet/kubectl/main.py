@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", type=int, default=None, help="read only the last N lines of the pod log")
     p.add_argument("--since", default=None, help="only lines newer than this (e.g. 10m)")
     p.add_argument("-p", "--previous", action="store_true", help="the previous container run")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (the newest pod)")
     p = add("doctor", "check CRD, operator, RBAC, agents and accounts; non-zero exit when something is wrong")
     p.add_argument("--operator-namespace", help="look for the operator only here (default: every namespace)")
     return top
@@ -173,6 +174,15 @@ def cmd_logs(args, c, now) -> int:
         print(f"error: no agent pod hosts {ns}/{args.name} (not placed yet?)", file=sys.stderr)
         return 1
     since = int(parse_duration(args.since)) if args.since else None
+    if args.follow:
+        pod = o.name(pods[-1])
+        for raw in c.follow_log(ns, pod, tail=args.tail, since_seconds=since):
+            for raw_line, doc in agentlogs.filter_lines(raw, ns, args.name):
+                if args.output in ("json", "yaml"):  # one JSON object per line, as the agent wrote them
+                    print(json.dumps(doc if doc is not None else {"line": raw_line}), flush=True)
+                else:
+                    print(agentlogs.human(raw_line, doc), flush=True)
+        return 0
     lines = []
     for p in pods:
         text = c.pod_log(ns, o.name(p), tail=args.tail, since_seconds=since, previous=args.previous)

@@ -19,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -137,7 +139,7 @@ def test_reregister_drift_shows_in_status_and_describe(fleet):
              message="RouteRepaired event")
     fleet.accs.wait_condition("carol", "Ready", timeout=60)
     st = fleet.accs.get("carol")["status"]
-    assert st["agent"]["reregisterTokenAck"] == token
+    assert st["agent"]["reregisterTokenAck"] == f"user:{token}"
 
     s = fleet.json("status", "-n", fleet.ns, "--since", "30m")
     r = s["repairs"]
@@ -215,6 +217,25 @@ def test_logs_show_only_the_accounts_lines(fleet):
         assert not any(doc.get("account") == other for doc in lines)
     text = fleet.plugin("logs", "-n", fleet.ns, "alice", "--tail", "500").stdout
     assert "account created" in text and "bob" not in text
+
+
+def test_logs_follow_shows_new_lines_of_the_account(fleet):
+    proc = subprocess.Popen([str(PLUGIN), "--kubeconfig", str(fleet.cluster.kubeconfig), "logs", "-n", fleet.ns,
+                             "alice", "-f", "--tail", "0", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        time.sleep(2)  # the stream is open
+        fleet.plugin("repair", "-n", fleet.ns, "alice", "bob")
+        wait_for(lambda: any(json.loads(ln).get("msg") == "repair repaired" for ln in list(lines)), timeout=60,
+                 message="a new repair line")
+        docs = [json.loads(ln) for ln in list(lines)]
+        assert all(d.get("account") == "alice" or f"{fleet.ns}/alice" in d.get("msg", "") for d in docs), docs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    fleet.accs.wait_condition("alice", "Ready", timeout=60)
 
 
 def test_doctor_ok_then_a_missing_secret_fails_it(fleet):

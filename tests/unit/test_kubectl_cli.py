@@ -51,6 +51,9 @@ class FakeClient:
         return "\n".join(json.dumps({"time": "t", "level": "info", "msg": "account created", "account": n})
                          for n in ("alice", "bob"))
 
+    def follow_log(self, ns, pod, **kw):
+        yield from self.pod_log(ns, pod).splitlines()
+
     def crd(self):
         return {"spec": {"versions": [{"name": "v1alpha1", "served": True, "storage": True}]},
                 "status": {"conditions": [{"type": "Established", "status": "True"}]}}
@@ -124,6 +127,8 @@ def test_all_with_a_terminal_asks(monkeypatch, capsys):
 def test_logs_and_doctor(capsys):
     assert cli.main(["logs", "alice", "-o", "json"]) == 0
     assert [d["account"] for d in json.loads(capsys.readouterr().out)] == ["alice"]
+    assert cli.main(["logs", "bob", "-f"]) == 0
+    assert capsys.readouterr().out == "t info    account created\n"
     assert cli.main(["doctor"]) == 1  # no operator found
     out = capsys.readouterr().out
     assert "no operator Deployment" in out and "problem(s)" in out
