@@ -12,21 +12,25 @@ from . import objects as o
 from .fmt import clock, iso, ms, paint, parse_time, status_colour, table
 
 
-def _entry(t: datetime | None, source: str, what: str, level: str = "info") -> dict | None:
+def _entry(t: datetime | None, source: str, what: str, level: str = "info", raw: str | None = None) -> dict | None:
+    """One timeline row; ``raw`` is the API's time string: without a fraction it is precise to the second only
+    (conditions, events), which ``render`` shows."""
     if t is None:
         return None
-    return {"time": iso(t), "source": source, "what": what, "level": level}
+    precise = raw is None or "." in raw
+    return {"time": iso(t), "source": source, "what": what, "level": level, "precision": "ms" if precise else "s"}
 
 
 def entries(acc: dict, events: list[dict]) -> list[dict]:
     st = o.status(acc)
-    out: list[dict | None] = [_entry(parse_time(o.meta(acc).get("creationTimestamp")), "api", "SipAccount created")]
+    created = o.meta(acc).get("creationTimestamp")
+    out: list[dict | None] = [_entry(parse_time(created), "api", "SipAccount created", raw=created)]
     for c in st.get("conditions") or []:
         bad = c.get("status") != ("False" if c.get("type") == "Degraded" else "True")
         msg = f": {c['message']}" if c.get("message") else ""
         out.append(_entry(parse_time(c.get("lastTransitionTime")), "operator",
                           f"condition {c.get('type')}={c.get('status')} ({c.get('reason')}){msg}",
-                          "warning" if bad else "info"))
+                          "warning" if bad else "info", raw=c.get("lastTransitionTime")))
     reg = st.get("registration") or {}
     if reg.get("registeredSince"):
         exp = f", expires {reg['expiresSeconds']} s" if reg.get("expiresSeconds") else ""
@@ -67,9 +71,10 @@ def entries(acc: dict, events: list[dict]) -> list[dict]:
         lvl = "warning" if e.get("type") == "Warning" else "info"
         what = f"event {e.get('type')} {e.get('reason')}: {e.get('message') or ''}".rstrip(": ")
         first, last = o.event_first_time(e), o.event_time(e)
-        out.append(_entry(first, src, what + (f" (first of {count})" if count > 1 else ""), lvl))
+        out.append(_entry(first, src, what + (f" (first of {count})" if count > 1 else ""), lvl,
+                          raw=e.get("firstTimestamp") or e.get("eventTime")))
         if count > 1 and last and first and last != first:
-            out.append(_entry(last, src, what + f" (last of {count})", lvl))
+            out.append(_entry(last, src, what + f" (last of {count})", lvl, raw=e.get("lastTimestamp")))
     rows = [e for e in out if e is not None]
     return sorted(rows, key=lambda e: e["time"])
 
@@ -96,6 +101,11 @@ def story(acc: dict, events: list[dict]) -> dict:
     }
 
 
+def _clock(e: dict) -> str:
+    text = clock(parse_time(e["time"]))
+    return text[:-4] + "    " if e.get("precision") == "s" else text
+
+
 def render(s: dict, colour: bool = False, wide: bool = False) -> str:
     rs = s["routeStatus"]
     lines = [
@@ -120,7 +130,9 @@ def render(s: dict, colour: bool = False, wide: bool = False) -> str:
         "",
         paint("TIMELINE", "bold", colour),
         table(["TIME (UTC)", "SOURCE", "WHAT"],
-              [[clock(parse_time(e["time"])), e["source"], (e["what"], "yellow" if e["level"] == "warning" else None)]
+              [[_clock(e), e["source"], (e["what"], "yellow" if e["level"] == "warning" else None)]
                for e in s["timeline"]], colour),
+        "(times without milliseconds are precise to the second only: conditions and events)"
+        if any(e.get("precision") == "s" for e in s["timeline"]) else "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip()

@@ -78,5 +78,9 @@ def test_render_has_a_header_conditions_and_a_timeline():
     assert "AOR:        sip:dave@lab.sipfleet.test" in text
     assert "Ladder:     Idle, last recreate-account 257 ms" in text
     assert "TIME (UTC)" in text and "2026-12-02 04:30:08.640   agent" in text
+    # conditions and events are precise to the second: shown without milliseconds
+    ready = next(line for line in text.splitlines() if "condition Ready=True" in line)
+    assert ready.startswith("2026-12-02 04:30:09       operator ")
+    assert text.splitlines()[-1].startswith("(times without milliseconds")
     assert "\x1b[" not in text
     assert "\x1b[33m" in timeline.render(timeline.story(acc, events), colour=True)
