@@ -132,3 +132,19 @@ def test_logs_and_doctor(capsys):
     assert cli.main(["doctor"]) == 1  # no operator found
     out = capsys.readouterr().out
     assert "no operator Deployment" in out and "problem(s)" in out
+
+
+def test_colour_only_on_a_terminal_and_never_for_json(monkeypatch, capsys):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    assert cli.main(["status"]) == 0
+    assert "\x1b[" in capsys.readouterr().out
+    assert cli.main(["status", "-o", "json"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert cli.main(["status"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False, raising=False)
+    assert cli.main(["doctor"]) == 1
+    assert "\x1b[" not in capsys.readouterr().out
