@@ -21,6 +21,13 @@ def _entry(t: datetime | None, source: str, what: str, level: str = "info", raw:
     return {"time": iso(t), "source": source, "what": what, "level": level, "precision": "ms" if precise else "s"}
 
 
+def _event_order(e: dict) -> tuple:
+    """Events are precise to the second: within one second the order they were written in (resourceVersion, which
+    etcd hands out increasing; opaque by contract, so only a tie-break)."""
+    rv = o.meta(e).get("resourceVersion") or ""
+    return (iso(o.event_first_time(e)) or "", int(rv) if rv.isdigit() else 0)
+
+
 def entries(acc: dict, events: list[dict]) -> list[dict]:
     st = o.status(acc)
     created = o.meta(acc).get("creationTimestamp")
@@ -65,7 +72,7 @@ def entries(acc: dict, events: list[dict]) -> list[dict]:
                           "info" if ladder.get("phase") == "Idle" else "warning"))
     if ladder.get("nextAttemptAt"):
         out.append(_entry(parse_time(ladder["nextAttemptAt"]), "operator", "ladder: next attempt due", "warning"))
-    for e in o.events_for(events, o.namespace(acc), o.name(acc)):
+    for e in sorted(o.events_for(events, o.namespace(acc), o.name(acc)), key=_event_order):
         count = int(e.get("count") or 1)
         src = (e.get("source") or {}).get("component") or e.get("reportingComponent") or "event"
         lvl = "warning" if e.get("type") == "Warning" else "info"

@@ -58,6 +58,27 @@ class Fleet:
         return subprocess.run([str(self.cluster.kubectl_path()), "sipfleet", *args], capture_output=True, text=True,
                               timeout=120, env=env)
 
+    def record(self, what: str) -> None:
+        """With SIPFLEET_KUBECTL_RECORD=DIR, write what the plugin reads now to DIR/<what>.json (the unit tests'
+        recorded objects, tests/unit/data/kubectl/)."""
+        out = os.environ.get("SIPFLEET_KUBECTL_RECORD")
+        if not out:
+            return
+        from sipfleet.kubectl.client import Client
+
+        c = Client(str(self.cluster.kubeconfig))
+        try:
+            pods = c.agent_pods(self.ns)
+            memory, _ = c.memory(pods)
+            doc = {"accounts": c.accounts(self.ns), "events": c.events(self.ns),
+                   "deployments": c.agent_deployments(self.ns), "pods": pods,
+                   "memory": [[ns, pod, b] for (ns, pod), b in sorted((memory or {}).items())],
+                   "crd": c.crd(), "operators": c.operators(self.ns)}
+        finally:
+            c.close()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{what}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
     def json(self, *args: str, check_rc: int | None = 0):
         return json.loads(self.plugin(*args, "-o", "json", check_rc=check_rc).stdout)
 
@@ -153,6 +174,7 @@ def test_reregister_drift_shows_in_status_and_describe(fleet):
     print(wide)
     assert "carol" in wide and ("recreate-account" in wide or "restart-pod" in wide)
 
+    fleet.record("after-drift")
     d = fleet.json("describe", "-n", fleet.ns, "carol")
     what = [e["what"] for e in d["timeline"]]
     times = [e["time"] for e in d["timeline"]]
@@ -252,6 +274,7 @@ def test_doctor_ok_then_a_missing_secret_fails_it(fleet):
     fleet.accs.create("dave", fleet.accs.spec(fleet.lab, "dave", "no-such-secret"))
     try:
         fleet.accs.wait_condition("dave", "Ready", status="False", reason="CredentialsMissing", timeout=60)
+        fleet.record("missing-secret")
         res = fleet.plugin("doctor", "-n", fleet.ns, check_rc=1)
         print(res.stdout)
         assert f"{fleet.ns}/dave" in res.stdout and "CredentialsMissing" in res.stdout
