@@ -95,6 +95,8 @@ def cmd_status(args, c, now) -> int:
         deps = [d for d in deps if any((o.namespace(d), n) in names for n in o.owned_accounts(d))]
         agents = {o.name(d) for d in deps}
         pods = [p for p in pods if o.agent_of_pod(p) in agents]
+        events = [e for e in events if ((e.get("involvedObject") or {}).get("namespace") or o.namespace(e),
+                                        (e.get("involvedObject") or {}).get("name")) in names]
     memory, note = c.memory(pods)
     s = fleet.summarize(accounts, events, deps, pods, memory, note, now, window,
                         "all namespaces" if ns is None else f"namespace {ns}")
@@ -110,13 +112,17 @@ def cmd_describe(args, c, now) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Bad command line found after parsing: exit code 2."""
+
+
 def _select(args, c) -> list[dict]:
     ns = _scope(args, c)
     if sum(bool(x) for x in (args.names, args.selector, args.all)) != 1:
-        raise SystemExit("error: give NAME..., -l SELECTOR or --all (one of them)")
+        raise UsageError("give NAME..., -l SELECTOR or --all (one of them)")
     if args.names:
         if ns is None:
-            raise SystemExit("error: names need a namespace (-n), not -A")
+            raise UsageError("names need a namespace (-n), not -A")
         return [c.account(ns, n) for n in args.names]
     return c.accounts(ns, args.selector)
 
@@ -266,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
         print(f"error: {e.status}: {msg}", file=sys.stderr)
         return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     finally:

@@ -281,3 +281,25 @@ def test_doctor_ok_then_a_missing_secret_fails_it(fleet):
         assert "problem" in res.stdout.splitlines()[-1]
     finally:
         fleet.accs.delete("dave")
+
+
+def test_an_unschedulable_agent_pod_shows_with_the_schedulers_message(fleet):
+    """carol's agent pod asks for a node that does not exist: status lists it with the scheduler's message, doctor
+    fails; put back, carol is Ready again."""
+    apps = fleet.accs.apps
+    agent = fleet.accs.get("carol")["status"]["agent"]["name"]
+    apps.patch_namespaced_deployment(agent, fleet.ns, {"spec": {"template": {"spec": {
+        "nodeSelector": {"sipfleet.io/test-nowhere": "true"}}}}})
+    try:
+        s = wait_for(lambda: (lambda s: s if s["unschedulable"] else None)(fleet.json("status", "-n", fleet.ns)),
+                     timeout=120, interval=2, message="an unschedulable agent pod")
+        (u,) = s["unschedulable"]
+        assert u["agent"] == agent and "node affinity/selector" in u["message"], u
+        text = fleet.plugin("status", "-n", fleet.ns).stdout
+        assert "UNSCHEDULABLE AGENT PODS (1)" in text and "node affinity/selector" in text
+        res = fleet.plugin("doctor", "-n", fleet.ns, check_rc=1)
+        assert "unschedulable: 0/1 nodes are available" in res.stdout, res.stdout
+    finally:
+        apps.patch_namespaced_deployment(agent, fleet.ns, {"spec": {"template": {"spec": {"nodeSelector": None}}}})
+    fleet.accs.wait_condition("carol", "Ready", timeout=180)
+    assert fleet.json("status", "-n", fleet.ns)["unschedulable"] == []

@@ -4,6 +4,7 @@ subcommand, -o json|yaml machine-readable and without colour, --all needs a conf
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -27,7 +28,8 @@ class FakeClient:
         pass
 
     def accounts(self, ns, selector=None):
-        return [a for a in self.accs.values() if ns in (None, a["metadata"]["namespace"])]
+        return [a for a in self.accs.values() if ns in (None, a["metadata"]["namespace"])
+                and (selector is None or selector == f"name={a['metadata']['name']}")]
 
     def account(self, ns, name):
         return self.accs[name]
@@ -36,7 +38,8 @@ class FakeClient:
         self.patches.append((ns, name, patch))
 
     def events(self, ns, name=None):
-        return [k.event("alice", "RouteDrift", "Warning", "2026-12-02T04:00:00Z")]
+        ten_minutes_ago = (datetime.now(timezone.utc) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return [k.event("alice", "RouteDrift", "Warning", ten_minutes_ago)]  # in the default 1h window
 
     def agent_deployments(self, ns):
         return [k.deployment(k.AGENT_A, ["alice", "bob"])]
@@ -110,10 +113,10 @@ def test_annotate_names_selector_all(capsys, monkeypatch):
     assert "--yes" in capsys.readouterr().err
     assert cli.main(["pause", "--all", "--yes"]) == 0
     assert [n for _, n, _ in FakeClient.instances[-1].patches] == ["alice", "bob"]
-    with pytest.raises(SystemExit):
-        cli.main(["repair"])  # nothing selected
-    with pytest.raises(SystemExit):
-        cli.main(["repair", "alice", "--all"])  # two selections
+    assert cli.main(["repair"]) == 2  # nothing selected
+    assert cli.main(["repair", "alice", "--all"]) == 2  # two selections
+    assert cli.main(["repair", "alice", "-A"]) == 2  # a name needs a namespace
+    assert "names need a namespace" in capsys.readouterr().err
 
 
 def test_all_with_a_terminal_asks(monkeypatch, capsys):
@@ -148,3 +151,15 @@ def test_colour_only_on_a_terminal_and_never_for_json(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout.isatty", lambda: False, raising=False)
     assert cli.main(["doctor"]) == 1
     assert "\x1b[" not in capsys.readouterr().out
+
+
+def test_a_selector_narrows_accounts_agents_and_events(capsys):
+    assert cli.main(["status", "-l", "name=bob", "-o", "json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["accounts"]["total"] == 1
+    assert s["repairs"]["events"]["RouteDrift"] == 0  # alice's event is not bob's
+    assert [a["accounts"] for a in s["agents"]] == [["alice", "bob"]]  # the agent hosting bob
+    assert cli.main(["status", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["repairs"]["events"]["RouteDrift"] == 1  # alice's
+    assert cli.main(["status", "--since", "5m", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["repairs"]["events"]["RouteDrift"] == 0  # before that window
