@@ -1,0 +1,31 @@
+"""sipfleet.api.keys holds the same strings the operator and the chart use (the plugin must not import either)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sipfleet.api import keys
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_keys_match_the_operator():
+    from sipfleet_operator import builders as b
+
+    for name in ("ANNOTATION_PAUSED", "ANNOTATION_REPAIR", "ANNOTATION_REREGISTER", "LABEL_MANAGED_BY",
+                 "LABEL_COMPONENT", "LABEL_NAME", "LABEL_AGENT", "LABEL_GROUP", "MANAGED_BY", "AGENT_SELECTOR",
+                 "ASSIGNMENT_KEY"):
+        assert getattr(keys, name) == getattr(b, name), name
+
+
+def test_event_reasons_are_the_ladders():
+    text = (REPO / "operator" / "sipfleet_operator" / "ladder.py").read_text()
+    assert f'"{keys.EVENT_ROUTE_DRIFT}"' in text and f'"{keys.EVENT_ROUTE_REPAIRED}"' in text
+
+
+def test_operator_selector_matches_the_chart():
+    helpers = (REPO / "charts" / "sipfleet" / "templates" / "_helpers.tpl").read_text()
+    assert "app.kubernetes.io/component: operator" in helpers
+    assert "app.kubernetes.io/part-of: sipfleet" in helpers
+    deployment = (REPO / "charts" / "sipfleet" / "templates" / "deployment.yaml").read_text()
+    assert f"name: {keys.ENV_WATCH_NAMESPACES}" in deployment
