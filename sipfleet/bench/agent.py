@@ -111,7 +111,7 @@ def _resolved(lab, users, mode: str, expires: int = 60):
 
 def _in_process_agent(lab, users, mode: str, address: str, expires: int = 60):
     from sipfleet.api.models import AgentSettings
-    from sipfleet_agent.engine import Agent
+    from sipfleet_agent.worker.engine import Agent
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = AgentSettings(sip_address=address, http_port=0, status_debounce_ms=0)
@@ -239,7 +239,7 @@ def _rss(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         lab = _lab(args, stack)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sipfleet-bench-")))
-        base = subprocess.run([sys.executable, "-c", "import pjsua2, sipfleet_agent.engine, sys, os;"
+        base = subprocess.run([sys.executable, "-c", "import pjsua2, sipfleet_agent.worker.engine, sys, os;"
                                "print(open('/proc/self/status').read())"], capture_output=True, text=True).stdout
         base_kib = next(int(ln.split()[1]) for ln in base.splitlines() if ln.startswith("VmRSS:"))
         results = {}

@@ -41,12 +41,12 @@ from sipfleet.api.models import (
     SentRequest,
 )
 
-from . import __version__
-from .config import ResolvedAccount
-from .logs import log
-from .metrics import Metrics
-from .netaddr import address_fingerprint, describe_change, link_usable
-from .siplog import (
+from .. import __version__
+from ..config import ResolvedAccount
+from ..logs import log
+from ..metrics import Metrics
+from ..netaddr import address_fingerprint, describe_change, link_usable
+from ..siplog import (
     RxResponse,
     TxRequest,
     normalize_uri,
@@ -57,9 +57,8 @@ from .siplog import (
     scrub,
     service_route_from_message,
     uri_hostport,
-    with_transport,
 )
-from .status import AccountStatus, Debouncer, now_iso
+from ..status import AccountStatus, Debouncer, now_iso
 
 LOG = logging.getLogger("sipfleet_agent")
 PJ_LOG = logging.getLogger("sipfleet_agent.pjsip")
@@ -330,19 +329,13 @@ class Agent:
 
     # ---------------------------------------------------------------- thread-safe API
 
-    def start(self, initial: list[ResolvedAccount], timeout: float = 30.0, specs: list | None = None) -> None:
+    def start(self, initial: list[ResolvedAccount], timeout: float = 30.0, global_proxy: list[str] | None = None) -> None:
         """Start the event thread, create the Endpoint and the accounts.
 
-        The global outbound proxy (routeMode prevent) comes from ``specs`` (every assigned account, also
-        those whose credentials are not readable yet) or else from ``initial``.
+        The global outbound proxy (routeMode prevent) is ``global_proxy`` (the worker key's route) or else
+        the route of the first prevent-mode account of ``initial``.
         """
-        if specs is not None:
-            self.global_proxy = next(
-                ([with_transport(r, a.transport) for r in a.route] for a in specs if a.route_mode == "prevent" and a.route),
-                [],
-            )
-        else:
-            self.global_proxy = self._prevent_route(initial)
+        self.global_proxy = list(global_proxy) if global_proxy is not None else self._prevent_route(initial)
         self._thread = threading.Thread(target=self._run, name="pjsua", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
