@@ -42,6 +42,7 @@ def serve(agent: "Supervisor", address: str, port: int, debug_hooks: bool = Fals
                 ok = agent.ready()
                 self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
             elif path == "/metrics":
+                agent.refresh_metrics()
                 self._send(200, generate_latest(agent.registry), CONTENT_TYPE_LATEST)
             elif path == "/status":
                 try:

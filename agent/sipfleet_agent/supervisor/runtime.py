@@ -147,7 +147,7 @@ class Supervisor:
                 raise RuntimeError(f"worker {proc.id}: {box[0].error}")
             else:
                 raise TimeoutError(f"worker {proc.id} did not answer {op}")
-        if op == "snapshot":
+        if op in ("snapshot", "metrics"):
             return results
         return sum(int(r or 0) for _, r in results)
 
@@ -166,6 +166,14 @@ class Supervisor:
                 "globalProxy": workers[0]["globalProxy"] if len(workers) == 1 else None,
                 "activeCalls": sum(int(s.get("activeCalls") or 0) for _, s in parts),
                 "workers": workers, "accounts": accounts}
+
+    def refresh_metrics(self, timeout: float = 2.0) -> None:
+        """Ask every worker for its metrics now (heartbeats carry them too, up to a second old)."""
+        try:
+            for proc, families in self.request("metrics", None, timeout):
+                proc.metrics = families
+        except (TimeoutError, RuntimeError) as e:
+            LOG.debug("metrics from heartbeats only: %s", e)
 
     def request_stop(self, exit_code: int = 0) -> None:
         if self._stop_requested is None:

@@ -127,6 +127,8 @@ def _read(rd: TextIO, agent: Agent, ch: Channel) -> None:
                 ch.send(p.Reply(msg.id, False, error=f"bad account: {e}"))
                 continue
             agent.apply(accounts).add_done_callback(_reply(ch, msg.id))
+        elif isinstance(msg, p.Request) and msg.op == "metrics":
+            ch.send(p.Reply(msg.id, True, metric_families(agent.metrics.registry)))
         elif isinstance(msg, p.Request):
             fut = {
                 "repair": lambda: agent.request_repair(msg.account, trigger="user"),
