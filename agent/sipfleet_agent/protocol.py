@@ -45,6 +45,9 @@ class Init:
     transport: str = "udp"
     route: list[str] = dataclasses.field(default_factory=list)
     route_mode: str = "account"
+    #: a restarted worker binds its predecessor's port if it can: the same Contact, so REGISTERs refresh (and the
+    #: final un-REGISTER removes) the binding the dead process left at the registrar
+    sip_port: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ class Slot:
         self.sent: tuple | None = None  # what the last Apply carried
         self.apply_id = 0
         self.applied_id = -1
+        self.sip_port = 0  # the last worker's, for its successor
 
 
 def wire(res: ResolvedAccount) -> p.WireAccount:
@@ -196,7 +197,8 @@ class Supervisor:
         transport, route, mode = slot.plan.key
         return p.Init(worker=slot.plan.id, agent=self.name, pod=self.pod,
                       settings=self.settings.model_dump(mode="json"), self_heal=self.self_heal,
-                      pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode)
+                      pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode,
+                      sip_port=slot.sip_port)
 
     def _spawn(self, slot: Slot) -> None:
         proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level)
@@ -246,6 +248,10 @@ class Supervisor:
                 waiter[1].append(msg)
                 waiter[0].set()
         elif isinstance(msg, p.Hello):
+            with self._lock:
+                slot = self.slots.get(proc.id)
+                if slot is not None and slot.proc is proc:
+                    slot.sip_port = msg.sip_port
             log(LOG, logging.INFO, "worker ready", worker=proc.id, pid=msg.pid, sip_port=msg.sip_port)
 
     def _synthetic(self, key: tuple, registration: dict) -> None:

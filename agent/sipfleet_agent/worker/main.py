@@ -75,20 +75,22 @@ def serve(fd_in: int, fd_out: int) -> int:
     settings = AgentSettings.model_validate(init.settings)
     if settings.sip_port:
         settings = settings.model_copy(update={"sip_port": settings.sip_port + init.worker})
+    fallback = settings
+    if init.sip_port:
+        settings = settings.model_copy(update={"sip_port": init.sip_port})
 
     def sink(key: tuple, name: str, doc: dict) -> None:
         ch.send(p.Status(key[0], name, doc))
 
-    agent = Agent(settings, sink, name=init.agent, pod=init.pod, self_heal=init.self_heal)
-    agent.pjsip_log_level = init.pjsip_log_level
     proxy = [with_transport(r, init.transport) for r in init.route] if init.route_mode == "prevent" else []
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda s, f: agent.request_stop(0))
-    try:
-        agent.start([], global_proxy=proxy)
-    except Exception as e:  # noqa: BLE001
-        LOG.error("worker %s: endpoint start failed: %s", init.worker, e)
+    agent = _start(init, settings, sink, proxy)
+    if agent is None and settings is not fallback:
+        LOG.warning("worker %s: port %s of the previous worker not free: another port", init.worker, init.sip_port)
+        agent = _start(init, fallback, sink, proxy)
+    if agent is None:
         return 1
+    signal.signal(signal.SIGTERM, lambda s, f: agent.request_stop(0))
     ch.send(p.Hello(init.worker, os.getpid(), agent.sip_port, __version__))
     interval = min(1.0, settings.heartbeat_timeout_seconds / 3.0)
     seq = [0]
@@ -103,6 +105,19 @@ def serve(fd_in: int, fd_out: int) -> int:
     agent.wait()
     logs.log(LOG, logging.INFO, "worker exited", worker=init.worker, exit_code=agent.exit_code)
     return agent.exit_code
+
+
+def _start(init: p.Init, settings: AgentSettings, sink: Any, proxy: list[str]) -> Agent | None:
+    agent = Agent(settings, sink, name=init.agent, pod=init.pod, self_heal=init.self_heal)
+    agent.pjsip_log_level = init.pjsip_log_level
+    try:
+        agent.start([], global_proxy=proxy)
+        return agent
+    except Exception as e:  # noqa: BLE001
+        LOG.error("worker %s: endpoint start failed: %s", init.worker, e)
+        agent.request_stop(1)
+        agent.wait(10)
+        return None
 
 
 def _reply(ch: Channel, msg_id: int):
