@@ -23,6 +23,7 @@ from .. import protocol as p
 from ..config import ResolvedAccount
 from ..logs import log
 from ..status import now_iso
+from .launch import default_launcher
 from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import WorkerMetrics
 from .plan import WorkerSlot, diff, plan_workers
@@ -59,7 +60,7 @@ def wire(res: ResolvedAccount) -> p.WireAccount:
 class Supervisor:
     def __init__(self, settings: AgentSettings, edge: Edge, *, name: str, pod: str | None, self_heal: bool = False,
                  pjsip_log_level: int = 2, log_level: str = "INFO", policy: RestartPolicy | None = None,
-                 grace_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+                 grace_s: float | None = None, launcher: Any = None, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.edge = edge
         self.name = name
@@ -70,6 +71,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.grace_s = grace_s if grace_s is not None else settings.unregister_timeout_seconds + 5.0
         self.clock = clock
+        self.launcher = launcher or default_launcher(log_level)
         self.accounts: dict[tuple, ResolvedAccount] = {}
         self.slots: dict[int, Slot] = {}
         self.retiring: list[WorkerProc] = []
@@ -201,8 +203,16 @@ class Supervisor:
                       sip_port=slot.sip_port)
 
     def _spawn(self, slot: Slot) -> None:
-        proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level)
-        proc.start()
+        proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level,
+                          launcher=self.launcher)
+        try:
+            proc.start()
+        except Exception as e:  # noqa: BLE001 - e.g. the zygote did not answer: try again after the back-off
+            now = self.clock()
+            slot.restart, delay = on_failure(self.policy, slot.restart, now, now)
+            slot.proc, slot.restart_at = None, now + delay
+            log(LOG, logging.ERROR, "worker start failed", worker=slot.plan.id, error=str(e), retry_in_s=delay)
+            return
         slot.proc, slot.restart_at, slot.sent = proc, None, None
         log(LOG, logging.INFO, "worker started", worker=slot.plan.id, pid=proc.pid,
             accounts=sorted(a[1] for a in slot.plan.accounts))
@@ -337,8 +347,10 @@ class Supervisor:
                 proc.kill()
                 proc.wait(5)
             proc.join_reader(2.0)
+        self.launcher.stop()
 
     def _kill_all(self) -> None:
         with self._lock:
             for proc in [s.proc for s in self.slots.values() if s.proc is not None] + self.retiring:
                 proc.kill()
+        self.launcher.stop()

@@ -1,6 +1,6 @@
 """One worker child process as the supervisor sees it: its pipes, PID, heartbeat and how it ended.
 
-Promise: :meth:`WorkerProc.start` spawns ``python -m sipfleet_agent.worker.main`` with two inherited pipes and
+Promise: :meth:`WorkerProc.start` has a launcher (:mod:`.launch`) start the worker with one socket to it and
 nothing else of the supervisor's state; every message the worker writes reaches ``on_message`` (from a reader
 thread) with this object; :meth:`send` never raises for a dead worker; :meth:`kill` signals by PID only.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from .. import protocol as p
+from .launch import UNKNOWN, ExecLauncher, Handle
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
 
@@ -24,6 +24,8 @@ LOG = logging.getLogger("sipfleet_agent.supervisor")
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
+    if returncode == UNKNOWN:
+        return "ended (exit status unknown: the zygote that forked it had ended)"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -35,13 +37,14 @@ def describe_exit(returncode: int | None) -> str:
 
 class WorkerProc:
     def __init__(self, wid: int, init: p.Init, on_message: Callable[["WorkerProc", p.Message], None],
-                 clock: Callable[[], float] = time.monotonic, log_level: str = "INFO"):
+                 clock: Callable[[], float] = time.monotonic, log_level: str = "INFO", launcher: Any = None):
         self.id = wid
         self.init = init
         self.on_message = on_message
         self.clock = clock
         self.log_level = log_level
-        self.proc: subprocess.Popen | None = None
+        self.launcher = launcher or ExecLauncher()
+        self.proc: Handle | None = None
         self.started_at = 0.0
         self.last_heartbeat = 0.0
         self.hello: p.Hello | None = None
@@ -56,18 +59,11 @@ class WorkerProc:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        cmd = [sys.executable, "-m", "sipfleet_agent.worker.main", "--fd-in", str(to_r), "--fd-out", str(from_w),
-               "--log-level", self.log_level]
-        try:
-            self.proc = subprocess.Popen(cmd, pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, close_fds=True)
-        finally:
-            os.close(to_r)
-            os.close(from_w)
+        self.proc, sock = self.launcher.launch(self.id, self.log_level)
         self.started_at = self.last_heartbeat = self.clock()
-        self._out = os.fdopen(to_w, "w", encoding="utf-8", buffering=1)
-        self._reader = threading.Thread(target=self._read, args=(os.fdopen(from_r, "r", encoding="utf-8"),),
+        self._sock = sock
+        self._out = sock.makefile("w", encoding="utf-8", buffering=1)
+        self._reader = threading.Thread(target=self._read, args=(sock.makefile("r", encoding="utf-8"),),
                                         name=f"worker-{self.id}-reader", daemon=True)
         self._reader.start()
         self.send(self.init)
@@ -109,6 +105,7 @@ class WorkerProc:
         if out is not None:
             try:
                 out.close()
+                self._sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
 
@@ -127,12 +124,7 @@ class WorkerProc:
                 pass
 
     def wait(self, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.proc.wait(timeout) if self.proc is not None else None
 
     def join_reader(self, timeout: float = 2.0) -> None:
         if self._reader is not None:

@@ -4,7 +4,8 @@
 Promise: the heartbeat is sent from the Endpoint's event thread (a stuck event loop stops it); end of input (the
 supervisor is gone) or :class:`~sipfleet_agent.protocol.Stop` un-REGISTERs every account and exits; SIGINT is
 ignored (the supervisor decides), SIGTERM stops like Stop. Run as ``python -m sipfleet_agent.worker.main
---fd-in N --fd-out M`` (pipes inherited from the supervisor) or through :func:`serve` from a forked zygote.
+--fd N`` (a socket inherited from the supervisor) or through :func:`serve`, forked by the zygote
+(:mod:`sipfleet_agent.worker.zygote`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def metric_families(registry: Any) -> list:
 def serve(fd_in: int, fd_out: int) -> int:
     """Run one worker on the two pipe ends; returns the exit code."""
     rd = os.fdopen(fd_in, "r", encoding="utf-8")
-    ch = Channel(os.fdopen(fd_out, "w", encoding="utf-8", buffering=1))
+    ch = Channel(os.fdopen(fd_out, "w", encoding="utf-8", buffering=1, closefd=True))
     first = rd.readline()
     if not first:
         return 1
@@ -163,14 +164,13 @@ def _read(rd: TextIO, agent: Agent, ch: Channel) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sipfleet-agent-worker")
-    ap.add_argument("--fd-in", type=int, required=True)
-    ap.add_argument("--fd-out", type=int, required=True)
+    ap.add_argument("--fd", type=int, required=True, help="the worker's end of its socket to the supervisor")
     ap.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL", "INFO"))
     args = ap.parse_args(argv)
     os.dup2(2, 1)  # pjlib prints to fd 1: never onto anything but stderr
     sys.stdout = sys.stderr
     logs.setup(args.log_level)
-    return serve(args.fd_in, args.fd_out)
+    return serve(os.dup(args.fd), args.fd)
 
 
 if __name__ == "__main__":
