@@ -133,6 +133,24 @@ def test_a_hung_worker_is_detected_and_restarted_alone(lab, agent_factory, agent
     assert detected < 30
     others = [u for u in users if u not in victim["accounts"]]
     assert [u for u in others if registers(lab, u, since=t_stop)] == []
-    assert {w["id"]: w["pid"] for w in agent.snapshot()["workers"]}[victim["id"]] != victim["pid"]
+    snap = agent.snapshot()
+    assert {w["id"]: w["pid"] for w in snap["workers"]}[victim["id"]] != victim["pid"]
+
+    # Adding one account and removing another touches only their workers' accounts: nobody else re-REGISTERs.
+    new_acc, new_user = agent_account("hangnew")
+    big = next(w for w in snap["workers"] if len(w["accounts"]) == 8)
+    gone = big["accounts"][0]
+    keep = [a for a in accounts if a["name"] != gone] + [new_acc]
+    t_change = time.time()
+    agent.write_config({**agent.config, "accounts": keep})
+    agent.wait_registered(new_user, timeout=60)
+    deadline = time.monotonic() + 60
+    while lab.contacts(gone):
+        assert time.monotonic() < deadline, "removed account still registered"
+        time.sleep(0.2)
+    where = {a["name"]: a["worker"] for a in agent.snapshot()["accounts"]}
+    assert where[new_user] == big["id"], "the new account did not join the fullest worker with room"
+    assert gone not in where
+    assert [u for u in users if u != gone and registers(lab, u, since=t_change)] == []
     assert agent.stop() == 0
-    assert [u for u in users if lab.contacts(u)] == []
+    assert [u for u in users + [new_user] if lab.contacts(u)] == []
