@@ -39,13 +39,29 @@ class Handle:
     def poll(self) -> int | None:
         if self.popen is not None:
             return self.popen.poll()
-        if self.returncode is None and not os.path.exists(f"/proc/{self.pid}"):
+        if self.returncode is None and self._orphan_ended():
             # reaped: the zygote's report is on its way; none comes if that zygote died meanwhile
             now = time.monotonic()
             self._gone_since = self._gone_since or now
             if now - self._gone_since > 2.0:
                 self.set_returncode(UNKNOWN)
         return self.returncode
+
+    def _orphan_ended(self) -> bool:
+        """Gone, or a zombie. A worker whose zygote died is re-parented, in a container to PID 1, the supervisor:
+        then it is reaped here, with its real status."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.set_returncode(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+                return False
+        except ChildProcessError:
+            pass
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except (OSError, IndexError):
+            return True
 
     def wait(self, timeout: float) -> int | None:
         if self.popen is not None:
