@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
-    from .engine import Agent
+    from .supervisor.runtime import Supervisor
 
 LOG = logging.getLogger("sipfleet_agent.http")
 
 
-def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) -> ThreadingHTTPServer:
+def serve(agent: "Supervisor", address: str, port: int, debug_hooks: bool = False) -> ThreadingHTTPServer:
     ballast: list[bytes] = []  # POST /debug/allocate: memory held on purpose (tests of memory limits)
 
     class Handler(BaseHTTPRequestHandler):
@@ -37,12 +37,13 @@ def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) ->
             path = urlparse(self.path).path
             if path == "/healthz":
                 ok = agent.alive()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"event thread not alive\n")
+                self._send(200 if ok else 503, b"ok\n" if ok else b"supervisor not alive\n")
             elif path == "/readyz":
                 ok = agent.ready()
                 self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
             elif path == "/metrics":
-                self._send(200, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST)
+                agent.refresh_metrics()
+                self._send(200, generate_latest(agent.registry), CONTENT_TYPE_LATEST)
             elif path == "/status":
                 try:
                     snap = agent.snapshot()
@@ -60,14 +61,8 @@ def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) ->
                 return
             account = (parse_qs(u.query).get("account") or [None])[0]
             action = u.path[len("/debug/"):]
-            if action == "ip-change":
-                fut = agent.request_ip_change()
-            elif action == "refresh":
-                fut = agent.request_refresh(account)
-            elif action == "reregister":
-                fut = agent.request_reregister(account)
-            elif action == "repair":
-                fut = agent.request_repair(account, trigger="user")
+            if action in ("ip-change", "refresh", "reregister", "repair"):
+                op = (action, None if action == "ip-change" else account)
             elif action == "allocate":  # hold N more MiB, touched (resident): an OOM kill under a memory limit
                 mib = int((parse_qs(u.query).get("mib") or ["64"])[0])
                 ballast.append(b"\x01" * (mib << 20))
@@ -78,7 +73,7 @@ def serve(agent: "Agent", address: str, port: int, debug_hooks: bool = False) ->
                 self._send(404, b"unknown debug action\n")
                 return
             try:
-                result = fut.result(10)
+                result = agent.request(op[0], op[1], 10.0)
             except Exception as e:  # noqa: BLE001
                 self._send(500, f"{e}\n".encode())
                 return

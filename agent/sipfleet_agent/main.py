@@ -1,143 +1,31 @@
 """``sipfleet-agent``: standalone (``run --config FILE``) and Kubernetes (``cluster``) modes.
 
-Both modes drive the same :class:`~sipfleet_agent.engine.Agent`; they differ only in where the
-assignment and credentials come from and where status goes (stdout JSON lines vs. SipAccount status).
+Both modes run the same :class:`~sipfleet_agent.supervisor.runtime.Supervisor` (no pjsua2 in this process), which
+runs up to 8 pjsua2 worker processes (:mod:`sipfleet_agent.worker`); they differ only in their edges: where the
+assignment and credentials come from and where status goes (stdout JSON lines vs. SipAccount status and Events).
 
-Exit codes: 0 stopped on request (SIGTERM/SIGINT), 1 fatal error, 2 bad configuration,
-3 restart required (``routeMode: prevent`` route change: the global outbound proxy is fixed for the
-life of the pjsua Endpoint, so the process exits and is started again - by Kubernetes in cluster
-mode, by whoever runs it in standalone mode - with the new route).
+Exit codes: 0 stopped on request (SIGTERM/SIGINT, after every worker un-REGISTERed), 1 fatal error (the
+supervisor itself failed), 2 bad configuration. A routeMode prevent route change no longer exits: the account
+moves to a worker started with the new global outbound proxy.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import signal
-import socket
 import sys
-import threading
-from pathlib import Path
-from typing import TextIO
 
-from . import __version__, logs
-from .config import ConfigError, ResolvedAccount, file_credentials, load_assignment_file
-from .engine import EXIT_RESTART, Agent, AgentError, RestartRequired
-from .httpserver import serve
-
-LOG = logging.getLogger("sipfleet_agent")
-
-
-def claim_stdout() -> TextIO:
-    """Keep the real stdout for status lines only; fd 1 goes to stderr (pjlib prints there before libInit)."""
-    sys.stdout.flush()
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    out = os.fdopen(fd, "w", buffering=1)
-    sys.stdout = sys.stderr
-    return out
-
-
-def install_signals(agent: Agent, on_term=None) -> None:
-    def term(signum, frame):  # noqa: ANN001
-        LOG.info("signal %s: stopping", signal.Signals(signum).name)
-        agent.request_stop(0)
-        if on_term:
-            on_term()
-
-    def usr1(signum, frame):  # noqa: ANN001
-        agent.request_repair(None, trigger="user")
-
-    def usr2(signum, frame):  # noqa: ANN001
-        agent.request_ip_change()
-
-    signal.signal(signal.SIGTERM, term)
-    signal.signal(signal.SIGINT, term)
-    signal.signal(signal.SIGUSR1, usr1)
-    signal.signal(signal.SIGUSR2, usr2)
+from . import __version__
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    out = claim_stdout()
-    logs.setup(args.log_level)
-    cfg_path = Path(args.config).resolve()
-    try:
-        assignment = load_assignment_file(cfg_path)
-        resolved = [ResolvedAccount(a, file_credentials(a, cfg_path.parent), args.expires_override) for a in assignment.accounts]
-    except ConfigError as e:
-        LOG.error("%s", e)
-        return 2
-    lock = threading.Lock()
+    from .supervisor.standalone import run
 
-    def sink(key, name, doc):  # noqa: ANN001
-        line = json.dumps({"account": name, "status": doc}, separators=(",", ":"))
-        with lock:
-            out.write(line + "\n")
-            out.flush()
-
-    agent = Agent(assignment.settings, sink, name=assignment.agent, pod=os.environ.get("POD_NAME") or socket.gethostname(),
-                  self_heal=args.self_heal)
-    agent.pjsip_log_level = args.pjsip_log_level
-    install_signals(agent)
-    try:
-        http = serve(agent, assignment.settings.http_address, assignment.settings.http_port, args.debug_hooks)
-    except OSError as e:
-        LOG.error("cannot bind HTTP on %s:%s: %s", assignment.settings.http_address, assignment.settings.http_port, e)
-        return 1
-    logs.log(LOG, logging.INFO, "agent starting", version=__version__, config=str(cfg_path),
-             http=f"{http.server_address[0]}:{http.server_address[1]}", accounts=len(resolved),
-             self_heal=agent.self_heal, expires_override=args.expires_override)
-    try:
-        agent.start(resolved)
-    except RestartRequired:
-        agent.wait(30)
-        return EXIT_RESTART
-    except (AgentError, ValueError) as e:
-        LOG.error("start failed: %s", e)
-        agent.request_stop(1)
-        agent.wait(30)
-        return 1
-    mtime = _mtime(cfg_path)
-    settings_json = assignment.settings.model_dump_json()
-    while not agent.wait(1.0):
-        m = _mtime(cfg_path)
-        if m == mtime:
-            continue
-        mtime = m
-        try:
-            new = load_assignment_file(cfg_path)
-            res = [ResolvedAccount(a, file_credentials(a, cfg_path.parent), args.expires_override) for a in new.accounts]
-        except ConfigError as e:
-            LOG.error("config change ignored: %s", e)
-            continue
-        if new.settings.model_dump_json() != settings_json:
-            LOG.warning("settings changes need a restart; applying account changes only")
-        logs.log(LOG, logging.INFO, "config changed: applying", accounts=len(res))
-        try:
-            agent.apply(res).result(30)
-        except RestartRequired:
-            pass
-        except Exception as e:  # noqa: BLE001
-            LOG.error("applying config failed: %s", e)
-    http.shutdown()
-    logs.log(LOG, logging.INFO, "agent exited", exit_code=agent.exit_code)
-    return agent.exit_code
-
-
-def _mtime(p: Path) -> float | None:
-    try:
-        st = p.stat()
-        return st.st_mtime_ns
-    except OSError:
-        return None
+    return run(args)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    claim_stdout()
-    logs.setup(args.log_level)
-    from .cluster import run_cluster
+    from .k8s.edge import run_cluster
 
     return run_cluster(args)
 

@@ -4,7 +4,7 @@
                                      un-REGISTER's answer, create) -> time from repair start to the first
                                      REGISTER via the configured route, p50/p99; every repaired REGISTER is
                                      checked on the wire (it reached P)
-``sipfleet bench agent-rss``         RSS of a ``sipfleet-agent run`` process with 1 and with 8 registered accounts
+``sipfleet bench agent-rss``         (sipfleet.bench.agentrss) memory of one agent, supervisor + workers
 ``sipfleet bench agent-throughput``  REGISTER/s of one agent process (8 accounts refreshing in a closed loop,
                                      message logging and route measurement on, as in production) vs. SIPp
                                      (8 users, 8 concurrent) against the same Kamailio proxy
@@ -20,15 +20,9 @@ import argparse
 import json
 import logging
 import secrets
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
-
-from ..localenv import procs
 
 LAB_NAME = "bench-agent"
 
@@ -40,11 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["account", "prevent"], default="account")
     _common(p)
     p.set_defaults(func=_repair)
-
-    p = sub.add_parser("agent-rss", help="RSS of an agent process with 1 and 8 accounts",
-                       description="RSS of an agent process with 1 and 8 accounts")
-    _common(p)
-    p.set_defaults(func=_rss)
 
     p = sub.add_parser("agent-throughput", help="REGISTER/s of one agent vs SIPp through the same proxy",
                        description="REGISTER/s of one agent vs SIPp through the same proxy")
@@ -111,7 +100,7 @@ def _resolved(lab, users, mode: str, expires: int = 60):
 
 def _in_process_agent(lab, users, mode: str, address: str, expires: int = 60):
     from sipfleet.api.models import AgentSettings
-    from sipfleet_agent.engine import Agent
+    from sipfleet_agent.worker.engine import Agent
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = AgentSettings(sip_address=address, http_port=0, status_debounce_ms=0)
@@ -183,76 +172,6 @@ def _repair(args: argparse.Namespace) -> int:
         }))
         print(f"agent-repair ({args.mode}): {len(durations)} repairs, start -> first REGISTER via the route: "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (REGISTER seen at P for {wire_ok})")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------- rss
-
-
-def _rss_kib(pid: int) -> tuple[int, int]:
-    rss = hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-        elif line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-    return rss, hwm
-
-
-def _run_agent_process(lab, users, tmp: Path, address: str) -> tuple[int, int]:
-    import yaml
-
-    accounts = []
-    for u, pw in users:
-        pwf = tmp / f"{u}.pw"
-        pwf.write_text(pw)
-        accounts.append({"name": u, "aor": lab.aor(u), "registrar": lab.registrar_uri(), "route": [lab.proxy_uri()],
-                         "credentials": {"username": u, "passwordFile": str(pwf)}})
-    cfg = tmp / f"agent-{len(users)}.yaml"
-    cfg.write_text(yaml.safe_dump({"agent": "bench", "settings": {"sipAddress": address, "httpAddress": address,
-                                                                    "httpPort": 18081}, "accounts": accounts}))
-    rec, proc = procs.spawn("bench-agent", [sys.executable, "-m", "sipfleet_agent.main", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, die_with_parent=True)
-    try:
-        registered: set[str] = set()
-        lock = threading.Lock()
-
-        def read():
-            for line in proc.stdout:
-                doc = json.loads(line)
-                if doc["status"]["registration"]["state"] == "Registered":
-                    with lock:
-                        registered.add(doc["account"])
-
-        threading.Thread(target=read, daemon=True).start()
-        _wait(lambda: len(registered) == len(users) or proc.poll() is not None, 60, "registration")
-        if proc.poll() is not None:
-            raise RuntimeError("agent exited")
-        time.sleep(6)  # let the REGISTER transactions' timer K (5 s) end: steady state
-        return _rss_kib(proc.pid)
-    finally:
-        procs.stop([rec], grace=30)
-        proc.wait(10)
-
-
-def _rss(args: argparse.Namespace) -> int:
-    with ExitStack() as stack:
-        lab = _lab(args, stack)
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sipfleet-bench-")))
-        base = subprocess.run([sys.executable, "-c", "import pjsua2, sipfleet_agent.engine, sys, os;"
-                               "print(open('/proc/self/status').read())"], capture_output=True, text=True).stdout
-        base_kib = next(int(ln.split()[1]) for ln in base.splitlines() if ln.startswith("VmRSS:"))
-        results = {}
-        for n in (1, 8):
-            users = _users(lab, n, f"rss{n}")
-            rss, hwm = _run_agent_process(lab, users, tmp, _client(lab, stack))
-            results[n] = (rss, hwm)
-        print(json.dumps({"benchmark": "agent-rss", "python_and_imports_mib": round(base_kib / 1024, 1),
-                          **{f"accounts_{n}": {"rss_mib": round(r / 1024, 1), "hwm_mib": round(h / 1024, 1)}
-                             for n, (r, h) in results.items()}}))
-        for n, (r, h) in results.items():
-            print(f"agent-rss: {n} account(s): RSS {r / 1024:.1f} MiB (high-water {h / 1024:.1f} MiB)")
-        print(f"agent-rss: python + imports alone: {base_kib / 1024:.1f} MiB")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.fleet", "sipfleet.bench.podmem"]
+GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.podmem"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:

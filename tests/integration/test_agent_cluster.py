@@ -115,3 +115,90 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
         lab.release_client_address(pod_ip)
     assert rc == 0, tail()
     assert lab.contacts(user) == []
+
+
+def test_cluster_mode_killed_worker_event_and_only_its_account_re_registers(cluster, k8s, namespace, sipaccount_crd,
+                                                                           lab, lab_user, tmp_path):
+    import urllib.request
+
+    from kubernetes import client
+
+    from tests.fixtures.agent import registers
+
+    core = client.CoreV1Api(k8s)
+    objs = client.CustomObjectsApi(k8s)
+    reg = {"expiresSeconds": 60, "retryIntervalSeconds": 5, "firstRetryIntervalSeconds": 1, "jitterSeconds": 0}
+    users = {}
+    accounts = []
+    for name, route in (("acc-p", lab.proxy_uri()), ("acc-e", lab.edge_uri())):  # two routes: two workers
+        user, password = lab_user(name.replace("-", ""))
+        users[name] = user
+        core.create_namespaced_secret(namespace, {"metadata": {"name": f"creds-{name}"},
+                                                  "stringData": {"username": user, "password": password}})
+        spec = {"aor": lab.aor(user), "registrar": lab.registrar_uri(), "route": [route], "routeMode": "account",
+                "credentials": {"secretName": f"creds-{name}"}, "registration": reg}
+        objs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+            "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec})
+        accounts.append({"name": name, "namespace": namespace, **spec})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-w"}, "data": {"assignment.json": json.dumps(
+        {"agent": "agent-w", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50}, "accounts": accounts})}})
+    pod_ip = lab.client_address()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": "agent-w", "POD_NAME": "agent-w-pod",
+           "POD_NAMESPACE": namespace, "POD_IP": pod_ip, "PYTHONUNBUFFERED": "1"}
+    stderr_path = tmp_path / "agent.stderr"
+    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "cluster"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"), stdin=subprocess.DEVNULL)
+
+    def tail() -> str:
+        return "\n".join(stderr_path.read_text(errors="replace").splitlines()[-30:])
+
+    def status(name):
+        assert proc.poll() is None, tail()
+        return (objs.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name) or {}).get("status") or {}
+
+    def snapshot():
+        with urllib.request.urlopen(f"http://{pod_ip}:{HTTP_PORT}/status", timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        for name in users:
+            wait_for(lambda n=name: (s := status(n)).get("registration", {}).get("state") == "Registered"
+                     and s.get("route", {}).get("inSync") is True, timeout=90, interval=0.2, message=f"{name} Registered")
+        snap = snapshot()
+        where = {a["name"]: a["worker"] for a in snap["accounts"]}
+        pids = {w["id"]: w["pid"] for w in snap["workers"]}
+        assert len(pids) == 2 and where["acc-p"] != where["acc-e"]
+        since = status("acc-e")["registration"]["registeredSince"]
+        t_kill = time.time()
+        os.kill(pids[where["acc-e"]], signal.SIGKILL)
+
+        def restarted_event():
+            evs = core.list_namespaced_event(namespace, field_selector="involvedObject.name=acc-e").items
+            return [e for e in evs if e.reason == "WorkerRestarted"]
+
+        ev = wait_for(restarted_event, timeout=30, interval=0.3, message="WorkerRestarted event")[0]
+        assert ev.type == "Warning" and "SIGKILL" in ev.message and "acc-e" in ev.message, ev.message
+        assert ev.involved_object.kind == KIND and ev.involved_object.api_version == f"{GROUP}/{VERSION}"
+        wait_for(lambda: (s := status("acc-e")).get("registration", {}).get("state") == "Registered"
+                 and s["registration"].get("registeredSince") != since, timeout=60, interval=0.2,
+                 message="acc-e registered again")
+        assert [r for r in registers(lab, users["acc-e"], node="E", since=t_kill) if r.expires != "0"]
+        assert registers(lab, users["acc-p"], since=t_kill) == [], "the other worker's account re-REGISTERed"
+        assert {w["id"]: w["pid"] for w in snapshot()["workers"]}[where["acc-p"]] == pids[where["acc-p"]]
+        assert [e for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=acc-p").items
+                if e.reason == "WorkerRestarted"] == []
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+                rc = None
+        else:
+            rc = proc.returncode
+        lab.release_client_address(pod_ip)
+    assert rc == 0, tail()
+    assert all(lab.contacts(u) == [] for u in users.values())

@@ -143,12 +143,29 @@ def test_a_changed_account_is_recreated_and_the_others_are_not_touched(lab, agen
     assert agent.stop() == 0
 
 
-def test_prevent_mode_route_change_exits_for_a_restart(lab, agent_factory, agent_account):
+def test_prevent_mode_route_change_restarts_only_that_worker(lab, agent_factory, agent_account):
+    # The global outbound proxy is per pjsua2 process: the account moves to a worker started with the new route;
+    # the agent process and the other account's worker carry on untouched.
     acc, user = agent_account("pre", routeMode="prevent")
+    other, user2 = agent_account("stay")
     agent = agent_factory([acc], expires=60)
     agent.wait_registered(user)
-    agent.write_config({**agent.config, "accounts": [dict(acc, route=[lab.edge_uri()])]})
-    rc = agent.proc.wait(60)
-    assert rc == 3, agent.stderr_tail()
-    assert "restart required" in agent.stderr_text()
-    assert lab.contacts(user) == []
+    agent.write_config({**agent.config, "accounts": [acc, other]})
+    agent.wait_registered(user2)
+    pid_before = {w["id"]: w["pid"] for w in agent.snapshot()["workers"]}
+    assert len(pid_before) == 2
+    t0 = time.time()
+    agent.write_config({**agent.config, "accounts": [dict(acc, route=[lab.edge_uri()]), other]})
+    rec = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0", node="E", method="REGISTER",
+                        since=t0, timeout=60)
+    assert [normalize_uri(u) for u in rec.route] == [normalize_uri(lab.edge_uri())]
+    agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered" and s["route"].get("inSync") is True
+                      and s["route"].get("firstHop") == f"udp:{lab.hostport('E')}", 60, "Registered via E")
+    assert agent.proc.poll() is None
+    snap = agent.snapshot()
+    by_account = {a["name"]: a["worker"] for a in snap["accounts"]}
+    pids = {w["id"]: w["pid"] for w in snap["workers"]}
+    assert pids[by_account[user2]] == pid_before[by_account[user2]], "the other account's worker was restarted"
+    assert registers(lab, user2, since=t0) == [], "the other account re-REGISTERed"
+    assert agent.stop() == 0
+    assert lab.contacts(user) == [] and lab.contacts(user2) == []

@@ -126,12 +126,13 @@ def test_reject_policy_answers_with_the_configured_code(lab, agent_factory, agen
     assert agent.stop() == 0
 
 
-def test_more_than_eight_accounts_are_refused_with_a_clear_error(lab, agent_factory, agent_account):
+def test_more_than_sixty_four_accounts_are_refused_with_a_clear_error(lab, agent_factory, agent_account):
+    # One agent runs at most 8 workers of 8 accounts (PJSUA_MAX_ACC = 8 per pjsua2 process).
     accounts = []
-    for i in range(9):
+    for i in range(65):
         acc, _ = agent_account(f"n{i}")
         accounts.append(acc)
     agent = agent_factory(accounts, wait_healthy=False)
     rc = agent.proc.wait(60)
     assert rc == 2
-    assert "at most 8" in agent.stderr_text()
+    assert "at most 64" in agent.stderr_text()

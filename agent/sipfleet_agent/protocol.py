@@ -1,0 +1,150 @@
+"""The supervisor <-> worker protocol: typed messages, one JSON object per line over a pipe.
+
+Promise: :func:`encode` and :func:`decode` are inverse for every message type below; a line of another protocol
+version or of an unknown type raises :class:`ProtocolError` (never a half-built message). Passwords travel only
+inside :class:`Apply` (``WireAccount.password``), are never part of a ``repr`` and must never be logged: log
+:func:`describe` of a message, never the line.
+
+Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`.
+Worker -> supervisor: :class:`Hello` (endpoint started), :class:`Heartbeat`, :class:`Status`, :class:`Reply`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Union
+
+VERSION = 1
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class WireAccount:
+    """One account as a worker needs it: the AgentAccount (API JSON) and its resolved credentials."""
+
+    spec: dict
+    username: str
+    password: str = dataclasses.field(repr=False)
+    realm: str = "*"
+    expires_override: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+    worker: int
+    agent: str
+    pod: str | None
+    settings: dict
+    self_heal: bool = False
+    pjsip_log_level: int = 2
+    #: the worker key (transport, route, routeMode) every account of this worker shares
+    transport: str = "udp"
+    route: list[str] = dataclasses.field(default_factory=list)
+    route_mode: str = "account"
+    #: a restarted worker binds its predecessor's port if it can: the same Contact, so REGISTERs refresh (and the
+    #: final un-REGISTER removes) the binding the dead process left at the registrar
+    sip_port: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Apply:
+    id: int
+    accounts: list[WireAccount]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """``op``: repair, reregister, refresh, ip-change or snapshot; ``account`` None means all of the worker's."""
+
+    id: int
+    op: str
+    account: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    exit_code: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Hello:
+    worker: int
+    pid: int
+    sip_port: int
+    version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Heartbeat:
+    seq: int
+    #: prometheus families of the worker's registry: [name, type, documentation, [[sample, labels, value], ...]]
+    metrics: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    namespace: str | None
+    name: str
+    doc: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    id: int
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply]
+TYPES: dict[str, type] = {
+    "init": Init, "apply": Apply, "request": Request, "stop": Stop,
+    "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply,
+}
+NAMES = {cls: name for name, cls in TYPES.items()}
+
+
+def encode(msg: Message) -> str:
+    """One line (with its newline) for ``msg``."""
+    try:
+        name = NAMES[type(msg)]
+    except KeyError:
+        raise ProtocolError(f"not a protocol message: {type(msg).__name__}") from None
+    body = dataclasses.asdict(msg)
+    return json.dumps({"v": VERSION, "type": name, **body}, separators=(",", ":")) + "\n"
+
+
+def decode(line: str | bytes) -> Message:
+    try:
+        doc = json.loads(line)
+    except ValueError as e:
+        raise ProtocolError(f"not JSON: {e.__class__.__name__}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("a message is a JSON object")
+    if doc.get("v") != VERSION:
+        raise ProtocolError(f"protocol version {doc.get('v')!r}, this side speaks {VERSION}")
+    cls = TYPES.get(doc.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown message type {doc.get('type')!r}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    body = {k: v for k, v in doc.items() if k not in ("v", "type")}
+    unknown = set(body) - fields
+    if unknown:
+        raise ProtocolError(f"{doc['type']}: unknown fields {sorted(unknown)}")
+    try:
+        if cls is Apply:
+            body["accounts"] = [WireAccount(**a) for a in body.get("accounts", [])]
+        return cls(**body)
+    except TypeError as e:
+        raise ProtocolError(f"{doc['type']}: {e}") from None
+
+
+def describe(msg: Message) -> str:
+    """A log-safe one-line description (no credentials)."""
+    if isinstance(msg, Apply):
+        return f"apply#{msg.id}({', '.join(a.spec.get('name', '?') for a in msg.accounts)})"
+    return repr(msg)[:200]

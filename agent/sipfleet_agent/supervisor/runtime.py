@@ -1,0 +1,356 @@
+"""The supervisor's runtime, shared by standalone and cluster mode: accounts -> worker plan -> worker processes.
+
+Promise: :meth:`Supervisor.apply` changes only the workers whose accounts changed (:mod:`.plan`); a worker that
+exits unasked or misses heartbeats for ``settings.heartbeat_timeout_seconds`` is killed by PID and restarted after
+:mod:`.backoff`'s delay with its own accounts only, and its accounts' status and a Warning event (reason
+``WorkerRestarted``) name the cause; :meth:`stop` tells every worker to un-REGISTER and exit, waits at most
+``grace_s`` and kills what is left. No pjsua2 here. Status and events go to an :class:`Edge`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_WORKERS_PER_AGENT, AgentSettings
+
+from .. import protocol as p
+from ..config import ResolvedAccount
+from ..logs import log
+from ..status import now_iso
+from .launch import default_launcher
+from .backoff import RestartPolicy, RestartState, hung, on_failure
+from .metricsagg import WorkerMetrics
+from .plan import WorkerSlot, diff, plan_workers
+from .workerproc import WorkerProc, describe_exit
+
+LOG = logging.getLogger("sipfleet_agent.supervisor")
+TICK_S = 0.1
+
+
+class Edge(Protocol):
+    def status(self, key: tuple, name: str, doc: dict) -> None: ...
+    def event(self, key: tuple, name: str, type_: str, reason: str, message: str) -> None: ...
+
+
+class Slot:
+    """One worker id: the accounts it should host and its current process (None while backing off)."""
+
+    def __init__(self, slot: WorkerSlot):
+        self.plan = slot
+        self.proc: WorkerProc | None = None
+        self.restart = RestartState()
+        self.restart_at: float | None = None
+        self.sent: tuple | None = None  # what the last Apply carried
+        self.apply_id = 0
+        self.applied_id = -1
+        self.sip_port = 0  # the last worker's, for its successor
+
+
+def wire(res: ResolvedAccount) -> p.WireAccount:
+    return p.WireAccount(spec=res.spec.to_api(), username=res.creds.username, password=res.creds.password, realm=res.creds.realm,
+                         expires_override=res.expires_override)
+
+
+class Supervisor:
+    def __init__(self, settings: AgentSettings, edge: Edge, *, name: str, pod: str | None, self_heal: bool = False,
+                 pjsip_log_level: int = 2, log_level: str = "INFO", policy: RestartPolicy | None = None,
+                 grace_s: float | None = None, launcher: Any = None, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.edge = edge
+        self.name = name
+        self.pod = pod
+        self.self_heal = self_heal
+        self.pjsip_log_level = pjsip_log_level
+        self.log_level = log_level
+        self.policy = policy or RestartPolicy()
+        self.grace_s = grace_s if grace_s is not None else settings.unregister_timeout_seconds + 5.0
+        self.clock = clock
+        self.launcher = launcher or default_launcher(log_level)
+        self.accounts: dict[tuple, ResolvedAccount] = {}
+        self.slots: dict[int, Slot] = {}
+        self.retiring: list[WorkerProc] = []
+        self.metrics = WorkerMetrics(self._live_metrics)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.metrics)
+        self.docs: dict[tuple, dict] = {}
+        self.exit_code = 0
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._replies: dict[int, tuple[threading.Event, list]] = {}
+        self._stop_requested: int | None = None
+        self._stopping = False
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._last_tick = clock()
+
+    # ------------------------------------------------------------------ API for edges
+
+    def start(self, accounts: list[ResolvedAccount]) -> None:
+        self._thread.start()
+        self.apply(accounts)
+
+    def apply(self, accounts: list[ResolvedAccount]) -> list[tuple]:
+        """Host exactly ``accounts``; returns the keys that fit in no worker (their status says so)."""
+        with self._lock:
+            if self._stopping:
+                return []
+            self.accounts = {a.key: a for a in accounts}
+            self.docs = {k: v for k, v in self.docs.items() if k in self.accounts}
+            wanted = {a.key: a.spec.worker_key() for a in accounts}
+            prev = {wid: s.plan for wid, s in self.slots.items()}
+            new = plan_workers(prev, wanted, max_workers=MAX_WORKERS_PER_AGENT, max_per_worker=MAX_ACCOUNTS_PER_WORKER)
+            for ch in diff(prev, new.workers):
+                if ch.action in ("stop", "restart"):
+                    self._retire(self.slots.pop(ch.id))
+                if ch.action in ("start", "restart"):
+                    slot = self.slots[ch.id] = Slot(new.workers[ch.id])
+                    self._spawn(slot)
+                elif ch.action in ("update", "keep"):
+                    self.slots[ch.id].plan = new.workers[ch.id]
+                if ch.id in self.slots:
+                    self._send_apply(self.slots[ch.id])
+                if ch.action != "keep":
+                    log(LOG, logging.INFO, f"worker {ch.action}", worker=ch.id,
+                        added=sorted(a[1] for a in ch.added), removed=sorted(a[1] for a in ch.removed))
+            for key in new.unplaced:
+                msg = (f"no worker for this account: {MAX_WORKERS_PER_AGENT} workers of at most "
+                       f"{MAX_ACCOUNTS_PER_WORKER} accounts each are in use")
+                log(LOG, logging.ERROR, msg, account=key[1])
+                self._synthetic(key, {"state": "Failed", "reason": msg, "lastFailure": now_iso()})
+            return list(new.unplaced)
+
+    def request(self, op: str, account: str | None = None, timeout: float = 10.0) -> Any:
+        """Send ``op`` to the worker hosting ``account`` (all workers for None) and combine the replies."""
+        with self._lock:
+            targets = [s.proc for s in self.slots.values() if s.proc is not None and s.proc.hello is not None
+                       and (account is None or any(a[1] == account for a in s.plan.accounts))]
+            waits = []
+            for proc in targets:
+                rid = next(self._ids)
+                ev, box = threading.Event(), []
+                self._replies[rid] = (ev, box)
+                if proc.send(p.Request(rid, op, account)):
+                    waits.append((proc, rid, ev, box))
+                else:
+                    self._replies.pop(rid, None)
+        deadline = time.monotonic() + timeout
+        results = []
+        for proc, rid, ev, box in waits:
+            ev.wait(max(0.0, deadline - time.monotonic()))
+            self._replies.pop(rid, None)
+            if box and box[0].ok:
+                results.append((proc, box[0].result))
+            elif box:
+                raise RuntimeError(f"worker {proc.id}: {box[0].error}")
+            else:
+                raise TimeoutError(f"worker {proc.id} did not answer {op}")
+        if op in ("snapshot", "metrics"):
+            return results
+        return sum(int(r or 0) for _, r in results)
+
+    def snapshot(self, timeout: float = 5.0) -> dict:
+        parts = self.request("snapshot", None, timeout)
+        accounts, workers = [], []
+        for proc, snap in sorted(parts, key=lambda pr: pr[0].id):
+            slot = self.slots.get(proc.id)
+            workers.append({"id": proc.id, "pid": proc.pid, "sipPort": snap.get("sipPort"),
+                            "globalProxy": snap.get("globalProxy"), "restarts": slot.restart.restarts if slot else 0,
+                            "accounts": [a["name"] for a in snap.get("accounts", [])]})
+            for a in snap.get("accounts", []):
+                accounts.append({**a, "worker": proc.id, "sipPort": snap.get("sipPort")})
+        return {"agent": self.name, "sipAddress": self.settings.sip_address,
+                "sipPort": workers[0]["sipPort"] if workers else None,
+                "globalProxy": workers[0]["globalProxy"] if len(workers) == 1 else None,
+                "activeCalls": sum(int(s.get("activeCalls") or 0) for _, s in parts),
+                "workers": workers, "accounts": accounts}
+
+    def refresh_metrics(self, timeout: float = 2.0) -> None:
+        """Ask every worker for its metrics now (heartbeats carry them too, up to a second old)."""
+        try:
+            for proc, families in self.request("metrics", None, timeout):
+                proc.metrics = families
+        except (TimeoutError, RuntimeError) as e:
+            LOG.debug("metrics from heartbeats only: %s", e)
+
+    def request_stop(self, exit_code: int = 0) -> None:
+        if self._stop_requested is None:
+            self._stop_requested = exit_code
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.clock() - self._last_tick < 10.0
+
+    def ready(self) -> bool:
+        with self._lock:
+            return self.alive() and all(s.proc is not None and s.proc.hello is not None and s.applied_id == s.apply_id
+                                        for s in self.slots.values())
+
+    # ------------------------------------------------------------------ workers
+
+    def _init(self, slot: Slot) -> p.Init:
+        transport, route, mode = slot.plan.key
+        return p.Init(worker=slot.plan.id, agent=self.name, pod=self.pod,
+                      settings=self.settings.model_dump(mode="json"), self_heal=self.self_heal,
+                      pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode,
+                      sip_port=slot.sip_port)
+
+    def _spawn(self, slot: Slot) -> None:
+        proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level,
+                          launcher=self.launcher)
+        try:
+            proc.start()
+        except Exception as e:  # noqa: BLE001 - e.g. the zygote did not answer: try again after the back-off
+            now = self.clock()
+            slot.restart, delay = on_failure(self.policy, slot.restart, now, now)
+            slot.proc, slot.restart_at = None, now + delay
+            log(LOG, logging.ERROR, "worker start failed", worker=slot.plan.id, error=str(e), retry_in_s=delay)
+            return
+        slot.proc, slot.restart_at, slot.sent = proc, None, None
+        log(LOG, logging.INFO, "worker started", worker=slot.plan.id, pid=proc.pid,
+            accounts=sorted(a[1] for a in slot.plan.accounts))
+
+    def _send_apply(self, slot: Slot) -> None:
+        if slot.proc is None:
+            return
+        res = [self.accounts[k] for k in sorted(slot.plan.accounts, key=lambda k: (k[0] or "", k[1]))]
+        sig = tuple((r.key, r.recreate_key(), r.spec.model_dump_json()) for r in res)
+        if sig == slot.sent:
+            return
+        slot.sent = sig
+        slot.apply_id = next(self._ids)
+        slot.proc.send(p.Apply(slot.apply_id, [wire(r) for r in res]))
+
+    def _retire(self, slot: Slot) -> None:
+        if slot.proc is None:
+            return
+        slot.proc.retiring = True
+        slot.proc.send(p.Stop(0))
+        self.retiring.append(slot.proc)
+        self.metrics.retire(slot.proc.metrics)
+        slot.proc.metrics = []
+
+    def _on_message(self, proc: WorkerProc, msg: p.Message) -> None:
+        if isinstance(msg, p.Status):
+            key = (msg.namespace, msg.name)
+            with self._lock:
+                slot = self.slots.get(proc.id)
+                mine = slot is not None and slot.proc is proc and key in slot.plan.accounts
+            if mine or (self._stopping and key in self.accounts):
+                self.docs[key] = msg.doc
+                self.edge.status(key, msg.name, msg.doc)
+        elif isinstance(msg, p.Reply):
+            with self._lock:
+                slot = self.slots.get(proc.id)
+                if slot is not None and slot.proc is proc and msg.id == slot.apply_id:
+                    slot.applied_id = msg.id
+                    if not msg.ok:
+                        LOG.error("worker %s: apply failed: %s", proc.id, msg.error)
+                waiter = self._replies.get(msg.id)
+            if waiter is not None:
+                waiter[1].append(msg)
+                waiter[0].set()
+        elif isinstance(msg, p.Hello):
+            with self._lock:
+                slot = self.slots.get(proc.id)
+                if slot is not None and slot.proc is proc:
+                    slot.sip_port = msg.sip_port
+            log(LOG, logging.INFO, "worker ready", worker=proc.id, pid=msg.pid, sip_port=msg.sip_port)
+
+    def _synthetic(self, key: tuple, registration: dict) -> None:
+        """A registration state the supervisor knows better than any worker (the account's last document kept)."""
+        doc = {**self.docs.get(key, {}), "registration": registration}
+        self.docs[key] = doc
+        self.edge.status(key, key[1], doc)
+
+    def _live_metrics(self) -> list[list]:
+        with self._lock:
+            return [s.proc.metrics for s in self.slots.values() if s.proc is not None]
+
+    # ------------------------------------------------------------------ the monitor thread
+
+    def _run(self) -> None:
+        try:
+            while self._stop_requested is None:
+                self._tick()
+                time.sleep(TICK_S)
+            self._stop(self._stop_requested)
+        except BaseException:  # noqa: BLE001
+            LOG.exception("supervisor failed")
+            self.exit_code = 1
+            self._kill_all()
+        finally:
+            self._finished.set()
+
+    def _tick(self) -> None:
+        now = self.clock()
+        self._last_tick = now
+        with self._lock:
+            for slot in list(self.slots.values()):
+                proc = slot.proc
+                if proc is None:
+                    if slot.restart_at is not None and now >= slot.restart_at:
+                        self._spawn(slot)
+                        self._send_apply(slot)
+                    continue
+                rc = proc.poll()
+                if rc is not None:
+                    self._failed(slot, describe_exit(rc), now)
+                elif hung(proc.last_heartbeat, now, self.settings.heartbeat_timeout_seconds):
+                    age = now - proc.last_heartbeat
+                    proc.kill()
+                    proc.wait(5)
+                    self._failed(slot, f"hung: no heartbeat for {age:.1f} s (killed, pid {proc.pid})", now)
+            for proc in list(self.retiring):
+                if proc.poll() is not None:
+                    self.retiring.remove(proc)
+                    proc.join_reader(0.5)
+                elif now - proc.last_heartbeat > self.grace_s + self.settings.heartbeat_timeout_seconds:
+                    proc.kill()
+
+    def _failed(self, slot: Slot, cause: str, now: float) -> None:
+        proc = slot.proc
+        assert proc is not None
+        proc.close_input()
+        self.metrics.retire(proc.metrics)
+        slot.restart, delay = on_failure(self.policy, slot.restart, proc.started_at, now)
+        slot.proc, slot.restart_at = None, now + delay
+        names = sorted(a[1] for a in slot.plan.accounts)
+        message = (f"worker {slot.plan.id} (pid {proc.pid}) {cause}; restarting it in {delay:.1f} s "
+                   f"(restart {slot.restart.restarts}); its accounts re-register: {', '.join(names)}")
+        log(LOG, logging.WARNING, "worker failed: restarting", worker=slot.plan.id, pid=proc.pid, cause=cause,
+            restart_in_s=delay, restarts=slot.restart.restarts, accounts=names)
+        for key in sorted(slot.plan.accounts, key=lambda k: (k[0] or "", k[1])):
+            self._synthetic(key, {"state": "Failed", "code": None, "reason": message[:1024], "lastFailure": now_iso()})
+            self.edge.event(key, key[1], "Warning", "WorkerRestarted", message[:1024])
+
+    def _stop(self, exit_code: int) -> None:
+        with self._lock:
+            self._stopping = True
+            self.exit_code = exit_code
+            procs = [s.proc for s in self.slots.values() if s.proc is not None] + self.retiring
+            log(LOG, logging.INFO, "stopping: every worker un-REGISTERs its accounts", workers=len(procs))
+            for proc in procs:
+                proc.retiring = True
+                proc.send(p.Stop(0))
+        deadline = time.monotonic() + self.grace_s
+        for proc in procs:
+            if proc.wait(max(0.05, deadline - time.monotonic())) is None:
+                LOG.warning("worker %s (pid %s) did not stop in time: killed", proc.id, proc.pid)
+                proc.kill()
+                proc.wait(5)
+            proc.join_reader(2.0)
+        self.launcher.stop()
+
+    def _kill_all(self) -> None:
+        with self._lock:
+            for proc in [s.proc for s in self.slots.values() if s.proc is not None] + self.retiring:
+                proc.kill()
+        self.launcher.stop()

@@ -1,0 +1,139 @@
+"""The pjsua accounts of one worker: per-account runtime state (surviving re-creation of the pjsua account),
+the ``AccountConfig`` built from it, and create/delete with exactly one Python object per live pjsua account.
+
+Promise: :meth:`AccountSet.create` refuses a 9th account before pjsua sees it (``Account.create`` beyond
+PJSUA_MAX_ACC aborts the process) and reports failures as text, never with a password; :meth:`AccountSet.drop`
+hangs up the account's calls, ``shutdown()``s it and releases its only Python object (a stale one would keep the
+slot); it says whether an un-REGISTER went out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pjsua2 as pj
+
+from sipfleet.api.models import AgentRef, AgentSettings, RepairRecord
+
+from ..config import ResolvedAccount
+from ..siplog import TxRequest
+from ..status import AccountStatus
+from .pjbind import Account, release
+from .repair import SelfHealGate
+from .routemeter import RouteMeter, aor_key
+
+LOG = logging.getLogger("sipfleet_agent")
+
+
+class AccountRuntime:
+    def __init__(self, res: ResolvedAccount, agent: AgentRef):
+        self.meter = RouteMeter(list(res.spec.route), res.spec.transport)
+        self.res = res
+        self.acc: Account | None = None
+        self.removed = False
+        self.busy = False  # a re-create / re-register task is running
+        self.repair: RepairRecord | None = None
+        self.repair_t0: float | None = None
+        self.repair_drift_t0: float | None = None
+        self.pending_tokens: list[str] = []
+        self.heal = SelfHealGate()
+        self.last_tx_register = 0.0
+        self.last_failure_mono = 0.0
+        self.last_register: tuple[TxRequest, str] | None = None
+        self.retry_timer: Any = None
+        self.status = AccountStatus(mode=res.spec.route_mode, desired=list(res.spec.route), agent=agent)
+
+    @property
+    def name(self) -> str:
+        return self.res.name
+
+    @property
+    def key(self) -> tuple:
+        return self.res.key
+
+    @property
+    def res(self) -> ResolvedAccount:
+        return self._res
+
+    @res.setter
+    def res(self, value: ResolvedAccount) -> None:
+        self._res = value
+        self.aor_key = aor_key(value.spec.aor)
+        self.meter.reconfigure(list(value.spec.route), value.spec.transport)
+
+    def doc(self) -> dict:
+        return self.status.document()
+
+
+def account_config(rt: AccountRuntime, settings: AgentSettings, global_proxy: list[str],
+                   transport_ids: dict) -> "pj.AccountConfig":
+    res, spec = rt.res, rt.res.spec
+    cfg = pj.AccountConfig()
+    cfg.idUri = spec.aor
+    cfg.regConfig.registrarUri = res.applied_registrar()
+    cfg.regConfig.timeoutSec = res.expires
+    cfg.regConfig.retryIntervalSec = spec.registration.retry_interval_seconds
+    cfg.regConfig.firstRetryIntervalSec = spec.registration.first_retry_interval_seconds
+    cfg.regConfig.randomRetryIntervalSec = spec.registration.jitter_seconds
+    cfg.regConfig.delayBeforeRefreshSec = min(5, max(1, res.expires // 4))
+    cfg.regConfig.unregWaitMsec = int(settings.unregister_timeout_seconds * 1000)
+    # routeMode account: the route per account. In a worker started with a global outbound proxy (prevent
+    # mode) the proxy is already there for every account: adding it again would put it twice into the Route set.
+    if spec.route_mode == "account" and not global_proxy:
+        for uri in res.applied_route():
+            cfg.sipConfig.proxies.append(uri)
+    cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", res.creds.realm, res.creds.username, 0, res.creds.password))
+    if spec.transport not in transport_ids:
+        raise ValueError(f"transport {spec.transport} is not available in this agent")
+    cfg.sipConfig.transportId = transport_ids[spec.transport]
+    cfg.natConfig.sipOutboundUse = 0
+    cfg.natConfig.viaRewriteUse = 0
+    cfg.natConfig.sdpNatRewriteUse = 0
+    cfg.mediaConfig.transportConfig.boundAddress = settings.sip_address
+    cfg.mediaConfig.transportConfig.publicAddress = settings.sip_address
+    return cfg
+
+
+class AccountSet:
+    def __init__(self, owner: Any, settings: AgentSettings, max_accounts: int):
+        self.owner = owner
+        self.settings = settings
+        self.max_accounts = max_accounts
+        self.count = 0
+
+    def create(self, rt: AccountRuntime, global_proxy: list[str], transport_ids: dict) -> str | None:
+        """None when created, else why not."""
+        if rt.acc is not None:
+            return None
+        if self.count >= self.max_accounts:
+            return f"refused: this worker already hosts {self.max_accounts} accounts (pjsua limit)"
+        acc = Account(self.owner, rt)
+        rt.acc = acc
+        try:
+            acc.create(account_config(rt, self.settings, global_proxy, transport_ids), False)
+        except (pj.Error, ValueError) as e:
+            rt.acc = None
+            acc.rt = None
+            release(acc)
+            del acc
+            return f"account create failed: {e.info() if isinstance(e, pj.Error) else e}"
+        self.count += 1
+        return None
+
+    def drop(self, rt: AccountRuntime, calls: Any) -> bool:
+        acc = rt.acc
+        if acc is None:
+            return False
+        calls.hangup_of(rt)
+        rt.meter.retire()
+        rt.acc = None
+        acc.rt = None
+        try:
+            acc.shutdown()
+        except pj.Error as e:
+            LOG.warning("account shutdown failed: %s", e.info())
+        release(acc)
+        del acc
+        self.count -= 1
+        return rt.meter.unreg_sent

@@ -1,0 +1,113 @@
+"""The worker's pjsua2 Endpoint: created with no threads of its own (``threadCnt=0``: the worker's one event thread
+polls it), message logging into our LogWriter, UDP+TCP on one port and TLS if it can, no audio device.
+
+Promise: :func:`start` returns a started Endpoint and its transports or raises :class:`EndpointError`; pjlib's
+early prints never reach fd 1; :func:`destroy` hangs up and deletes every Call before ``libDestroy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+from typing import Any
+
+import pjsua2 as pj
+
+from .pjbind import Endpoint, LogWriter
+
+LOG = logging.getLogger("sipfleet_agent")
+
+
+class EndpointError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class Started:
+    ep: Any
+    transport_ids: dict
+    sip_port: int
+    version: str
+
+
+def start(owner: Any, *, address: str, port: int, global_proxy: list[str], max_calls: int, user_agent: str) -> Started:
+    ep = Endpoint(owner)
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        ep.libCreate()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = False
+    cfg.uaConfig.maxCalls = max_calls
+    cfg.uaConfig.userAgent = user_agent
+    for uri in global_proxy:
+        cfg.uaConfig.outboundProxies.append(uri)
+    lw = LogWriter(owner)
+    cfg.logConfig.writer = lw
+    cfg.logConfig.level = 4
+    cfg.logConfig.consoleLevel = 4
+    cfg.logConfig.msgLogging = 1
+    cfg.logConfig.decor = 0
+    cfg.medConfig.noVad = True
+    cfg.medConfig.ecTailLen = 0
+    cfg.medConfig.threadCnt = 0
+    ep.libInit(cfg)
+    lw.__disown__()  # libDestroy() deletes the writer: C++ owns it from here on
+    ids, sip_port = _transports(ep, address, port)
+    ep.audDevManager().setNullDev()
+    ep.libStart()
+    return Started(ep, ids, sip_port, ep.libVersion().full)
+
+
+def _transports(ep: Any, addr: str, want: int) -> tuple[dict, int]:
+    last_err: Exception | None = None
+    for _ in range(20):
+        udp_id = None
+        try:
+            tc = pj.TransportConfig()
+            tc.boundAddress, tc.publicAddress, tc.port = addr, addr, want
+            udp_id = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+            port = int(ep.transportGetInfo(udp_id).localName.rsplit(":", 1)[1])
+            tc2 = pj.TransportConfig()
+            tc2.boundAddress, tc2.publicAddress, tc2.port = addr, addr, port
+            ids = {"udp": udp_id, "tcp": ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tc2)}
+            try:
+                tc3 = pj.TransportConfig()
+                tc3.boundAddress, tc3.publicAddress, tc3.port = addr, addr, 0
+                ids["tls"] = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc3)
+            except pj.Error as e:
+                LOG.warning("no TLS transport: %s", e.info())
+            return ids, port
+        except pj.Error as e:
+            last_err = EndpointError(e.info())
+            if udp_id is not None:
+                try:
+                    ep.transportClose(udp_id)
+                except pj.Error:
+                    pass
+            if want:
+                break
+    raise EndpointError(f"cannot bind SIP transports on {addr}:{want}: {last_err}")
+
+
+def destroy(ep: Any, calls: Any, drop_accounts: Any) -> None:
+    try:
+        if len(calls):
+            try:
+                ep.hangupAllCalls()
+            except pj.Error:
+                pass
+        calls.clear()  # a live Call after libDestroy aborts the process
+        drop_accounts()
+        gc.collect()
+        ep.libDestroy()
+    except pj.Error as e:
+        LOG.error("libDestroy failed: %s", e.info())
+    gc.collect()

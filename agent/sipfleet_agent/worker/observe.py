@@ -1,0 +1,150 @@
+"""The pjsua callbacks that observe: pjsip's message log (TX/RX lines -> :mod:`.routemeter` -> route status,
+drift, repairs), ``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
+re-registers when pjsua does not retry by itself. Runs on the worker's event thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+from ..logs import log
+from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
+from ..status import now_iso
+from . import regstate
+from .accounts import AccountRuntime
+from .routemeter import aor_key
+
+LOG = logging.getLogger("sipfleet_agent")
+PJ_LOG = logging.getLogger("sipfleet_agent.pjsip")
+
+
+class Observer:
+    def __init__(self, agent: Any):
+        self.a = agent
+        self._from_cache: dict[str, tuple] = {}
+
+    def on_transport_state(self, state: int, last_error: int) -> None:
+        if state == pj.PJSIP_TP_STATE_DISCONNECTED:
+            log(LOG, logging.WARNING, "transport disconnected; pjsua re-registers after firstRetryIntervalSeconds",
+                error=last_error)
+            for rt in self.a.accounts.values():
+                self._schedule_retry_check(rt, first=True)
+
+    def on_log(self, level: int, msg: str) -> None:
+        if msg.startswith("TX "):
+            req = parse_tx_request(msg)
+            if req is not None:
+                self._on_tx(req)
+            return
+        if msg.startswith("RX "):
+            if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
+                    rt.meter.retiring for rt in self.a.accounts.values()):
+                resp = parse_rx_response(msg)
+                if resp is not None:
+                    for rt in self.a.accounts.values():
+                        rt.meter.observe_rx(resp)
+            return
+        if level <= 2:
+            PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
+        elif level <= self.a.pjsip_log_level:
+            PJ_LOG.info(scrub(msg.strip()))
+
+    def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
+        cached = self._from_cache.get(from_uri)
+        if cached is None:
+            if len(self._from_cache) > 256:
+                self._from_cache.clear()
+            cached = self._from_cache[from_uri] = aor_key(from_uri)
+        found = None
+        for rt in self.a.accounts.values():
+            if rt.aor_key == cached:
+                if not rt.meter.retiring:
+                    return rt
+                found = rt
+        return found
+
+    def _on_tx(self, req: TxRequest) -> None:
+        if self.a.tx_hook is not None:
+            self.a.tx_hook(req)
+        if req.method != "REGISTER":
+            return
+        self.a.metrics.registers_sent.inc()
+        rt = self._rt_for_from(req.from_uri)
+        if rt is None:
+            return
+        obs = rt.meter.observe_tx(req, rt.status.route)
+        if obs.kind == "stale-client":
+            LOG.debug("REGISTER from a deleted registration client of %s ignored", rt.name)
+        if obs.kind in ("unregister", "stale-client"):
+            return
+        rt.last_tx_register = time.monotonic()
+        if obs.kind == "retransmission":
+            return
+        at = now_iso()
+        rt.last_register = (req, at)  # a SentRequest is built only when someone asks (GET /status)
+        rt.status.observed_at = at
+        changes = dict(obs.changes)
+        if obs.drift_started:
+            changes["last_drift_at"] = at
+            if rt.repair is None:
+                rt.repair_drift_t0 = time.monotonic()
+            self.a.metrics.drift_seen.inc()
+            log(LOG, logging.WARNING, "route drift: REGISTER sent off the configured route", account=rt.name,
+                effective=list(req.route), desired=list(rt.res.spec.route), destination=req.destination)
+        if changes:
+            rt.status.set_route(**changes)
+            self.a.mark(rt)
+        self.a.repairs.on_register(rt, obs.in_sync)
+
+    def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
+        code, expiration = int(prm.code), int(prm.expiration)
+        reason = scrub(str(prm.reason or ""))
+        src = whole = ""
+        try:
+            src = prm.rdata.srcAddress or ""
+            whole = prm.rdata.wholeMsg or ""
+        except Exception:  # noqa: BLE001
+            pass
+        st = rt.status
+        before = st.registration.state
+        out = regstate.on_reg_state(st.registration, st.route, code=code, reason=reason, expiration=expiration, src=src,
+                                    service_route=service_route_from_message(whole) if whole and 200 <= code < 300 else [],
+                                    configured_route=list(rt.res.spec.route), now=now_iso())
+        if out.route:
+            st.set_route(**out.route)
+        if out.registration:
+            st.set_registration(**out.registration)
+        if out.failed:
+            rt.last_failure_mono = time.monotonic()
+            self.a.metrics.registration_failures.labels(code=str(code)).inc()
+            self._schedule_retry_check(rt)
+        if st.registration.state != before:
+            log(LOG, logging.INFO if st.registration.state != "Failed" else logging.WARNING,
+                "registration " + st.registration.state.lower(), account=rt.name, code=code, reason=reason,
+                expires=expiration, response_from=src)
+        self.a._update_gauges()
+        self.a.mark(rt)
+        if self.a.reg_hook is not None:
+            self.a.reg_hook(rt, code, expiration)
+
+    def _schedule_retry_check(self, rt: AccountRuntime, first: bool = False) -> None:
+        """pjsua retries some failures itself; if nothing went out by our retry time, re-register ourselves."""
+        self.a.loop.cancel(rt.retry_timer)
+        delay = regstate.retry_delay(rt.res.spec.registration, first, random.random())
+        rt.retry_timer = self.a.loop.call_later(delay, self._retry_if_idle, rt, time.monotonic())
+
+    def _retry_if_idle(self, rt: AccountRuntime, mark: float) -> None:
+        if not regstate.retry_needed(last_tx_register=rt.last_tx_register, mark=mark, state=rt.status.registration.state,
+                                     busy=rt.busy, removed=rt.removed, stopping=self.a.stopping, created=rt.acc is not None):
+            return
+        log(LOG, logging.INFO, "retrying registration", account=rt.name)
+        try:
+            rt.acc.setRegistration(True)
+        except pj.Error as e:
+            LOG.warning("retry failed: %s", e.info())
+            self._schedule_retry_check(rt)

@@ -1,0 +1,221 @@
+"""The supervisor's runtime against fake workers (threads speaking the real protocol over real socket pairs):
+the plan reaches the right workers, a crashed or hung worker is restarted alone with its accounts' status and a
+Warning event naming the cause, a re-keyed account moves alone, stop tells every worker. No pjsua2, no lab."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+from sipfleet.api.models import AgentAccount, AgentSettings
+from sipfleet_agent import protocol as p
+from sipfleet_agent.config import ResolvedAccount, Secretish
+from sipfleet_agent.supervisor.backoff import RestartPolicy
+from sipfleet_agent.supervisor.runtime import Supervisor
+
+
+class FakeHandle:
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        while self.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.returncode
+
+
+class FakeWorker(threading.Thread):
+    """Answers init with hello, apply with a Registered status per account and a reply; beats every 50 ms."""
+
+    def __init__(self, sock: socket.socket, handle: FakeHandle):
+        super().__init__(daemon=True)
+        self.sock, self.handle = sock, handle
+        self.rd = sock.makefile("r", encoding="utf-8")
+        self.wr = sock.makefile("w", encoding="utf-8", buffering=1)
+        self.lock = threading.Lock()
+        self.init: p.Init | None = None
+        self.applied: list[list[str]] = []
+        self.passwords: list[str] = []
+        self.frozen = False
+        self.stopped = False
+
+    def send(self, msg) -> None:  # noqa: ANN001
+        with self.lock:
+            try:
+                self.wr.write(p.encode(msg))
+                self.wr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def beat(self) -> None:
+        n = 0
+        while self.handle.returncode is None:
+            if not self.frozen:
+                n += 1
+                self.send(p.Heartbeat(n, []))
+            time.sleep(0.05)
+
+    def run(self) -> None:
+        threading.Thread(target=self.beat, daemon=True).start()
+        for line in self.rd:
+            msg = p.decode(line)
+            if isinstance(msg, p.Init):
+                self.init = msg
+                self.send(p.Hello(msg.worker, self.handle.pid, 5060 + msg.worker, "test"))
+            elif isinstance(msg, p.Apply):
+                self.applied.append(sorted(a.spec["name"] for a in msg.accounts))
+                self.passwords += [a.password for a in msg.accounts]
+                for a in msg.accounts:
+                    self.send(p.Status(a.spec.get("namespace"), a.spec["name"],
+                                       {"registration": {"state": "Registered"}, "route": {}, "agent": {}}))
+                self.send(p.Reply(msg.id, True))
+            elif isinstance(msg, p.Request):
+                self.send(p.Reply(msg.id, True, {"sipPort": 5060, "accounts": []} if msg.op == "snapshot" else 1))
+            elif isinstance(msg, p.Stop):
+                self.stopped = True
+                self.handle.returncode = 0
+                self.sock.shutdown(socket.SHUT_RDWR)  # as a process exit closes it
+                return
+        self.handle.returncode = self.handle.returncode if self.handle.returncode is not None else 0
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.workers: list[FakeWorker] = []
+        self.pid = 40000
+
+    def launch(self, wid: int, log_level: str):
+        mine, theirs = socket.socketpair()
+        self.pid += 1
+        h = FakeHandle(self.pid)
+        w = FakeWorker(theirs, h)
+        w.start()
+        self.workers.append(w)
+        return h, mine
+
+    def stop(self) -> None:
+        return None
+
+    def live(self) -> dict[int, FakeWorker]:
+        return {w.init.worker: w for w in self.workers if w.handle.returncode is None and w.init}
+
+
+class Edge:
+    def __init__(self) -> None:
+        self.statuses: list[tuple[str, dict]] = []
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def status(self, key, name, doc):  # noqa: ANN001
+        self.statuses.append((name, doc))
+
+    def event(self, key, name, type_, reason, message):  # noqa: ANN001
+        self.events.append((name, type_, reason, message))
+
+
+def res(name: str, route: str = "sip:127.0.0.1:5060;lr", mode: str = "account") -> ResolvedAccount:
+    spec = AgentAccount.model_validate({"name": name, "aor": f"sip:{name}@lab.test", "registrar": "sip:127.0.0.2",
+                                        "route": [route], "routeMode": mode, "credentials": {"secretName": "s"}})
+    return ResolvedAccount(spec, Secretish(name, f"pw-{name}"))
+
+
+def until(pred, timeout: float = 10.0):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def make(**settings) -> tuple[Supervisor, FakeLauncher, Edge]:
+    launcher, edge = FakeLauncher(), Edge()
+    sup = Supervisor(AgentSettings(**settings), edge, name="t", pod="pod", launcher=launcher,
+                     policy=RestartPolicy(base_s=0.1, max_s=1.0, stable_s=60.0), grace_s=2.0)
+    return sup, launcher, edge
+
+
+def test_accounts_are_spread_by_worker_key_and_credentials_reach_only_their_worker():
+    sup, launcher, edge = make()
+    accounts = [res(f"a{i}") for i in range(10)] + [res("e0", route="sip:127.0.0.3:5060;lr")]
+    sup.start(accounts)
+    until(lambda: len(launcher.live()) == 3 and sup.ready())
+    live = launcher.live()
+    assert sorted(w.applied[-1] for w in live.values()) == [["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"],
+                                                            ["a8", "a9"], ["e0"]]
+    for w in live.values():
+        assert sorted(w.passwords) == sorted(f"pw-{n}" for n in w.applied[-1])
+    assert {n for n, _ in edge.statuses} == {a.name for a in accounts}
+    sup.request_stop(0)
+    assert sup.wait(10) and sup.exit_code == 0
+    assert all(w.stopped for w in launcher.workers)
+
+
+def test_a_crashed_worker_is_restarted_alone_and_its_accounts_are_told_why():
+    sup, launcher, edge = make()
+    sup.start([res(f"a{i}") for i in range(10)])
+    until(lambda: len(launcher.live()) == 2 and sup.ready())
+    before = launcher.live()
+    victim = next(w for w in before.values() if w.applied[-1] == ["a8", "a9"])
+    other = next(w for w in before.values() if w is not victim)
+    victim.handle.returncode = -9
+    victim.sock.close()
+    until(lambda: len(launcher.workers) == 3 and len(launcher.live()) == 2 and sup.ready())
+    fresh = launcher.live()[victim.init.worker]
+    assert fresh is not victim and fresh.applied == [["a8", "a9"]]
+    assert other.applied == [[f"a{i}" for i in range(8)]], "the other worker was touched"
+    assert sorted(e[0] for e in edge.events) == ["a8", "a9"]
+    assert all(e[1] == "Warning" and e[2] == "WorkerRestarted" and "SIGKILL" in e[3] and "a8, a9" in e[3]
+               for e in edge.events)
+    failed = [(n, d) for n, d in edge.statuses if d["registration"]["state"] == "Failed"]
+    assert sorted(n for n, _ in failed) == ["a8", "a9"] and all("route" in d for _, d in failed)
+    sup.request_stop(0)
+    assert sup.wait(10)
+
+
+def test_a_worker_without_heartbeats_is_killed_and_restarted(monkeypatch):
+    killed: list[tuple[int, int]] = []
+    sup, launcher, edge = make(heartbeat_timeout_seconds=0.5)
+
+    def fake_kill(pid: int, sig: int) -> None:
+        killed.append((pid, sig))
+        for w in launcher.workers:
+            if w.handle.pid == pid:
+                w.handle.returncode = -sig
+
+    monkeypatch.setattr(os, "kill", fake_kill)
+    sup.start([res("a0"), res("e0", route="sip:127.0.0.3:5060;lr")])
+    until(lambda: len(launcher.live()) == 2 and sup.ready())
+    hung = next(w for w in launcher.live().values() if w.applied[-1] == ["e0"])
+    hung.frozen = True
+    until(lambda: len(launcher.workers) == 3 and sup.ready(), timeout=10)
+    assert killed == [(hung.handle.pid, 9)]
+    assert [(e[0], e[2]) for e in edge.events] == [("e0", "WorkerRestarted")]
+    assert "hung: no heartbeat" in edge.events[0][3]
+    sup.request_stop(0)
+    assert sup.wait(10)
+
+
+def test_a_rekeyed_account_moves_to_another_worker_and_the_rest_stay():
+    sup, launcher, edge = make()
+    sup.start([res("a0"), res("a1"), res("p0", mode="prevent")])
+    until(lambda: len(launcher.live()) == 2 and sup.ready())
+    first = dict(launcher.live())
+    stay = next(w for w in first.values() if w.applied[-1] == ["a0", "a1"])
+    sup.apply([res("a0"), res("a1"), res("p0", route="sip:127.0.0.3:5060;lr", mode="prevent")])
+    until(lambda: len(launcher.workers) == 3 and sup.ready())
+    moved = launcher.workers[-1]
+    assert moved.applied == [["p0"]] and moved.init.route == ["sip:127.0.0.3:5060;lr"]
+    assert moved.init.route_mode == "prevent"
+    assert stay.applied == [["a0", "a1"]] and stay.handle.returncode is None
+    assert next(w for w in first.values() if w is not stay).stopped
+    assert edge.events == []
+    sup.request_stop(0)
+    assert sup.wait(10)

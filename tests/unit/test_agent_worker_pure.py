@@ -1,0 +1,279 @@
+"""The worker's pure modules, without pjsua2: event loop (fake clock), route meter (recorded pjsip TX/RX log
+lines), registration state machine and retry watchdog, repair policy, assignment plan; and the pod's metric sums."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from sipfleet.api.models import AgentAccount, RegistrationStatus, RouteStatus
+from sipfleet_agent.config import ResolvedAccount, Secretish
+from sipfleet_agent.siplog import parse_rx_response, parse_tx_request
+from sipfleet_agent.supervisor.metricsagg import WorkerMetrics
+from sipfleet_agent.worker import assignplan, regstate, repair
+from sipfleet_agent.worker.eventloop import EventLoop, LoopClosed, Wait
+from sipfleet_agent.worker.routemeter import RouteMeter, aor_key
+
+
+def test_pure_modules_and_the_supervisor_do_not_import_pjsua2():
+    mods = ["sipfleet_agent.worker.eventloop", "sipfleet_agent.worker.routemeter", "sipfleet_agent.worker.regstate",
+            "sipfleet_agent.worker.repair", "sipfleet_agent.worker.assignplan", "sipfleet_agent.supervisor.runtime",
+            "sipfleet_agent.supervisor.standalone", "sipfleet_agent.k8s.edge", "sipfleet_agent.main"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in mods) + "print('pjsua2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ------------------------------------------------------------------------------------------------ event loop
+
+
+def test_timers_run_when_due_in_order_and_cancelled_ones_do_not():
+    clock = Clock()
+    loop = EventLoop(clock)
+    ran: list[str] = []
+    loop.call_later(2.0, ran.append, "b")
+    loop.call_later(1.0, ran.append, "a1")
+    loop.call_later(1.0, ran.append, "a2")
+    t = loop.call_later(1.5, ran.append, "cancelled")
+    loop.cancel(t)
+    loop.call_later(0.5, lambda: 1 / 0)  # a failing timer ends only itself
+    loop.turn()
+    assert ran == []
+    clock.t += 1.0
+    loop.turn()
+    assert ran == ["a1", "a2"]
+    clock.t += 5
+    loop.turn()
+    assert ran == ["a1", "a2", "b"]
+
+
+def test_tasks_resume_on_their_predicate_or_timeout_and_submitted_calls_resolve_futures():
+    clock = Clock()
+    loop = EventLoop(clock)
+    flag = {"v": False}
+    steps: list[str] = []
+
+    def task():
+        steps.append("start")
+        yield Wait(10.0, lambda: flag["v"])
+        steps.append("pred")
+        yield Wait(3.0)
+        steps.append("timeout")
+
+    loop.spawn(task())
+    loop.turn()
+    assert steps == ["start"]
+    flag["v"] = True
+    loop.turn()
+    assert steps == ["start", "pred"]
+    clock.t += 2.9
+    loop.turn()
+    assert steps == ["start", "pred"]
+    clock.t += 0.2
+    loop.turn()
+    assert steps == ["start", "pred", "timeout"] and loop.tasks == []
+    errors: list = []
+
+    def bad():
+        yield Wait(0.0)
+        raise RuntimeError("boom")
+
+    loop.spawn(bad(), on_error=errors.append)
+    loop.turn()
+    assert [str(e) for e in errors] == ["boom"] and loop.tasks == []
+    ok, fail = loop.submit(lambda a, b: a + b, 2, 3), loop.submit(lambda: 1 / 0)
+    loop.turn()
+    assert ok.result(0) == 5 and isinstance(fail.exception(0), ZeroDivisionError)
+    loop.close()
+    with pytest.raises(LoopClosed):
+        loop.submit(lambda: 1).result(0)
+
+
+# ------------------------------------------------------------------------------------------------ route meter
+
+
+def tx(route: str, dest: str = "127.0.20.1:5060", call_id: str = "cid-1", cseq: int = 1, transport: str = "UDP",
+       user: str = "alice") -> str:
+    return (
+        f"TX 506 bytes Request msg REGISTER/cseq={cseq} (tdta0x1) to {transport} {dest}:\n"
+        "REGISTER sip:127.0.20.2:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.20.200:36381;rport;branch=z9hG4bKPj{cseq}\r\n"
+        + (f"Route: {route}\r\n" if route else "")
+        + f"From: <sip:{user}@lab.sipfleet.test>;tag=t\r\n"
+        f"To: <sip:{user}@lab.sipfleet.test>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} REGISTER\r\n"
+        "Contact: <sip:alice@127.0.20.200:36381;ob>\r\nExpires: 300\r\nContent-Length:  0\r\n\r\n\n--end msg--"
+    )
+
+
+def rx(code: int, call_id: str, cseq: int = 1) -> str:
+    return (f"RX 300 bytes Response msg {code}/REGISTER/cseq={cseq} (rdata0x1) from UDP 127.0.20.1:5060:\n"
+            f"SIP/2.0 {code} X\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\r\n--end msg--")
+
+
+P = "sip:127.0.20.1:5060;lr"
+
+
+def test_route_meter_in_sync_drift_retransmission_and_first_hop():
+    m = RouteMeter([P], "udp")
+    route = RouteStatus(mode="account", desired=[P])
+    o = m.observe_tx(parse_tx_request(tx(f"<{P}>")), route)
+    assert o.kind == "register" and o.in_sync is True and not o.drift_started
+    assert o.changes == {"in_sync": True, "effective": [P], "first_hop": "udp:127.0.20.1:5060",
+                         "request_uri": "sip:127.0.20.2:5060"}
+    route = route.model_copy(update=o.changes)
+    assert m.observe_tx(parse_tx_request(tx(f"<{P}>")), route).kind == "retransmission"
+    same = m.observe_tx(parse_tx_request(tx(f"<{P}>", cseq=2)), route)
+    assert same.kind == "register" and same.changes == {}
+    off = m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", dest="127.0.20.3:5060", cseq=3)), route)
+    assert off.in_sync is False and off.drift_started
+    route = route.model_copy(update=off.changes)
+    again = m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", dest="127.0.20.3:5060", cseq=4)), route)
+    assert again.in_sync is False and not again.drift_started  # a drift starts once
+    # Same Route header but sent elsewhere than the IP-literal first hop: not in sync either.
+    assert m.in_sync(parse_tx_request(tx(f"<{P}>", dest="127.0.20.9:5060", cseq=5))) is False
+    assert m.in_sync(parse_tx_request(tx("", cseq=6))) is False
+
+
+def test_route_meter_late_register_of_a_deleted_client_and_the_unregister_answer():
+    m = RouteMeter([P], "udp")
+    route = RouteStatus(mode="account", desired=[P])
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old")), route)
+    m.retire()  # re-creating the account
+    unreg = m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old", cseq=2)), route)
+    assert unreg.kind == "unregister" and m.unreg_sent and m.unreg_call_id == "old"
+    assert not m.observe_rx(parse_rx_response(rx(401, "old", 2)))  # a challenge is no answer
+    assert m.observe_rx(parse_rx_response(rx(200, "old", 3))) and m.unreg_done
+    m.retiring = False  # the new pjsua account exists
+    late = m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", call_id="old", cseq=4)), route)
+    assert late.kind == "stale-client"  # says nothing about the current route
+    fresh = m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="new", cseq=1)), route)
+    assert fresh.kind == "register" and fresh.in_sync is True
+
+
+def test_aor_key_ignores_display_and_default_port():
+    assert aor_key("sip:alice@lab.sipfleet.test") == aor_key("sip:alice@lab.sipfleet.test:5060")
+    assert aor_key("sip:alice@lab.sipfleet.test") != aor_key("sip:bob@lab.sipfleet.test")
+
+
+# ------------------------------------------------------------------------------------------------ registration
+
+
+def test_registration_state_machine():
+    reg, route = RegistrationStatus(state="Registering"), RouteStatus(mode="account", desired=[P])
+    ok = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=60, src="127.0.20.1:5060",
+                               service_route=["sip:e;lr"], configured_route=[P], now="T1")
+    assert ok.registration == {"state": "Registered", "code": 200, "reason": "OK", "expires_seconds": 60,
+                               "registered_since": "T1"}
+    assert ok.route == {"service_route": ["sip:e;lr"], "response_from": "127.0.20.1:5060", "desired": [P, "sip:e;lr"]}
+    assert not ok.failed
+    reg = reg.model_copy(update=ok.registration)
+    route = route.model_copy(update=ok.route)
+    refresh = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=60, src="127.0.20.1:5060",
+                                    service_route=["sip:e;lr"], configured_route=[P], now="T2")
+    assert refresh.registration is None and refresh.route is None  # a refresh changes nothing
+    longer = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=120, src="127.0.20.1:5060",
+                                   service_route=["sip:e;lr"], configured_route=[P], now="T3")
+    assert longer.registration["registered_since"] == "T1"
+    bad = regstate.on_reg_state(reg, route, code=403, reason="Forbidden", expiration=0, src="127.0.20.1:5060",
+                                service_route=[], configured_route=[P], now="T4")
+    assert bad.failed and bad.registration["state"] == "Failed" and bad.registration["last_failure"] == "T4"
+    gone = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="", service_route=[],
+                                 configured_route=[P], now="T5")
+    assert gone.registration["state"] == "Unregistered" and not gone.failed
+
+
+def test_retry_watchdog():
+    spec = SimpleNamespace(first_retry_interval_seconds=1, retry_interval_seconds=5, jitter_seconds=4)
+    assert regstate.retry_delay(spec, first=False, jitter=0.5) == 5 + 2 + 1
+    assert regstate.retry_delay(spec, first=True, jitter=0.0) == 1 + 2
+    idle = dict(last_tx_register=10.0, mark=20.0, state="Failed", busy=False, removed=False, stopping=False, created=True)
+    assert regstate.retry_needed(**idle)
+    assert not regstate.retry_needed(**{**idle, "last_tx_register": 21.0})  # pjsua retried by itself
+    assert not regstate.retry_needed(**{**idle, "state": "Registered"})
+    for k in ("busy", "removed", "stopping"):
+        assert not regstate.retry_needed(**{**idle, k: True})
+    assert not regstate.retry_needed(**{**idle, "created": False})
+
+
+# ------------------------------------------------------------------------------------------------ repair
+
+
+def test_repair_records_and_self_heal_spacing():
+    rec = repair.start("operator", "tok", in_sync=False, last_drift_at="D", now="S")
+    assert rec.drift_seen_at == "D" and rec.result == "in-progress" and rec.method == "recreate-account"
+    assert repair.start("user", None, in_sync=True, last_drift_at="D", now="S").drift_seen_at is None
+    done, elapsed = repair.finish(rec, True, started_mono=10.0, drift_mono=9.0, now_mono=10.25, now="C")
+    assert done.result == "repaired" and done.duration_ms == 1250.0 and elapsed == 250.0 and done.completed_at == "C"
+    failed, _ = repair.finish(repair.start("user", None, True, None, "S"), False, started_mono=1.0, drift_mono=None,
+                              now_mono=2.0, now="C")
+    assert failed.result == "failed" and failed.duration_ms == 1000.0
+    gate = repair.SelfHealGate(5.0)
+    assert gate.delay(100.0) == 0.0
+    assert gate.delay(101.0) == 4.0
+    assert gate.delay(101.5) == 8.5
+
+
+# ------------------------------------------------------------------------------------------------ assignment plan
+
+
+def resolved(name: str, **kw) -> ResolvedAccount:
+    spec = AgentAccount.model_validate({"name": name, "aor": f"sip:{name}@lab.test", "registrar": "sip:127.0.0.2",
+                                        "route": [P], "credentials": {"secretName": "s"}, **kw})
+    return ResolvedAccount(spec, Secretish(name, "pw"))
+
+
+def test_assignment_plan():
+    a, b, c = resolved("a"), resolved("b"), resolved("c", repairToken="t1", reregisterToken="r1")
+    first = assignplan.plan({}, [a, c], first=True)
+    assert [(x.kind, x.key[1], x.ack_tokens) for x in first] == [("create", "a", True), ("create", "c", True)]
+    hosted = {a.key: assignplan.Hosted(a.recreate_key()), c.key: assignplan.Hosted(c.recreate_key(), "t1", "r1")}
+    a2 = resolved("a", incomingCalls={"policy": "ring"})  # a policy: no re-REGISTER
+    c2 = resolved("c", repairToken="t2", reregisterToken="r2")
+    steps = assignplan.plan(hosted, [a2, b, c2], first=False)
+    assert [(x.kind, x.key[1], x.token) for x in steps] == [
+        ("update", "a", None), ("create", "b", None), ("update", "c", None), ("repair", "c", "t2"),
+        ("reregister", "c", "r2")]
+    a3 = resolved("a", route=["sip:127.0.20.3:5060;lr"])
+    assert [(x.kind, x.key[1]) for x in assignplan.plan(hosted, [a3], first=False)] == [("remove", "c"), ("recreate", "a")]
+    pending = {c.key: assignplan.Hosted(c.recreate_key(), None, "r1", pending_tokens=("t1",))}
+    assert [x.kind for x in assignplan.plan(pending, [c], first=False)] == ["update"]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def test_pod_metrics_sum_workers_and_keep_counters_of_ended_workers():
+    def fam(reg, sent):
+        return [["sipfleet_agent_registrations", "gauge", "g", [["sipfleet_agent_registrations", {"state": "Registered"}, reg]]],
+                ["sipfleet_agent_registers_sent", "counter", "c", [["sipfleet_agent_registers_sent_total", {}, sent]]]]
+
+    live = [fam(8, 100), fam(3, 10)]
+    m = WorkerMetrics(lambda: live)
+    t = m.totals()
+    assert t[("sipfleet_agent_registrations", "sipfleet_agent_registrations", (("state", "Registered"),))] == 11
+    assert t[("sipfleet_agent_registers_sent", "sipfleet_agent_registers_sent_total", ())] == 110
+    m.retire(live.pop())  # a worker ended: its gauge goes, its counter stays
+    live.append(fam(3, 2))  # its successor starts from zero
+    t = m.totals()
+    assert t[("sipfleet_agent_registrations", "sipfleet_agent_registrations", (("state", "Registered"),))] == 11
+    assert t[("sipfleet_agent_registers_sent", "sipfleet_agent_registers_sent_total", ())] == 112
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    r = CollectorRegistry(auto_describe=False)
+    r.register(m)
+    text = generate_latest(r).decode()
+    assert 'sipfleet_agent_registrations{state="Registered"} 11.0' in text
+    assert "sipfleet_agent_registers_sent_total 112.0" in text
