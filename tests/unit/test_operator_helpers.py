@@ -67,7 +67,7 @@ def test_agent_overrides_from_env_reach_the_deployment():
         "SIPFLEET_AGENT_SECURITY_CONTEXT": '{"readOnlyRootFilesystem": true}',
     })
     spec = m.SipAccountSpec(aor="sip:a@b.c", registrar="sip:r", route=["sip:p;lr"], credentials={"secretName": "s"})
-    agent = p.place({}, p.GroupKey.for_spec("ns", "a", spec), "a")
+    agent = p.place({}, p.GroupKey.for_spec("ns", "a", spec), "a", p.worker_key(spec))
     agent = agent.fleet[agent.agent]
     d = b.build_deployment(agent, [b.HostedAccount("a", "ns", "u", 1, spec)], s)
     pod = d["spec"]["template"]["spec"]
