@@ -65,13 +65,13 @@ class Sizing:
             raise ValueError("agent sizing must be an object")
         out = {}
         for kind in ("requests", "limits"):
-            part = d.get(kind) or {}
+            part = {} if d.get(kind) is None else d[kind]
             if not isinstance(part, Mapping):
                 raise ValueError(f"sizing.{kind} must be an object")
             for res in ("cpu", "memory"):
                 field = f"{res}_{kind[:-1]}"
                 base: Coefficients = getattr(default, field)
-                c = part.get(res) or {}
+                c = {} if part.get(res) is None else part[res]
                 if not isinstance(c, Mapping):
                     raise ValueError(f"sizing.{kind}.{res} must be an object")
                 values = {}

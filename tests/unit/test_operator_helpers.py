@@ -57,6 +57,15 @@ def test_json_log_lines():
     assert doc["msg"] == "placed ns/a" and doc["level"] == "info" and doc["object"] == "ns/a"
 
 
+def test_accounts_per_agent_and_sizing_from_env():
+    s = Settings.from_env({"SIPFLEET_ACCOUNTS_PER_AGENT": "8",
+                           "SIPFLEET_AGENT_SIZING": '{"requests": {"memory": {"base": 100}}}'})
+    assert s.accounts_per_agent == 8
+    assert s.agent_sizing.memory_request.base == 100
+    assert s.agent_sizing.memory_request.per_worker == Settings().agent_sizing.memory_request.per_worker
+    assert Settings.from_env({}).accounts_per_agent == m.MAX_ACCOUNTS_PER_AGENT == 64
+
+
 def test_agent_overrides_from_env_reach_the_deployment():
     from sipfleet_operator import builders as b
     from sipfleet_operator import placement as p
@@ -119,7 +128,12 @@ def test_bad_settings_name_the_variable():
     for env, needle in [({"SIPFLEET_METRICS_PORT": "90x"}, "SIPFLEET_METRICS_PORT='90x' is not an integer"),
                         ({"SIPFLEET_LADDER_TICK_SECONDS": "soon"}, "SIPFLEET_LADDER_TICK_SECONDS='soon' is not a number"),
                         ({"SIPFLEET_AGENT_RESOURCES": "{"}, "SIPFLEET_AGENT_RESOURCES is not JSON"),
-                        ({"SIPFLEET_AGENT_RESOURCES": "[1]"}, "SIPFLEET_AGENT_RESOURCES must be a JSON object")]:
+                        ({"SIPFLEET_AGENT_RESOURCES": "[1]"}, "SIPFLEET_AGENT_RESOURCES must be a JSON object"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "0"}, "SIPFLEET_ACCOUNTS_PER_AGENT=0 is not within 1..64"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "65"}, "SIPFLEET_ACCOUNTS_PER_AGENT=65 is not within 1..64"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "many"}, "SIPFLEET_ACCOUNTS_PER_AGENT='many' is not an integer"),
+                        ({"SIPFLEET_AGENT_SIZING": '{"limits": {"cpu": {"base": -5}}}'},
+                         "SIPFLEET_AGENT_SIZING: sizing.limits.cpu.base must be a non-negative number")]:
         with pytest.raises(ValueError) as e:
             Settings.from_env(env)
         assert needle in str(e.value)
