@@ -87,7 +87,11 @@ def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
     meta, status = _meta(pod), pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    unschedulable = next((str(c.get("message") or "") for c in status.get("conditions") or []
+                          if c.get("type") == "PodScheduled" and c.get("status") == "False"
+                          and c.get("reason") == "Unschedulable"), None)
     return cond.PodState(
+        unschedulable=unschedulable,
         name=meta.get("name"),
         phase=status.get("phase"),
         ready=ready,

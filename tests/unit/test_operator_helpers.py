@@ -37,6 +37,16 @@ def test_pod_state():
     st = pod_state(pod, ever_ready=True)
     assert st.deleting and not st.ready and st.ever_ready
     assert not pod_state({"metadata": {"name": "q"}, "status": {"phase": "Pending"}}, False).ever_ready
+    assert pod_state({"metadata": {"name": "q"}, "status": {"phase": "Pending"}}, False).unschedulable is None
+
+
+def test_pod_state_carries_the_schedulers_message():
+    msg = "0/1 nodes are available: 1 Insufficient memory."
+    pod = {"metadata": {"name": "q"}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]}}
+    assert pod_state(pod, False).unschedulable == msg
+    pod["status"]["conditions"][0].update(status="True", reason=None)
+    assert pod_state(pod, False).unschedulable is None
 
 
 def test_settings_from_env():
