@@ -206,7 +206,7 @@ def agent_resources(agent: Agent, settings: Settings, size: int | None = None) -
     (sizing.py) for class ``size`` (default: the class the agent needs now)."""
     if settings.agent_resources:
         return settings.agent_resources
-    size = size or sizing.size_class(agent.workers)
+    size = size or sizing.size_class(agent.workers, bool(agent.key.dedicated))
     return sizing.resources(size, settings.accounts_per_agent, settings.agent_sizing, bool(agent.key.dedicated))
 
 
@@ -271,7 +271,7 @@ def template_hash(template: dict) -> str:
 
 def build_deployment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings,
                      size: int | None = None) -> dict:
-    size = size or sizing.size_class(agent.workers)
+    size = size or sizing.size_class(agent.workers, bool(agent.key.dedicated))
     template = build_pod_template(agent, settings, size)
     meta = _metadata(
         agent, [a for a in accounts if a.name in agent.accounts],
@@ -317,7 +317,7 @@ def size_to_apply(agent: Agent, settings: Settings, current: dict | None) -> int
     """The size class for the agent's Deployment given the one in the cluster (``current``, None: none yet):
     sizing.choose with the class the current Deployment was built for, and whether its pod template would change
     anyway (then a smaller class costs nothing)."""
-    needed = sizing.size_class(agent.workers)
+    needed = sizing.size_class(agent.workers, bool(agent.key.dedicated))
     meta = (current or {}).get("metadata") or {}
     annotations = meta.get("annotations") or {}
     try:

@@ -5,20 +5,25 @@ key. Its requests and limits are, per resource (cpu in millicores, memory in MiB
 
     base + perWorker * W + perAccount * A          W = the size class, A = min(8 * W, accountsPerAgent)
 
-The *size class* ``W`` is the worker count the pod is sized for: the smallest of ``CLASSES`` (1, 4, 8) at or
-above the workers it needs, and ``A`` the accounts those workers can hold. Sizing by class, not by the exact
-count, is what keeps a pod from rolling on every account: any change of requests or limits changes the pod
-template, the Deployment (Recreate) replaces the pod, and every account it hosts un-REGISTERs and REGISTERs again
-(and misses calls for the seconds the new pod takes to start). Packing fills the fullest agent first, so a pod
-that grows from 1 to 64 accounts of one route crosses a class twice (at its 9th and its 33rd account, or at its
-2nd and 5th worker); during a bulk create that happens before its pod has started (cheap); a fleet that grows one
-account at a time pays it twice over the pod's life (8, then 32 re-registrations). The trade-off: classes 1, 2,
-4, 8 would follow the load more closely (less reserved) at one more crossing; one class for everything (every
-pod sized for 64 accounts from its first) would never cross but reserve several times the memory and cpu for
-small namespaces (the issue's 2-core node ran out of cpu *requests*, not of cpu).
+The *size class* ``W`` is the worker count the pod is sized for: the smallest of ``CLASSES`` (1, 2, 4, 8) at or
+above the workers it runs, and at least 2 for a shared pod; ``A`` is the accounts those workers can hold. Sizing
+by class, not by the exact count, is what keeps a pod from rolling on every account: any change of requests or
+limits changes the pod template, the Deployment (Recreate) replaces the pod, and every account it hosts
+un-REGISTERs and REGISTERs again (and misses calls for the seconds the new pod takes to start).
+
+* A shared pod starts with room for a second worker, so a second route, an account in the other routeMode, or
+  a route change of some of its accounts (their new worker starts next to the old one) does not roll it.
+* Packing fills the fullest agent first, so a pod that grows from 1 to 64 accounts of one route crosses a class
+  twice (at its 17th and its 33rd account: 3 and 5 workers). During a bulk create that happens before its pod
+  has started (cheap); a fleet that grows one account at a time pays it twice over the pod's life (16, then 32
+  re-registrations).
+* The trade-off: classes of every worker count would follow the load more closely (less reserved) at six more
+  crossings; one class for everything (every pod sized for 64 accounts from its first) would never cross but
+  reserve several times the memory and cpu for small namespaces (the issue's 2-core node ran out of cpu
+  *requests*, not of cpu). A dedicated pod hosts one account in one worker: class 1, never crosses.
 
 Growing is applied at once (a pod short of memory is OOM-killed, which costs the same re-registration, at a worse
-time). Shrinking is lazy: a pod keeps its class until it needs a class at least two steps smaller (8 -> 1), or
+time). Shrinking is lazy: a pod keeps its class until it needs a class at least two steps smaller (8 -> 2), or
 until its template changes for another reason anyway (image, settings): the smaller class is taken then, for
 free.
 """
@@ -31,7 +36,8 @@ from typing import Mapping
 
 from sipfleet.api import models as m
 
-CLASSES = (1, 4, 8)  # workers a pod is sized for
+CLASSES = (1, 2, 4, 8)  # workers a pod is sized for
+SHARED_MIN = 2  # a shared pod has room for a second worker from the start
 assert CLASSES[-1] == m.MAX_WORKERS_PER_AGENT
 
 
@@ -84,14 +90,16 @@ class Sizing:
         return cls(**out)
 
 
-def size_class(workers: int) -> int:
-    """The smallest class that runs ``workers`` workers (at least 1)."""
-    return next((c for c in CLASSES if c >= workers), CLASSES[-1])
+def size_class(workers: int, dedicated: bool = False) -> int:
+    """The smallest class that runs ``workers`` workers (a shared pod: at least ``SHARED_MIN``)."""
+    want = workers if dedicated else max(SHARED_MIN, workers)
+    return next((c for c in CLASSES if c >= want), CLASSES[-1])
 
 
 def choose(needed: int, previous: int | None, rolls_anyway: bool) -> int:
     """The class to apply: ``needed`` when growing, when nothing was applied before, when the pod is replaced
-    anyway, or when ``needed`` is two classes (or more) below ``previous``; otherwise ``previous``."""
+    anyway, or when ``needed`` is two classes (or more) below ``previous``; otherwise ``previous``. (A shared pod
+    never needs less than ``SHARED_MIN``, so it shrinks from 8 to 2 only.)"""
     if previous not in CLASSES or needed >= previous or rolls_anyway:
         return needed
     return needed if CLASSES.index(previous) - CLASSES.index(needed) >= 2 else previous

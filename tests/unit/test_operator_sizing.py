@@ -21,14 +21,14 @@ def agent(shapes: list, dedicated: bool = False) -> p.Agent:
 
 def test_the_formula_with_the_default_coefficients():
     s = sizing.Sizing()
-    # class 1: 8 accounts -> 10 + 2 + 4 = 16m, 48 + 8 + 4 = 60Mi; limits 200 + 50 + 16, 128 + 32 + 8
-    assert sizing.resources(1, 64, s) == {"requests": {"cpu": "16m", "memory": "60Mi"},
-                                          "limits": {"cpu": "266m", "memory": "168Mi"}}
+    # class 2: 16 accounts -> 10 + 4 + 8 = 22m, 48 + 16 + 8 = 72Mi; limits 200 + 100 + 32, 128 + 64 + 16
+    assert sizing.resources(2, 64, s) == {"requests": {"cpu": "22m", "memory": "72Mi"},
+                                          "limits": {"cpu": "332m", "memory": "208Mi"}}
     # class 8: 64 accounts -> 10 + 16 + 32 = 58m, 48 + 64 + 32 = 144Mi (2.25 MiB per account)
     assert sizing.resources(8, 64, s) == {"requests": {"cpu": "58m", "memory": "144Mi"},
                                           "limits": {"cpu": "728m", "memory": "448Mi"}}
     # accountsPerAgent bounds the accounts term; a dedicated pod hosts one account
-    assert sizing.resources(1, 4, s)["requests"] == {"cpu": "14m", "memory": "58Mi"}
+    assert sizing.resources(2, 4, s)["requests"] == {"cpu": "16m", "memory": "66Mi"}
     assert sizing.resources(1, 64, s, dedicated=True)["requests"] == {"cpu": "13m", "memory": "57Mi"}
 
 
@@ -56,18 +56,19 @@ def test_bad_coefficients_name_the_entry(bad, where):
 
 
 def test_size_classes():
-    assert [sizing.size_class(w) for w in range(0, 9)] == [1, 1, 4, 4, 4, 8, 8, 8, 8]
+    assert [sizing.size_class(w) for w in range(0, 9)] == [2, 2, 2, 4, 4, 8, 8, 8, 8]
+    assert sizing.size_class(1, dedicated=True) == 1
     assert sizing.CLASSES[-1] == m.MAX_WORKERS_PER_AGENT
 
 
 def test_growth_is_applied_and_shrinking_is_lazy():
     assert sizing.choose(4, None, False) == 4  # nothing applied yet
-    assert sizing.choose(4, 1, False) == 4  # grows at once
+    assert sizing.choose(4, 2, False) == 4  # grows at once
     assert sizing.choose(8, 4, False) == 8
-    assert sizing.choose(1, 4, False) == 4  # one class down: kept
+    assert sizing.choose(2, 4, False) == 4  # one class down: kept
     assert sizing.choose(4, 8, False) == 8
-    assert sizing.choose(1, 8, False) == 1  # two classes down: shrinks
-    assert sizing.choose(1, 4, True) == 1  # replaced anyway: the right size for free
+    assert sizing.choose(2, 8, False) == 2  # two classes down: shrinks
+    assert sizing.choose(2, 4, True) == 2  # replaced anyway: the right size for free
 
 
 def test_a_pod_filling_up_with_one_route_crosses_two_classes():
@@ -81,15 +82,28 @@ def test_a_pod_filling_up_with_one_route_crosses_two_classes():
         current = _deployment(a, settings, size)
         templates.append(b.template_hash(current["spec"]["template"]))
     changes = [i + 1 for i in range(1, 64) if templates[i] != templates[i - 1]]
-    assert changes == [9, 33]
+    assert changes == [17, 33]
 
 
 def test_routes_count_as_workers():
     settings = Settings()
-    assert b.size_to_apply(agent(R[:1]), settings, None) == 1
-    assert b.size_to_apply(agent(R[:2]), settings, None) == 4  # a second route: a second worker
+    assert b.size_to_apply(agent(R[:1]), settings, None) == 2
+    assert b.size_to_apply(agent(R[:2]), settings, None) == 2  # a second route: the spare worker
+    assert b.size_to_apply(agent(R[:3]), settings, None) == 4
     assert b.size_to_apply(agent(R[:5]), settings, None) == 8
     assert b.size_to_apply(agent([R[0]], dedicated=True), settings, None) == 1
+
+
+def test_a_route_change_in_a_small_pod_does_not_roll_it():
+    """Some of 8 accounts of one route move to another route: their worker starts next to the old one."""
+    settings = Settings()
+    before = agent([R[0]] * 8)
+    current = _deployment(before, settings, b.size_to_apply(before, settings, None))
+    for moved in range(1, 9):
+        after = agent([R[1]] * moved + [R[0]] * (8 - moved))
+        size = b.size_to_apply(after, settings, current)
+        assert b.template_hash(_deployment(after, settings, size)["spec"]["template"]) == \
+            current["metadata"]["annotations"][b.ANNOTATION_TEMPLATE_HASH]
 
 
 def test_accounts_leaving_do_not_roll_until_two_classes_down():
@@ -97,7 +111,7 @@ def test_accounts_leaving_do_not_roll_until_two_classes_down():
     big = agent([R[0]] * 40)
     current = _deployment(big, settings, b.size_to_apply(big, settings, None))
     assert current["metadata"]["annotations"][b.ANNOTATION_SIZE] == "8"
-    for n, want in ((30, 8), (9, 8), (8, 1)):
+    for n, want in ((30, 8), (17, 8), (16, 2)):
         a = agent([R[0]] * n)
         assert b.size_to_apply(a, settings, current) == want, n
     # a template change for another reason (the image) takes the smaller class with it
@@ -114,7 +128,7 @@ def test_fixed_resources_win_over_sizing():
 def test_the_deployment_records_its_class():
     a = agent(R[:3])
     d = _deployment(a, Settings(), None)
-    assert d["metadata"]["annotations"][b.ANNOTATION_SIZE] == "4"
+    assert d["metadata"]["annotations"][b.ANNOTATION_SIZE] == "4"  # 3 workers
     res = d["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res == sizing.resources(4, 64, sizing.Sizing())
 
