@@ -232,3 +232,23 @@ def test_restart_over_an_older_operators_fleet_moves_nobody_and_rolls_no_pod():
         await eng.stop()
 
     asyncio.run(go())
+
+
+def test_the_engine_packs_by_its_accounts_per_agent_setting():
+    async def go():
+        api = populated()
+        for i in range(5):
+            api.put({**account("alice"), "metadata": {"name": f"x{i}", "namespace": "ns-b"}})
+        eng = Engine(Settings(namespaces=("ns-a", "ns-b"), metrics_port=0, liveness_endpoint=None,
+                              accounts_per_agent=2), client=api)
+        await eng.load()
+        for obj in api.of_kind("SipAccount"):
+            await eng.reconcile_account(obj)
+        got = assignments(api)
+        ns_b = sorted(len(v) for k, v in got.items() if k.startswith("ns-b/"))
+        assert ns_b == [1, 2, 2, 2]  # frank and x0..x4 in agents of 2; gina alone
+        ns_a = sorted(len(v) for k, v in got.items() if k.startswith("ns-a/"))
+        assert ns_a == [1, 2, 2]  # alice, bob, dave, erin in two agents; carol alone
+        await eng.stop()
+
+    asyncio.run(go())
