@@ -9,8 +9,8 @@ one route are created at once (registration expiry ``--expires``, so refreshes h
   (processes in each pod's cgroup, less the pause container);
 * agent pod memory per account from the kubelet's summary API (working set) and the pods' memory cgroups
   (usage), not process RSS (which counts shared pages once per process);
-* after ``--settle`` seconds, a steady window of ``--window`` seconds: agent CPU (the pods' cpuacct cgroups, in
-  cores), the REGISTERs R saw (the refreshes), API writes per second (the apiserver's apiserver_request_total,
+* after ``--settle`` seconds, a steady window of ``--window`` seconds (default: the expiry, so every account
+  refreshes in it): agent CPU (the pods' cpuacct cgroups, in cores), the REGISTERs R saw (the refreshes), API writes per second (the apiserver's apiserver_request_total,
   all clients, and the operator's own write counter), the operator's RSS.
 
 Printed, never asserted. Every process is stopped by PID (the fleet benchmarks' Env).
@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expires", type=int, default=300,
                    help="registration expiry in seconds (default: 300, the product's; 60 is the minimum)")
     p.add_argument("--settle", type=float, default=20, help="seconds after all Registered before measuring")
-    p.add_argument("--window", type=float, default=120, help="steady-state window in seconds (default: 120)")
+    p.add_argument("--window", type=float, default=None,
+                   help="steady-state window in seconds (default: --expires, so every account refreshes in it)")
     p.add_argument("--cluster", default="bench")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--keep", action="store_true")
@@ -81,6 +82,8 @@ def cpu_ns(cluster_name: str, pod_uid: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.window is None:
+        args.window = float(args.expires)
     if args.accounts_per_agent is not None:
         args.operator_env = {"SIPFLEET_ACCOUNTS_PER_AGENT": str(args.accounts_per_agent)}
     with ExitStack() as stack:
