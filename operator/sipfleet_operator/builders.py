@@ -16,8 +16,9 @@ from typing import Iterable, Sequence
 
 from sipfleet.api import models as m
 
+from . import sizing
 from .config import Settings
-from .placement import Agent, GroupKey
+from .placement import Agent, GroupKey, agent_key_id
 
 ASSIGNMENT_KEY = "assignment.json"
 MANAGED_BY = "sipfleet-operator"
@@ -28,6 +29,8 @@ LABEL_AGENT = "sipfleet.io/agent"
 LABEL_GROUP = "sipfleet.io/group"
 ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
 ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
+#: the size class (sizing.py) the Deployment's resources were built for: a restarted operator keeps it
+ANNOTATION_SIZE = "sipfleet.io/size-class"
 #: digest of the desired object as last applied (lets a restarted operator skip unchanged children)
 ANNOTATION_APPLIED = "sipfleet.io/applied-digest"
 AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
@@ -63,12 +66,14 @@ def combine_token(user: str | None, operator: str | None) -> str | None:
 
 
 def labels(agent: str, key: GroupKey) -> dict[str, str]:
+    """The group label is the id in the agent's name: an agent an older operator named after another key keeps
+    its labels (a changed pod template label would roll its pod and re-REGISTER every account)."""
     return {
         LABEL_NAME: "sipfleet-agent",
         LABEL_COMPONENT: "agent",
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_AGENT: agent,
-        LABEL_GROUP: key.id,
+        LABEL_GROUP: agent_key_id(agent) or key.id,
     }
 
 
@@ -196,7 +201,16 @@ def _field_env(name: str, path: str) -> dict:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def build_pod_template(agent: Agent, settings: Settings) -> dict:
+def agent_resources(agent: Agent, settings: Settings, size: int | None = None) -> dict:
+    """The agent container's requests and limits: the chart's fixed ``agent.resources`` when set, else sized
+    (sizing.py) for class ``size`` (default: the class the agent needs now)."""
+    if settings.agent_resources:
+        return settings.agent_resources
+    size = size or sizing.size_class(agent.workers, bool(agent.key.dedicated))
+    return sizing.resources(size, settings.accounts_per_agent, settings.agent_sizing, bool(agent.key.dedicated))
+
+
+def build_pod_template(agent: Agent, settings: Settings, size: int | None = None) -> dict:
     port = settings.agent_http_port
     probe = lambda path, period, failures: {  # noqa: E731
         "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
@@ -238,10 +252,7 @@ def build_pod_template(agent: Agent, settings: Settings) -> dict:
                     "startupProbe": probe("/healthz", 2, 90),
                     "readinessProbe": probe("/readyz", 2, 3),
                     "livenessProbe": probe("/healthz", 10, 3),
-                    "resources": settings.agent_resources or {
-                        "requests": {"cpu": settings.agent_cpu_request, "memory": settings.agent_memory_request},
-                        "limits": {"cpu": settings.agent_cpu_limit, "memory": settings.agent_memory_limit},
-                    },
+                    "resources": agent_resources(agent, settings, size),
                     "securityContext": settings.agent_security_context or {
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
@@ -258,10 +269,13 @@ def template_hash(template: dict) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_deployment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings) -> dict:
-    template = build_pod_template(agent, settings)
+def build_deployment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings,
+                     size: int | None = None) -> dict:
+    size = size or sizing.size_class(agent.workers, bool(agent.key.dedicated))
+    template = build_pod_template(agent, settings, size)
     meta = _metadata(
-        agent, [a for a in accounts if a.name in agent.accounts], {ANNOTATION_TEMPLATE_HASH: template_hash(template)}
+        agent, [a for a in accounts if a.name in agent.accounts],
+        {ANNOTATION_TEMPLATE_HASH: template_hash(template), ANNOTATION_SIZE: str(size)},
     )
     return {
         "apiVersion": "apps/v1",
@@ -299,12 +313,31 @@ def unchanged(desired: dict, current: dict | None, digest: str) -> bool:
     return all(current.get(f) == desired.get(f) for f in fields)
 
 
-def build_children(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings) -> list[dict]:
-    """Every child of one agent, in creation order (ConfigMap first: it is the source of truth)."""
+def size_to_apply(agent: Agent, settings: Settings, current: dict | None) -> int:
+    """The size class for the agent's Deployment given the one in the cluster (``current``, None: none yet):
+    sizing.choose with the class the current Deployment was built for, and whether its pod template would change
+    anyway (then a smaller class costs nothing)."""
+    needed = sizing.size_class(agent.workers, bool(agent.key.dedicated))
+    meta = (current or {}).get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        previous = int(annotations.get(ANNOTATION_SIZE, ""))
+    except ValueError:
+        previous = None
+    if previous not in sizing.CLASSES:
+        return needed
+    keep = template_hash(build_pod_template(agent, settings, previous))
+    return sizing.choose(needed, previous, keep != annotations.get(ANNOTATION_TEMPLATE_HASH))
+
+
+def build_children(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings,
+                   size: int | None = None) -> list[dict]:
+    """Every child of one agent, in creation order (ConfigMap first: it is the source of truth); the
+    Deployment sized for class ``size`` (default: what the agent needs now)."""
     return [
         build_configmap(agent, accounts, settings),
         build_service_account(agent, accounts),
         build_role(agent, accounts),
         build_role_binding(agent, accounts),
-        build_deployment(agent, accounts, settings),
+        build_deployment(agent, accounts, settings, size),
     ]

@@ -4,7 +4,8 @@ Pure: ``compute`` takes everything it needs (including ``now``) and returns the 
 condition whose status, reason and message did not change keeps its lastTransitionTime, so recomputing is
 idempotent and the operator patches only when something really changed.
 
-* ``AgentReady``: the hosting agent pod exists and is Ready.
+* ``AgentReady``: the hosting agent pod exists and is Ready; ``Unschedulable`` with the scheduler's message when
+  the scheduler cannot place it (too big for every node, say), so the account says why, not just "starting".
 * ``Registered``: what the agent measured (``status.registration``) - but only while the agent that wrote it
   is alive; otherwise Unknown / AgentNotReporting (a stale "Registered" must not survive its agent).
 * ``RouteInSync``: the agent's measured ``status.route.inSync``.
@@ -51,6 +52,8 @@ class PodState:
     started_at: str | None = None  # pod creationTimestamp
     restarts: int = 0
     ever_ready: bool = False  # the agent was Ready once in this pod: not Ready now means it stopped reporting
+    #: the scheduler's message while it cannot place the pod (PodScheduled False, reason Unschedulable)
+    unschedulable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ def _agent_ready(i: Inputs) -> C:
         return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is terminating")
     if pod.ready:
         return C("AgentReady", "True", "AgentReady", f"agent pod {pod.name} is ready")
+    if pod.unschedulable is not None:
+        return C("AgentReady", "False", "Unschedulable",
+                 f"agent pod {pod.name} cannot be scheduled: {pod.unschedulable or 'no reason given'}")
     if pod.ever_ready or pod.phase in ("Failed", "Succeeded"):
         return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is not ready ({pod.phase})")
     return C("AgentReady", "False", "AgentPending", f"agent pod {pod.name} is starting ({pod.phase or 'Pending'})")

@@ -7,6 +7,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from sipfleet.api import models as m
+
+from .sizing import Sizing
+
 
 def _bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
@@ -45,12 +49,13 @@ class Settings:
     #: lab and test aid, off by default: the agents serve POST /debug/* (agent --debug-hooks)
     agent_debug_hooks: bool = False
     agent_http_port: int = 8080
-    agent_cpu_request: str = "50m"
-    agent_memory_request: str = "64Mi"
-    agent_cpu_limit: str = "500m"
-    agent_memory_limit: str = "256Mi"
+    #: accounts one shared agent pod takes at most (1..MAX_ACCOUNTS_PER_AGENT); lowering it moves nobody
+    accounts_per_agent: int = m.MAX_ACCOUNTS_PER_AGENT
+    #: agent pod requests/limits from what it hosts (sizing.py); ``agent_resources`` replaces them when set
+    agent_sizing: Sizing = field(default_factory=Sizing)
     agent_log_level: str = "info"
-    #: JSON overrides (the Helm chart passes them): container resources, pod and container securityContext
+    #: JSON overrides (the Helm chart passes them): fixed container resources (no sizing), pod and container
+    #: securityContext
     agent_resources: dict | None = None
     agent_pod_security_context: dict | None = None
     agent_security_context: dict | None = None
@@ -77,7 +82,16 @@ class Settings:
         d = cls()
         namespaces = tuple(n.strip() for n in env.get("SIPFLEET_WATCH_NAMESPACES", "").split(",") if n.strip())
         liveness = env.get("SIPFLEET_LIVENESS_ENDPOINT", d.liveness_endpoint or "")
+        per_agent = _number(env, "SIPFLEET_ACCOUNTS_PER_AGENT", d.accounts_per_agent)
+        if not 1 <= per_agent <= m.MAX_ACCOUNTS_PER_AGENT:
+            raise ValueError(f"SIPFLEET_ACCOUNTS_PER_AGENT={per_agent} is not within 1..{m.MAX_ACCOUNTS_PER_AGENT}")
+        try:
+            sizing = Sizing.from_api(_json(env, "SIPFLEET_AGENT_SIZING"))
+        except ValueError as e:
+            raise ValueError(f"SIPFLEET_AGENT_SIZING: {e}") from None
         return cls(
+            accounts_per_agent=per_agent,
+            agent_sizing=sizing,
             agent_image=env.get("SIPFLEET_AGENT_IMAGE", d.agent_image),
             agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),

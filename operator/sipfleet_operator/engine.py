@@ -103,7 +103,11 @@ def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
     meta, status = _meta(pod), pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    unschedulable = next((str(c.get("message") or "") for c in status.get("conditions") or []
+                          if c.get("type") == "PodScheduled" and c.get("status") == "False"
+                          and c.get("reason") == "Unschedulable"), None)
     return cond.PodState(
+        unschedulable=unschedulable,
         name=meta.get("name"),
         phase=status.get("phase"),
         ready=ready,
@@ -150,6 +154,7 @@ class Engine:
         self.ever_ready: set[str] = set()  # pod uids seen Ready once
         self.applied: dict[tuple[str, str, str], str] = {}
         self.hosted_names: dict[str, set[str]] = {}  # agent -> accounts its children were last applied for
+        self.deployed: dict[str, dict] = {}  # agent -> its Deployment as last applied (its size class)
         self.synced_generation: dict[tuple[str, str], int] = {}
         self.reconciled: dict[tuple[str, str], str] = {}  # digest of the inputs last reconciled
         self.frozen: dict[tuple[str, str], b.HostedAccount] = {}  # last hosted form (used while paused)
@@ -306,7 +311,8 @@ class Engine:
             self.reconciled[(ns, name)] = digest  # the Secret watch (and a slow retry) take it from here
             await self.refresh_status(ns, name)
             return
-        plan = pl.place(self.fleet, pl.GroupKey.for_spec(ns, name, spec), name)
+        plan = pl.place(self.fleet, pl.GroupKey.for_spec(ns, name, spec), name, pl.worker_key(spec),
+                        self.settings.accounts_per_agent)
         self.fleet = plan.fleet
         if where != plan.agent:
             log.info("%s/%s placed on agent %s%s%s", ns, name, plan.agent, " (new)" if plan.created else "",
@@ -391,14 +397,12 @@ class Engine:
         u = self.unreadable.get((ns, name))
         if u is None:
             return
-        if name in self.fleet:  # placement re-used the name: its children were just rewritten
-            del self.unreadable[(ns, name)]
-            return
         for account in u.accounts:
             if pl.find(self.fleet, ns, account) is None and await self.account(ns, account) is not None:
-                return  # still to be placed (its resume handler will get here again)
+                return  # still to be placed (its resume handler will get here again, and tell it)
         del self.unreadable[(ns, name)]
-        await self._delete_children(name, ns)
+        if name not in self.fleet:  # else placement re-used the name: its children were just rewritten
+            await self._delete_children(name, ns)
 
     async def sync_agent(self, agent_name: str) -> None:
         """Server-side apply the children of one agent whose desired form changed (ConfigMap first)."""
@@ -421,7 +425,12 @@ class Engine:
                 break
             else:
                 return
-            children = b.build_children(agent, hosted, self.settings)
+            fetched: dict[str, dict | None] = {}
+            deployed = self.deployed.get(agent_name)
+            if deployed is None:  # not applied by this process yet: the size class the cluster has
+                deployed = fetched["Deployment"] = await self.client.get("Deployment", agent.namespace, agent_name)
+            size = b.size_to_apply(agent, self.settings, deployed)
+            children = b.build_children(agent, hosted, self.settings, size)
             names = set(agent.accounts)
             if names - self.hosted_names.get(agent_name, set()):
                 # accounts join: grant the agent access (Role) before it sees them in the assignment
@@ -434,13 +443,18 @@ class Engine:
                 if key not in self.applied:
                     # not applied by this process yet (it just started): read before writing, and skip the
                     # write when the object already is what we would apply
-                    current = await self.client.get(child["kind"], agent.namespace, agent_name)
+                    current = fetched[child["kind"]] if child["kind"] in fetched else await self.client.get(
+                        child["kind"], agent.namespace, agent_name)
                     if b.unchanged(child, current, digest):
                         self.applied[key] = digest
+                        if child["kind"] == "Deployment":
+                            self.deployed[agent_name] = child
                         continue
                 child["metadata"].setdefault("annotations", {})[b.ANNOTATION_APPLIED] = digest
                 await self.client.apply(child)
                 self.applied[key] = digest
+                if child["kind"] == "Deployment":
+                    self.deployed[agent_name] = child
             self.hosted_names[agent_name] = names
 
     async def delete_agent(self, agent_name: str, ns: str) -> None:
@@ -456,10 +470,13 @@ class Engine:
             self.applied.pop((kind, ns, agent_name), None)
         self.pods.pop(agent_name, None)
         self.hosted_names.pop(agent_name, None)
+        self.deployed.pop(agent_name, None)
 
     async def child_deleted(self, kind: str, ns: str, name: str) -> None:
         """A child vanished (someone deleted it): forget it was applied and re-create it if still needed."""
         self.applied.pop((kind, ns, name), None)
+        if kind == "Deployment":
+            self.deployed.pop(name, None)
         if name in self.fleet:
             await self.sync_agent(name)
 

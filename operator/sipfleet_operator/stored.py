@@ -1,16 +1,19 @@
-"""Reading back what the operator wrote: an assignment ConfigMap as (agent, group key, accounts), or why it
-cannot be read and which accounts it still names. Pure, and it never raises for any object the API returns:
-the operator's start depends on it.
+"""Reading back what the operator wrote: an assignment ConfigMap as (agent, group key, accounts, their worker
+keys), or why it cannot be read and which accounts it still names. Pure, and it never raises for any object the
+API returns: the operator's start depends on it.
 
 What is accepted, in order:
 
-* the group key from the ``sipfleet.io/group-key`` annotation (a key without ``dedicated``, as an older
-  operator could write it, is a shared one; extra fields are ignored);
-* no usable annotation: the key recovered from the assignment itself (every hosted account carries namespace,
-  transport, route and routeMode) when it hashes to the id in the agent's name, so it is the key the name was
-  made from;
-* the account names from ``assignment.json``; when that is unusable but the key is known, from the
-  ConfigMap's ownerReferences (written in the same apply as the data).
+* the group key from the ``sipfleet.io/group-key`` annotation. Older operators wrote keys that also held
+  transport, route and routeMode (one agent per route) and may lack ``dedicated`` (shared): they read as the
+  namespace's key of today, so their agents keep their names and accounts and take new accounts of any route;
+  extra fields are ignored;
+* no usable annotation: the key recovered from the assignment itself (every hosted account carries its namespace)
+  when it hashes to the id in the agent's name - today's key, or an older operator's, rebuilt from the first
+  account's transport, route and routeMode - so it is the key the name was made from;
+* the account names from ``assignment.json``, with each one's worker key (transport, route, routeMode); when the
+  assignment is unusable but the key is known, the names from the ConfigMap's ownerReferences (written in the
+  same apply as the data), worker keys unknown.
 
 Anything else is :class:`Unreadable`, with the reason and every account name found in the assignment or the
 ownerReferences, so the operator can tell those accounts and place them again.
@@ -26,7 +29,7 @@ from typing import Any
 from sipfleet.api import models as m
 
 from .builders import ANNOTATION_GROUP_KEY, ASSIGNMENT_KEY
-from .placement import GroupKey, agent_key_id
+from .placement import GroupKey, WorkerKey, agent_key_id, legacy_key_id
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -39,10 +42,12 @@ class StoredAgent:
     accounts: tuple[str, ...]
     #: what had to be recovered because the ConfigMap was incomplete (None: read as written)
     recovered: str | None = None
+    #: (account, worker key) as the assignment says, sorted by account (empty when read from ownerReferences)
+    shapes: tuple[tuple[str, WorkerKey], ...] = ()
 
-    def entry(self) -> tuple[str, GroupKey, tuple[str, ...]]:
+    def entry(self) -> tuple[str, GroupKey, tuple[str, ...], dict[str, WorkerKey]]:
         """The form :func:`placement.reconstruct` takes."""
-        return self.name, self.key, self.accounts
+        return self.name, self.key, self.accounts, dict(self.shapes)
 
 
 @dataclass(frozen=True)
@@ -85,21 +90,40 @@ def _owner_accounts(meta: dict) -> list[str]:
     ]
 
 
+def _shape(entry: dict) -> WorkerKey | None:
+    """An assignment entry's worker key (AgentAccount.worker_key, with the model's defaults), None when unusable."""
+    transport, route, mode = entry.get("transport", "udp"), entry.get("route", []), entry.get("routeMode", "prevent")
+    if not isinstance(transport, str) or not isinstance(mode, str) or not isinstance(route, list) or not all(
+        isinstance(r, str) for r in route
+    ):
+        return None
+    return (transport, tuple(route), mode)
+
+
+def _shapes(entries: list[dict]) -> tuple[tuple[str, WorkerKey], ...]:
+    out = {}
+    for e in entries:
+        shape = _shape(e)
+        if shape is not None:
+            out.setdefault(e["name"], shape)
+    return tuple(sorted(out.items()))
+
+
 def _key_from_assignment(name: str, namespace: str, entries: list[dict]) -> GroupKey | None:
-    """The group key the agent's name was made from, rebuilt from what every hosted account carries."""
+    """The group key the agent's name was made from, rebuilt from what every hosted account carries: today's
+    (namespace, dedicated), or an older operator's, which also held a worker key (that of the accounts it
+    placed; a newer operator may have added accounts of other worker keys since)."""
     want = agent_key_id(name)
     if want is None or not entries:
         return None
     first = entries[0]
-    fields = {"namespace": first.get("namespace", namespace), "transport": first.get("transport"),
-              "route": first.get("route"), "routeMode": first.get("routeMode")}
-    candidates = [None] + ([first.get("name")] if len(entries) == 1 else [])
-    for dedicated in candidates:
-        try:
-            key = GroupKey.from_json(json.dumps({**fields, "dedicated": dedicated}))
-        except ValueError:
-            return None
-        if key.id == want:
+    ns = first.get("namespace", namespace)
+    if not isinstance(ns, str) or not ns:
+        return None
+    shapes = {s for s in map(_shape, entries) if s is not None}
+    for dedicated in [None] + ([first.get("name")] if len(entries) == 1 else []):
+        key = GroupKey(namespace=ns, dedicated=dedicated)
+        if key.id == want or any(legacy_key_id(ns, *shape, dedicated) == want for shape in sorted(shapes)):
             return key
     return None
 
@@ -142,4 +166,4 @@ def read_configmap(cm: Any) -> StoredAgent | Unreadable:
     if entries is None:
         names = owners
         recovered.append(f"accounts taken from ownerReferences ({assignment_problem})")
-    return StoredAgent(ns, name, key, tuple(names), "; ".join(recovered) or None)
+    return StoredAgent(ns, name, key, tuple(names), "; ".join(recovered) or None, _shapes(entries or []))

@@ -1,7 +1,7 @@
 """`sipfleet bench ...`: benchmarks that print numbers (never asserted as timings).
 
-Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet``;
-each exposes ``register(subparsers)`` adding its own subcommands.
+Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet``,
+pod memory in ``sipfleet.bench.podmem``, fleet density in ``sipfleet.bench.density``; each exposes ``register(subparsers)`` adding its own subcommands.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.podmem"]
+GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.podmem",
+          "sipfleet.bench.density"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:

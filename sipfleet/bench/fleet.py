@@ -96,7 +96,8 @@ class Env:
         self.core.create_namespace({"metadata": {"name": self.ns, "labels": {
             "sipfleet.io/bench": "true", "pod-security.kubernetes.io/enforce": "restricted"}}})
         log_dir = Path(tempfile.mkdtemp(prefix="sipfleet-bench-"))
-        self.operator = OperatorProcess(self.cluster.kubeconfig, log_dir / "operator.log", namespaces=self.ns)
+        self.operator = OperatorProcess(self.cluster.kubeconfig, log_dir / "operator.log", namespaces=self.ns,
+                                        extra_env=getattr(args, "operator_env", None))
         self.operator.start()
         stack.callback(self.operator.stop)
         if not args.keep:  # runs before the operator stops: it releases the accounts' finalizers

@@ -33,13 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def pod_cgroup_memory(cluster_name: str, pod_uid: str) -> dict[str, int]:
-    """The pod's memory cgroup (v1): usage and the totals of memory.stat, in bytes."""
-    base = Path("/sys/fs/cgroup/memory") / cgroup_root(cluster_name).lstrip("/") / "kubepods"
+def pod_cgroup_dir(cluster_name: str, pod_uid: str, controller: str = "memory") -> Path:
+    """The pod's cgroup directory (v1) in one controller's hierarchy (memory, cpuacct, pids, ...)."""
+    base = Path("/sys/fs/cgroup") / controller / cgroup_root(cluster_name).lstrip("/") / "kubepods"
     hits = [d for d in base.rglob(f"pod{pod_uid}") if d.is_dir()]
     if not hits:
-        raise RuntimeError(f"no memory cgroup for pod {pod_uid} under {base}")
-    d = hits[0]
+        raise RuntimeError(f"no {controller} cgroup for pod {pod_uid} under {base}")
+    return hits[0]
+
+
+def pod_cgroup_memory(cluster_name: str, pod_uid: str) -> dict[str, int]:
+    """The pod's memory cgroup (v1): usage and the totals of memory.stat, in bytes."""
+    d = pod_cgroup_dir(cluster_name, pod_uid)
     stat = dict(line.split() for line in (d / "memory.stat").read_text().splitlines())
     return {"usage": int((d / "memory.usage_in_bytes").read_text()), "rss": int(stat.get("total_rss", 0)),
             "cache": int(stat.get("total_cache", 0))}

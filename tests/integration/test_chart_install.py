@@ -91,7 +91,7 @@ def test_operator_service_account_may_create_agent_rbac(cluster, helm, namespace
             acc = b.HostedAccount(name="x", namespace=namespace, uid="00000000-0000-0000-0000-000000000001",
                                   generation=1, spec=spec)
             key = p.GroupKey.for_spec(namespace, "x", spec)
-            (agent,) = p.place({}, key, "x").fleet.values()
+            (agent,) = p.place({}, key, "x", p.worker_key(spec)).fleet.values()
             objs = []
             for obj in (b.build_role(agent, [acc]), b.build_role_binding(agent, [acc])):
                 obj = json.loads(json.dumps(obj))

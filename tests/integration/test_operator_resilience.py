@@ -121,7 +121,7 @@ def test_operator_killed_mid_reconcile_ten_times(operator, sipacc, lab, lab_user
     for n in names:
         sipacc.wait_condition(n, "Registered", timeout=120)
     where = _check_no_duplicates(sipacc, names)
-    assert len(set(where.values())) == 2  # 10 accounts with one route: 8 + 2
+    assert len(set(where.values())) == 1  # 10 accounts of one namespace: one agent pod (two workers)
     for agent in set(where.values()):
         wait_for(lambda: len([p for p in sipacc.agent_pods(agent) if not p.metadata.deletion_timestamp]) == 1,
                  timeout=60, message=f"exactly one pod for {agent}")

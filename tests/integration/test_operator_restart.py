@@ -2,7 +2,8 @@
 with the same route made every restart crash-loop).
 
 Two namespaces; shared accounts, a dedicated one next to them with the same transport, route and mode, an
-account-mode one, and one on a second route (TCP). After a graceful restart (what `helm upgrade` or a drain
+account-mode one, and one on a second route (TCP): the shared ones in one agent pod, a worker each per transport,
+route and mode (needs the agent of issue 10). After a graceful restart (what `helm upgrade` or a drain
 does) the operator reconciles creates, changes and deletes; no agent is duplicated, no pod restarted, and no
 untouched account sends a REGISTER (checked at R's wire log).
 """
@@ -65,7 +66,8 @@ def test_every_placement_kind_survives_a_restart(operator, sipacc, k8s, cluster,
             for n in names:
                 accs.wait_condition(n, "Ready", timeout=180)
         before = {sipacc.ns: _agents(sipacc), ns2: _agents(other)}
-        assert len(before[sipacc.ns]) == 4 and len(before[ns2]) == 2
+        # alice, bob, dave and erin share one agent pod (three workers), carol has one alone; frank, gina
+        assert len(before[sipacc.ns]) == 2 and len(before[ns2]) == 2
         for accs in (sipacc, other):
             wait_for(lambda: len(_live_pods(accs)) == len(before[accs.ns]), timeout=60, message="one pod per agent")
         pods = {sipacc.ns: _live_pods(sipacc), ns2: _live_pods(other)}
@@ -76,7 +78,7 @@ def test_every_placement_kind_survives_a_restart(operator, sipacc, k8s, cluster,
         assert operator.alive()
 
         # create, change, delete after the restart
-        add(sipacc, "hank")  # joins alice and bob
+        add(sipacc, "hank")  # joins alice and bob (their worker: the pod's size class stays)
         body = sipacc.get("dave")
         sipacc.custom.patch_namespaced_custom_object(
             "sipfleet.io", "v1alpha1", sipacc.ns, "sipaccounts", "dave",
@@ -94,8 +96,8 @@ def test_every_placement_kind_survives_a_restart(operator, sipacc, k8s, cluster,
         wait_for(lambda: not lab.contacts(users["frank"]), timeout=60, message="frank unregistered at R")
 
         after = {sipacc.ns: _agents(sipacc), ns2: _agents(other)}
-        shared = next(a for a, names in before[sipacc.ns].items() if names == ["alice", "bob"])
-        assert after[sipacc.ns] == {**before[sipacc.ns], shared: ["alice", "bob", "hank"]}
+        shared = next(a for a, names in before[sipacc.ns].items() if names == ["alice", "bob", "dave", "erin"])
+        assert after[sipacc.ns] == {**before[sipacc.ns], shared: ["alice", "bob", "dave", "erin", "hank"]}
         frank_agent = next(a for a, names in before[ns2].items() if names == ["frank"])
         assert after[ns2] == {a: n for a, n in before[ns2].items() if a != frank_agent}
         assert _live_pods(sipacc) == pods[sipacc.ns]  # no agent pod restarted, none added

@@ -41,7 +41,7 @@ def agent_role_rules() -> list[dict]:
     key = p.GroupKey.for_spec("team-a", "alice", accounts[0].spec)
     fleet: dict = {}
     for a in accounts:
-        fleet = p.place(fleet, key, a.name).fleet
+        fleet = p.place(fleet, key, a.name, p.worker_key(a.spec)).fleet
     (agent,) = fleet.values()
     return b.build_role(agent, accounts)["rules"]
 

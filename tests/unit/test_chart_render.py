@@ -132,9 +132,11 @@ def test_default_render(helm):
     names = [e["name"] for e in c["env"]]
     assert names.index("POD_IP") < names.index("SIPFLEET_LIVENESS_ENDPOINT")
     assert names.index("POD_IP") < names.index("SIPFLEET_METRICS_ADDRESS")
-    # the agents' defaults travel to the operator as JSON
-    agent_res = json.loads(env["SIPFLEET_AGENT_RESOURCES"])
-    assert agent_res["limits"]["memory"] and agent_res["requests"]["cpu"]
+    # the agents' defaults travel to the operator as JSON: no fixed resources, a sizing, 64 accounts per pod
+    assert json.loads(env["SIPFLEET_AGENT_RESOURCES"]) == {}
+    sizing = json.loads(env["SIPFLEET_AGENT_SIZING"])
+    assert sizing["requests"]["memory"]["perWorker"] and sizing["limits"]["cpu"]["base"]
+    assert env["SIPFLEET_ACCOUNTS_PER_AGENT"] == "64"
     assert_restricted(json.loads(env["SIPFLEET_AGENT_POD_SECURITY_CONTEXT"]),
                       json.loads(env["SIPFLEET_AGENT_SECURITY_CONTEXT"]))
 
@@ -156,7 +158,8 @@ def test_non_default_values_render(helm, tmp_path):
         "image": {"repository": "registry.example:5000/sf/operator", "digest": "sha256:" + "a" * 64,
                   "pullPolicy": "Always"},
         "agent": {"image": {"repository": "registry.example:5000/sf/agent", "tag": "0.1.0-rc1"},
-                  "resources": {"limits": {"memory": "512Mi"}}, "logLevel": "debug"},
+                  "resources": {"limits": {"memory": "512Mi"}}, "logLevel": "debug", "accountsPerAgent": 8,
+                  "sizing": {"limits": {"memory": {"perWorker": 40}}}},
         "metrics": {"enabled": False},
         "serviceAccount": {"create": False, "name": "existing-sa"},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -187,6 +190,12 @@ def test_non_default_values_render(helm, tmp_path):
     assert env["SIPFLEET_LOG_LEVEL"] == "DEBUG"
     assert env["SIPFLEET_LADDER_TICK_SECONDS"] == "0.5"
     assert json.loads(env["SIPFLEET_AGENT_RESOURCES"])["limits"]["memory"] == "512Mi"
+    assert env["SIPFLEET_ACCOUNTS_PER_AGENT"] == "8"
+    from sipfleet_operator.config import Settings
+
+    s = Settings.from_env(env)
+    assert s.accounts_per_agent == 8 and s.agent_sizing.memory_limit.per_worker == 40
+    assert s.agent_sizing.memory_limit.base == Settings().agent_sizing.memory_limit.base  # the rest: defaults
     assert one(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "existing-sa"
 
 
@@ -257,10 +266,16 @@ def test_agent_defaults_match_the_operator_defaults(helm):
     assert env["SIPFLEET_AGENT_IMAGE"] == s.agent_image
     assert env["SIPFLEET_AGENT_IMAGE_PULL_POLICY"] == s.agent_image_pull_policy
     assert env["SIPFLEET_AGENT_LOG_LEVEL"] == s.agent_log_level
-    key = p.GroupKey(namespace="ns", transport="udp", route=("sip:127.0.10.1;lr",), route_mode="prevent")
-    pod = b.build_pod_template(p.Agent(name="sipfleet-agent-x-0", key=key), s)["spec"]
+    from_chart = Settings.from_env(env)
+    assert from_chart.agent_resources is None and from_chart.agent_sizing == s.agent_sizing
+    assert from_chart.accounts_per_agent == s.accounts_per_agent == 64
+    key = p.GroupKey(namespace="ns")
+    agent = p.Agent(name="sipfleet-agent-x-0", key=key).with_accounts(["a"], {"a": ("udp", ("sip:127.0.10.1;lr",),
+                                                                                     "prevent")})
+    pod = b.build_pod_template(agent, s)["spec"]
+    assert b.build_pod_template(agent, from_chart)["spec"]["containers"][0]["resources"] == \
+        pod["containers"][0]["resources"] == b.agent_resources(agent, s)
     (agent,) = pod["containers"]
-    assert json.loads(env["SIPFLEET_AGENT_RESOURCES"]) == agent["resources"]
     assert json.loads(env["SIPFLEET_AGENT_POD_SECURITY_CONTEXT"]) == pod["securityContext"]
     chart_sc = json.loads(env["SIPFLEET_AGENT_SECURITY_CONTEXT"])
     assert {k: v for k, v in agent["securityContext"].items() if k != "runAsNonRoot"} == chart_sc

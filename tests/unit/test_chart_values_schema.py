@@ -27,6 +27,11 @@ BAD = [
     ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "/metrics/serviceMonitor/interval", "pattern"),
     ({"image": {"digest": "md5:abc"}}, "/image/digest", "pattern"),
     ({"livenessProbe": {"periodSeconds": 0}}, "/livenessProbe/periodSeconds", "minimum"),
+    ({"agent": {"accountsPerAgent": 0}}, "/agent/accountsPerAgent", "minimum"),
+    ({"agent": {"accountsPerAgent": 65}}, "/agent/accountsPerAgent", "maximum"),
+    ({"agent": {"accountsPerAgent": "64"}}, "/agent/accountsPerAgent", "want integer"),
+    ({"agent": {"sizing": {"requests": {"cpu": {"perWorker": -1}}}}}, "/agent/sizing/requests/cpu/perWorker", "minimum"),
+    ({"agent": {"sizing": {"limits": {"memory": {"perPod": 1}}}}}, "additional properties 'perPod' not allowed", ""),
 ]
 
 

@@ -29,7 +29,7 @@ def agent_for(accounts) -> p.Agent:
     key = p.GroupKey.for_spec("ns1", accounts[0].name, accounts[0].spec)
     fleet: dict = {}
     for a in accounts:
-        fleet = p.place(fleet, key, a.name).fleet
+        fleet = p.place(fleet, key, a.name, p.worker_key(a.spec)).fleet
     (agent,) = fleet.values()
     return agent
 
@@ -45,7 +45,8 @@ def test_configmap_holds_a_valid_assignment_without_secrets():
     creds = assignment.accounts[1].credentials
     assert (creds.secret_name, creds.password_key, creds.secret_version) == ("bob-creds", "pw", "42")
     assert creds.password_file is None and "password\"" not in text.replace("passwordKey", "")
-    assert stored.read_configmap(cm) == stored.StoredAgent(agent.namespace, agent.name, agent.key, ("alice", "bob"))
+    assert stored.read_configmap(cm) == stored.StoredAgent(agent.namespace, agent.name, agent.key, ("alice", "bob"),
+                                                           shapes=agent.shapes)
     # deterministic: same input, same bytes (so unchanged assignments are never rewritten)
     assert b.build_configmap(agent, list(reversed(accs)), Settings()) == cm
 

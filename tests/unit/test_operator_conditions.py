@@ -116,3 +116,16 @@ def test_conditions_are_valid_api_objects():
     for st in (status(), status("Registering"), status("Unregistered"), status("Registered", False)):
         for cond in c.compute(inputs(st), T0):
             m.Condition.model_validate(cond.to_api())
+
+
+def test_an_unschedulable_pod_says_why_on_the_account():
+    msg = "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available"
+    pod = c.PodState(name="sipfleet-agent-x-0-abc", phase="Pending", unschedulable=msg)
+    conds = by_type(c.compute(inputs(status(agent_pod=None), pod=pod), T0))
+    assert (conds["AgentReady"].status, conds["AgentReady"].reason) == ("False", "Unschedulable")
+    assert (conds["Ready"].status, conds["Ready"].reason) == ("False", "Unschedulable")
+    assert msg in conds["Ready"].message and "sipfleet-agent-x-0-abc" in conds["Ready"].message
+    assert conds["Registered"].status == "Unknown" and msg in conds["Registered"].message
+    # once scheduled it is an ordinary starting pod again
+    started = c.PodState(name="sipfleet-agent-x-0-abc", phase="Pending")
+    assert by_type(c.compute(inputs(status(agent_pod=None), pod=started), T0))["Ready"].reason == "AgentPending"

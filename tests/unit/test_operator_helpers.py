@@ -59,6 +59,16 @@ def test_pod_state():
     st = pod_state(pod, ever_ready=True)
     assert st.deleting and not st.ready and st.ever_ready
     assert not pod_state({"metadata": {"name": "q"}, "status": {"phase": "Pending"}}, False).ever_ready
+    assert pod_state({"metadata": {"name": "q"}, "status": {"phase": "Pending"}}, False).unschedulable is None
+
+
+def test_pod_state_carries_the_schedulers_message():
+    msg = "0/1 nodes are available: 1 Insufficient memory."
+    pod = {"metadata": {"name": "q"}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]}}
+    assert pod_state(pod, False).unschedulable == msg
+    pod["status"]["conditions"][0].update(status="True", reason=None)
+    assert pod_state(pod, False).unschedulable is None
 
 
 def test_settings_from_env():
@@ -79,6 +89,15 @@ def test_json_log_lines():
     assert doc["msg"] == "placed ns/a" and doc["level"] == "info" and doc["object"] == "ns/a"
 
 
+def test_accounts_per_agent_and_sizing_from_env():
+    s = Settings.from_env({"SIPFLEET_ACCOUNTS_PER_AGENT": "8",
+                           "SIPFLEET_AGENT_SIZING": '{"requests": {"memory": {"base": 100}}}'})
+    assert s.accounts_per_agent == 8
+    assert s.agent_sizing.memory_request.base == 100
+    assert s.agent_sizing.memory_request.per_worker == Settings().agent_sizing.memory_request.per_worker
+    assert Settings.from_env({}).accounts_per_agent == m.MAX_ACCOUNTS_PER_AGENT == 64
+
+
 def test_agent_overrides_from_env_reach_the_deployment():
     from sipfleet_operator import builders as b
     from sipfleet_operator import placement as p
@@ -89,7 +108,7 @@ def test_agent_overrides_from_env_reach_the_deployment():
         "SIPFLEET_AGENT_SECURITY_CONTEXT": '{"readOnlyRootFilesystem": true}',
     })
     spec = m.SipAccountSpec(aor="sip:a@b.c", registrar="sip:r", route=["sip:p;lr"], credentials={"secretName": "s"})
-    agent = p.place({}, p.GroupKey.for_spec("ns", "a", spec), "a")
+    agent = p.place({}, p.GroupKey.for_spec("ns", "a", spec), "a", p.worker_key(spec))
     agent = agent.fleet[agent.agent]
     d = b.build_deployment(agent, [b.HostedAccount("a", "ns", "u", 1, spec)], s)
     pod = d["spec"]["template"]["spec"]
@@ -141,7 +160,12 @@ def test_bad_settings_name_the_variable():
     for env, needle in [({"SIPFLEET_METRICS_PORT": "90x"}, "SIPFLEET_METRICS_PORT='90x' is not an integer"),
                         ({"SIPFLEET_LADDER_TICK_SECONDS": "soon"}, "SIPFLEET_LADDER_TICK_SECONDS='soon' is not a number"),
                         ({"SIPFLEET_AGENT_RESOURCES": "{"}, "SIPFLEET_AGENT_RESOURCES is not JSON"),
-                        ({"SIPFLEET_AGENT_RESOURCES": "[1]"}, "SIPFLEET_AGENT_RESOURCES must be a JSON object")]:
+                        ({"SIPFLEET_AGENT_RESOURCES": "[1]"}, "SIPFLEET_AGENT_RESOURCES must be a JSON object"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "0"}, "SIPFLEET_ACCOUNTS_PER_AGENT=0 is not within 1..64"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "65"}, "SIPFLEET_ACCOUNTS_PER_AGENT=65 is not within 1..64"),
+                        ({"SIPFLEET_ACCOUNTS_PER_AGENT": "many"}, "SIPFLEET_ACCOUNTS_PER_AGENT='many' is not an integer"),
+                        ({"SIPFLEET_AGENT_SIZING": '{"limits": {"cpu": {"base": -5}}}'},
+                         "SIPFLEET_AGENT_SIZING: sizing.limits.cpu.base must be a non-negative number")]:
         with pytest.raises(ValueError) as e:
             Settings.from_env(env)
         assert needle in str(e.value)

@@ -1,7 +1,8 @@
 """Rebuilding the fleet at operator start, over generated fleets (hypothesis).
 
 The fleets are made by the operator's own placement and builders (shared and dedicated agents, two namespaces,
-two routes, both route modes), then damaged the ways a crash or an older operator could leave them: an account
+two routes, both route modes), or as the operator before issue 10 left them (one agent per route, its old key in
+the annotation and its hash in the name) with accounts placed by today's operator next to them, then damaged the ways a crash or an older operator could leave them: an account
 in two agents (a move half done), agents over capacity, empty agents, a key without ``dedicated``, no key
 annotation, an unparsable assignment, both. Whatever the input, reading and reconstructing never raises, never
 puts an account in two agents, respects capacity and dedication, and loses no account: each one is in the
@@ -45,12 +46,53 @@ def build(accounts: list[tuple[str, int, str, bool]], removals: list[int]):
         name = f"acc-{i}"
         spec = spec_for(route, mode, dedicated)
         hosted[(ns, name)] = b.HostedAccount(name=name, namespace=ns, uid=f"uid-{i}", generation=1, spec=spec)
-        fleet = p.place(fleet, p.GroupKey.for_spec(ns, name, spec), name).fleet
+        fleet = p.place(fleet, p.GroupKey.for_spec(ns, name, spec), name, p.worker_key(spec)).fleet
     for r in removals:
         if accounts:
             i = r % len(accounts)
             fleet = p.remove(fleet, accounts[i][0], f"acc-{i}").fleet
     cms = [b.build_configmap(a, [hosted[(a.namespace, n)] for n in a.accounts], Settings()) for a in fleet.values()]
+    return fleet, cms, hosted
+
+
+def build_legacy(accounts: list[tuple[str, int, str, bool]], more: list[tuple[str, int, str, bool]]):
+    """A fleet as the operator before issue 10 left it - one agent per (namespace, transport, route, routeMode,
+    dedicated) of at most 8 accounts, named after that key, which its ConfigMap's annotation holds - then
+    ``more`` accounts placed by today's operator after the upgrade (they may join the old agents)."""
+    fleet: dict = {}
+    hosted: dict[tuple[str, str], b.HostedAccount] = {}
+    groups: dict[tuple, list[str]] = {}
+    old_keys: dict[str, str] = {}
+    for i, (ns, route, mode, dedicated) in enumerate(accounts):
+        name = f"acc-{i}"
+        spec = spec_for(route, mode, dedicated)
+        hosted[(ns, name)] = b.HostedAccount(name=name, namespace=ns, uid=f"uid-{i}", generation=1, spec=spec)
+        shape = p.worker_key(spec)
+        old = (ns, *shape, name if dedicated else None)
+        n = 0
+        while True:
+            agent = f"sipfleet-agent-{p.legacy_key_id(*old)}-{n}"
+            if len(groups.setdefault(agent, [])) < (1 if dedicated else m.MAX_ACCOUNTS_PER_WORKER):
+                break
+            n += 1
+        groups[agent].append(name)
+        old_keys[agent] = json.dumps({"namespace": ns, "transport": shape[0], "route": list(shape[1]),
+                                      "routeMode": shape[2], "dedicated": old[-1]}, sort_keys=True,
+                                     separators=(",", ":"))
+        key = p.GroupKey.for_spec(ns, name, spec)
+        fleet[agent] = p.Agent(agent, key).with_accounts(groups[agent], {
+            a: p.worker_key(hosted[(ns, a)].spec) for a in groups[agent]})
+    for j, (ns, route, mode, dedicated) in enumerate(more):
+        name = f"new-{j}"
+        spec = spec_for(route, mode, dedicated)
+        hosted[(ns, name)] = b.HostedAccount(name=name, namespace=ns, uid=f"uid-n{j}", generation=1, spec=spec)
+        fleet = p.place(fleet, p.GroupKey.for_spec(ns, name, spec), name, p.worker_key(spec)).fleet
+    cms = []
+    for a in fleet.values():
+        cm = b.build_configmap(a, [hosted[(a.namespace, n)] for n in a.accounts], Settings())
+        if a.name in old_keys:
+            cm["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = old_keys[a.name]
+        cms.append(cm)
     return fleet, cms, hosted
 
 
@@ -100,9 +142,14 @@ def damage_one(kind: str, cm: dict, cms: list[dict], hosted, rng: random.Random)
         if others:
             src = rng.choice(others)
             set_names(cm, names_in(cm) + [rng.choice(names_in(src))], hosted)
-    elif kind == "overfill":
+    elif kind == "overfill":  # more accounts, of more routes, than one agent can run (64 accounts, 8 workers)
         extra = [n for (hns, n) in hosted if hns == ns]
-        set_names(cm, names_in(cm) + rng.sample(extra, min(len(extra), 9)), hosted)
+        for k in range(rng.randint(1, 70)):
+            name = f"x-{len(hosted)}"
+            spec = spec_for(0, "prevent", False).model_copy(update={"route": [f"sip:10.213.202.{rng.randint(1, 12)};lr"]})
+            hosted[(ns, name)] = b.HostedAccount(name=name, namespace=ns, uid=f"uid-{name}", generation=1, spec=spec)
+            extra.append(name)
+        set_names(cm, names_in(cm) + rng.sample(extra, min(len(extra), rng.randint(9, 80))), hosted)
     elif kind == "empty":
         set_names(cm, [], hosted)
     elif kind == "old-key":
@@ -126,6 +173,7 @@ def check(rec: p.Reconstruction, results, named_anywhere: set[tuple[str, str]]) 
     for name, agent in rec.fleet.items():
         assert agent.name == name
         assert len(agent.accounts) <= agent.key.capacity
+        assert agent.workers <= m.MAX_WORKERS_PER_AGENT
         assert len(set(agent.accounts)) == len(agent.accounts)
         if agent.key.dedicated:
             assert agent.accounts in ((), (agent.key.dedicated,))
@@ -148,9 +196,11 @@ def check(rec: p.Reconstruction, results, named_anywhere: set[tuple[str, str]]) 
     removals=st.lists(st.integers(0, 1000), max_size=10),
     kinds=st.lists(st.sampled_from(DAMAGE), max_size=6),
     seed=st.integers(0, 2**32 - 1),
+    legacy=st.booleans(),
+    more=st.lists(account_st, max_size=12),
 )
-def test_reconstruct_never_raises_loses_or_duplicates(accounts, removals, kinds, seed):
-    fleet, cms, hosted = build(accounts, removals)
+def test_reconstruct_never_raises_loses_or_duplicates(accounts, removals, kinds, seed, legacy, more):
+    fleet, cms, hosted = build_legacy(accounts, more) if legacy else build(accounts, removals)
     damaged = damage(cms, hosted, kinds, random.Random(seed))
     results = [stored.read_configmap(cm) for cm in damaged]
     rec = p.reconstruct(r.entry() for r in results if isinstance(r, stored.StoredAgent))
@@ -159,27 +209,44 @@ def test_reconstruct_never_raises_loses_or_duplicates(accounts, removals, kinds,
         # an older key, a lost key annotation or another order change nothing: the same fleet, nothing to fix
         assert all(isinstance(r, stored.StoredAgent) for r in results)
         assert rec.fleet == fleet and not rec.displaced and not rec.dirty
+        # and a new account of any route joins without moving anyone
+        for i, (ns, route, mode, dedicated) in enumerate(more[:3]):
+            spec = spec_for(route, mode, dedicated)
+            plan = p.place(rec.fleet, p.GroupKey.for_spec(ns, f"late-{i}", spec), f"late-{i}", p.worker_key(spec))
+            assert all(set(a.accounts) <= set(plan.fleet[n].accounts) for n, a in rec.fleet.items())
     # placing the displaced accounts again duplicates nothing
     again = dict(rec.fleet)
     for ns, name in sorted(rec.displaced):
         h = hosted.get((ns, name))
         if h is not None:
-            again = p.place(again, p.GroupKey.for_spec(ns, name, h.spec), name).fleet
+            again = p.place(again, p.GroupKey.for_spec(ns, name, h.spec), name, p.worker_key(h.spec)).fleet
     check(p.Reconstruction(fleet=again), results, set())
 
 
 def test_the_issue_8_fleet_dedicated_next_to_shared_with_the_same_route():
     """carol (dedicated) next to alice and bob (shared), same transport, route and mode: the restart crash."""
-    fleet, cms, _ = build([("demo", 0, "prevent", False), ("demo", 0, "prevent", False),
-                           ("demo", 0, "prevent", True), ("demo", 0, "account", False)], [])
+    demo = [("demo", 0, "prevent", False), ("demo", 0, "prevent", False), ("demo", 0, "prevent", True),
+            ("demo", 0, "account", False)]
+    fleet, cms, _ = build(demo, [])
     results = [stored.read_configmap(cm) for cm in cms]
     rec = p.reconstruct(r.entry() for r in results)
-    assert rec.fleet == fleet and len(fleet) == 3
+    assert rec.fleet == fleet and len(fleet) == 2  # alice, bob and dave share an agent (two workers); carol
+
+
+def test_the_demo_fleet_of_the_older_operator_reads_back_unchanged():
+    """Its three agents (alice+bob, carol, dave) keep their names and accounts: nobody moves or re-registers."""
+    demo = [("demo", 0, "prevent", False), ("demo", 0, "prevent", False), ("demo", 0, "prevent", True),
+            ("demo", 0, "account", False)]
+    fleet, cms, _ = build_legacy(demo, [])
+    results = [stored.read_configmap(cm) for cm in cms]
+    rec = p.reconstruct(r.entry() for r in results)
+    assert rec.fleet == fleet and len(fleet) == 3 and not rec.dirty and not rec.displaced
+    assert sorted(len(a.accounts) for a in rec.fleet.values()) == [1, 1, 2]
 
 
 def test_group_keys_have_no_partial_order_to_trip_on():
-    shared = p.GroupKey("ns", "udp", ("sip:a;lr",), "prevent")
-    dedicated = p.GroupKey("ns", "udp", ("sip:a;lr",), "prevent", dedicated="carol")
+    shared = p.GroupKey("ns")
+    dedicated = p.GroupKey("ns", dedicated="carol")
     assert sorted([dedicated, shared], key=lambda k: k.sort_key) == [shared, dedicated]
     try:
         sorted([dedicated, shared])

@@ -82,7 +82,7 @@ def test_restart_changes_nothing_and_writes_nothing():
     async def go():
         api = populated()
         before = await first_run(api)
-        assert len(before) == 6  # alice+bob, carol, dave, erin | frank, gina
+        assert len(before) == 4  # alice+bob+dave+erin (three workers), carol | frank, gina
         api.writes.clear()
         eng = await restart(api)
         assert assignments(api) == before
@@ -92,7 +92,7 @@ def test_restart_changes_nothing_and_writes_nothing():
         await eng.reconcile_account(api.of_kind("SipAccount", "ns-a")[[o["metadata"]["name"] for o in
                                                                      api.of_kind("SipAccount", "ns-a")].index("hank")])
         after = assignments(api)
-        assert len(after) == 6 and sorted(a for v in after.values() for a in v) == sorted([*FLEET, "hank"])
+        assert len(after) == 4 and sorted(a for v in after.values() for a in v) == sorted([*FLEET, "hank"])
         await eng.stop()
 
     asyncio.run(go())
@@ -129,20 +129,20 @@ def test_a_damaged_configmap_is_reported_and_its_account_placed_again():
     async def go():
         api = populated()
         before = await first_run(api)
-        (erin_agent,) = [k for k, v in before.items() if v == ["erin"]]
+        (erin_agent,) = [k for k, v in before.items() if "erin" in v]
         ns, name = erin_agent.split("/")
         cm = api.objects[("ConfigMap", ns, name)]
         cm["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = "{broken"
         cm["data"][b.ASSIGNMENT_KEY] = "{broken"
         api.writes.clear()
         eng = await restart(api)  # does not raise
-        reasons = [(e["involvedObject"]["name"], e["reason"]) for e in api.events]
-        assert reasons == [("erin", "AssignmentUnreadable")]
+        reasons = sorted((e["involvedObject"]["name"], e["reason"]) for e in api.events)
+        assert reasons == [(n, "AssignmentUnreadable") for n in ("alice", "bob", "dave", "erin")]
         assert "could not be read" in api.events[0]["message"] and "group-key" in api.events[0]["message"]
         assert assignments(api) == before  # the same name was re-used: rewritten in place, nothing duplicated
         assert {w[1] for w in api.writes if w[0] == "apply"} <= set(("ConfigMap", "ServiceAccount", "Role",
                                                                     "RoleBinding", "Deployment"))
-        assert {w[3] for w in api.writes} == {name}  # only erin's agent was written
+        assert {w[3] for w in api.writes} == {name}  # only that agent was written
         assert not eng.unreadable
         await eng.stop()
 
@@ -153,7 +153,7 @@ def test_an_unreadable_agent_whose_account_moved_elsewhere_is_removed():
     async def go():
         api = populated()
         before = await first_run(api)
-        (erin_agent,) = [k for k, v in before.items() if v == ["erin"]]
+        (erin_agent,) = [k for k, v in before.items() if "erin" in v]
         ns, name = erin_agent.split("/")
         # a stray copy of erin's agent under another index, unreadable: erin is placed on the real one
         stray = json.loads(json.dumps(api.objects[("ConfigMap", ns, name)]))
@@ -165,6 +165,90 @@ def test_an_unreadable_agent_whose_account_moved_elsewhere_is_removed():
         assert ("ConfigMap", ns, stray["metadata"]["name"]) not in api.objects
         assert ("delete", "Deployment", ns, stray["metadata"]["name"]) in api.writes
         assert assignments(api) == before
+        await eng.stop()
+
+    asyncio.run(go())
+
+
+def legacy_fleet(api: MemoryApi) -> dict[str, list[str]]:
+    """The fleet as the operator before issue 10 left it: one agent per (namespace, transport, route, routeMode,
+    dedicated), named after that key's hash, the key in the ConfigMap's annotation; children as the builders
+    make them (so a rewrite would show as a write)."""
+    from sipfleet_operator import placement as p
+
+    settings_ = settings()
+    groups: dict[str, list[str]] = {}
+    olds: dict[str, str] = {}
+    specs = {}
+    for name, (ns, route, mode, dedicated) in FLEET.items():
+        spec = m.SipAccountSpec.model_validate(account(name)["spec"])
+        specs[name] = spec
+        old = (ns, spec.transport, spec.route, mode, name if dedicated else None)
+        agent = f"sipfleet-agent-{p.legacy_key_id(*old)}-0"
+        groups.setdefault(agent, []).append(name)
+        olds[agent] = json.dumps({"namespace": ns, "transport": spec.transport, "route": list(spec.route),
+                                  "routeMode": mode, "dedicated": old[-1]}, sort_keys=True, separators=(",", ":"))
+    for agent_name, names in groups.items():
+        ns = FLEET[names[0]][0]
+        key = p.GroupKey.for_spec(ns, names[0], specs[names[0]])
+        agent = p.Agent(agent_name, key).with_accounts(names, {n: p.worker_key(specs[n]) for n in names})
+        hosted = [b.HostedAccount(n, ns, f"uid-{n}", 1, specs[n], secret_version=api.objects[("Secret", ns, "creds")]
+                                  ["metadata"]["resourceVersion"]) for n in names]
+        for child in b.build_children(agent, hosted, settings_):
+            from sipfleet_operator.engine import _digest
+            child["metadata"].setdefault("annotations", {})[b.ANNOTATION_APPLIED] = _digest(child)
+            if child["kind"] == "ConfigMap":
+                child["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = olds[agent_name]
+            api.put(child)
+    return assignments(api)
+
+
+def test_restart_over_an_older_operators_fleet_moves_nobody_and_rolls_no_pod():
+    async def go():
+        api = populated()
+        before = legacy_fleet(api)
+        assert len(before) == 6  # alice+bob, carol, dave, erin | frank, gina
+        api.writes.clear()
+        eng = await restart(api)
+        assert assignments(api) == before  # same agents, same names, same accounts
+        # at most the ConfigMaps' key annotations are rewritten; no Deployment (no pod restarts), no Role
+        assert {w[1] for w in api.writes} - {"SipAccount"} <= {"ConfigMap"}, api.writes  # (status: first run)
+        for obj in api.of_kind("ConfigMap"):
+            assert json.loads(obj["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY]).keys() == {"namespace",
+                                                                                               "dedicated"}
+        # a new account joins the fullest old agent of its namespace (alice+bob, its worker): one agent written
+        api.writes.clear()
+        templates = {o["metadata"]["name"]: o["spec"]["template"] for o in api.of_kind("Deployment")}
+        api.put({**account("alice"), "metadata": {"name": "ivan", "namespace": "ns-a"}})
+        (ivan,) = [o for o in api.of_kind("SipAccount", "ns-a") if o["metadata"]["name"] == "ivan"]
+        await eng.reconcile_account(ivan)
+        after = assignments(api)
+        assert len(after) == 6
+        (host,) = [k for k, v in after.items() if "ivan" in v]
+        assert after[host] == ["alice", "bob", "ivan"]
+        assert {w[3] for w in api.writes if w[0] == "apply"} == {host.split("/")[1]}
+        # its Deployment gains an owner, its pod template (resources: the same size class) is unchanged: no roll
+        assert {o["metadata"]["name"]: o["spec"]["template"] for o in api.of_kind("Deployment")} == templates
+        await eng.stop()
+
+    asyncio.run(go())
+
+
+def test_the_engine_packs_by_its_accounts_per_agent_setting():
+    async def go():
+        api = populated()
+        for i in range(5):
+            api.put({**account("alice"), "metadata": {"name": f"x{i}", "namespace": "ns-b"}})
+        eng = Engine(Settings(namespaces=("ns-a", "ns-b"), metrics_port=0, liveness_endpoint=None,
+                              accounts_per_agent=2), client=api)
+        await eng.load()
+        for obj in api.of_kind("SipAccount"):
+            await eng.reconcile_account(obj)
+        got = assignments(api)
+        ns_b = sorted(len(v) for k, v in got.items() if k.startswith("ns-b/"))
+        assert ns_b == [1, 2, 2, 2]  # frank and x0..x4 in agents of 2; gina alone
+        ns_a = sorted(len(v) for k, v in got.items() if k.startswith("ns-a/"))
+        assert ns_a == [1, 2, 2]  # alice, bob, dave, erin in two agents; carol alone
         await eng.stop()
 
     asyncio.run(go())

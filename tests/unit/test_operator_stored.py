@@ -23,14 +23,49 @@ def hosted(name: str, ns="ns1", dedicated=False, mode="prevent") -> b.HostedAcco
 def configmap(*accounts: b.HostedAccount) -> tuple[dict, p.Agent]:
     fleet: dict = {}
     for a in accounts:
-        fleet = p.place(fleet, p.GroupKey.for_spec(a.namespace, a.name, a.spec), a.name).fleet
+        fleet = p.place(fleet, p.GroupKey.for_spec(a.namespace, a.name, a.spec), a.name, p.worker_key(a.spec)).fleet
     (agent,) = fleet.values()
     return b.build_configmap(agent, list(accounts), Settings()), agent
 
 
+def legacy_configmap(*accounts: b.HostedAccount) -> tuple[dict, str]:
+    """A ConfigMap as the operator before issue 10 wrote it: one agent per (namespace, transport, route,
+    routeMode, dedicated), named after the hash of that key, which the annotation holds."""
+    cm, _ = configmap(*accounts)
+    spec, ns = accounts[0].spec, accounts[0].namespace
+    dedicated = accounts[0].name if spec.agent.dedicated else None
+    old_key = {"namespace": ns, "transport": spec.transport, "route": list(spec.route), "routeMode": spec.route_mode,
+               "dedicated": dedicated}
+    name = f"sipfleet-agent-{p.legacy_key_id(ns, spec.transport, spec.route, spec.route_mode, dedicated)}-0"
+    cm["metadata"]["name"] = name
+    cm["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = json.dumps(old_key, sort_keys=True, separators=(",", ":"))
+    doc = json.loads(cm["data"][b.ASSIGNMENT_KEY])
+    doc["agent"] = name
+    cm["data"][b.ASSIGNMENT_KEY] = json.dumps(doc)
+    return cm, name
+
+
 def test_as_written():
     cm, agent = configmap(hosted("alice"), hosted("bob"))
-    assert stored.read_configmap(cm) == stored.StoredAgent("ns1", agent.name, agent.key, ("alice", "bob"))
+    assert stored.read_configmap(cm) == stored.StoredAgent("ns1", agent.name, agent.key, ("alice", "bob"),
+                                                           shapes=agent.shapes)
+    assert len(agent.shapes) == 2
+
+
+def test_an_older_operators_configmap_reads_as_todays_key_under_its_old_name():
+    for accounts in ([hosted("alice"), hosted("bob")], [hosted("carol", dedicated=True)], [hosted("dave", mode="account")]):
+        cm, name = legacy_configmap(*accounts)
+        got = stored.read_configmap(cm)
+        want = p.GroupKey("ns1", "carol" if accounts[0].spec.agent.dedicated else None)
+        assert isinstance(got, stored.StoredAgent) and got.recovered is None
+        assert (got.name, got.key, got.accounts) == (name, want, tuple(a.name for a in accounts))
+        assert dict(got.shapes) == {a.name: p.worker_key(a.spec) for a in accounts}
+        # without its annotation, the legacy id in the name is recognised from the assignment
+        del cm["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY]
+        got = stored.read_configmap(cm)
+        assert isinstance(got, stored.StoredAgent), got
+        assert (got.name, got.key, got.accounts) == (name, want, tuple(a.name for a in accounts))
+        assert "rebuilt from the assignment" in got.recovered
 
 
 def test_dedicated_key_round_trips():
@@ -117,4 +152,5 @@ def test_garbage_never_raises():
         assert isinstance(got, (stored.StoredAgent, stored.Unreadable))
         if isinstance(got, stored.StoredAgent):
             assert all(stored.account_name_ok(a) for a in got.accounts)
-            assert all(isinstance(r, str) for r in got.key.route)
+            assert isinstance(got.key.namespace, str) and got.key.dedicated in (None, *got.accounts)
+            assert all(isinstance(r, str) for _, (_, route, _) in got.shapes for r in route)
