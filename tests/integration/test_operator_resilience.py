@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sipfleet.api.models import MAX_ACCOUNTS_PER_AGENT
 from sipfleet.localenv.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab]
@@ -81,7 +82,7 @@ def _check_no_duplicates(sipacc, names: list[str]) -> dict[str, str]:
     assignments = sipacc.agent_configmaps()
     where: dict[str, str] = {}
     for agent, a in assignments.items():
-        assert len(a["accounts"]) <= 8
+        assert len(a["accounts"]) <= MAX_ACCOUNTS_PER_AGENT
         for acc in a["accounts"]:
             assert acc["name"] not in where, f"{acc['name']} in {agent} and {where.get(acc['name'])}"
             where[acc["name"]] = agent
