@@ -152,8 +152,9 @@ def render_markdown() -> str:
         f"| Subresources | {', '.join(_code(s) for s in version.get('subresources', {}))} |",
         f"| CRD | {_code(crd.CRD_NAME)} (`crds/{crd.CRD_FILE}`, also in `charts/sipfleet/crds/`) |",
         "",
-        "Limits of one agent process (pjsua2 wheels, see README.md): "
-        f"{m.MAX_ACCOUNTS_PER_WORKER} accounts (`PJSUA_MAX_ACC`), {m.MAX_CALLS_PER_WORKER} calls (`PJSUA_MAX_CALLS`).",
+        "Limits of one agent worker process (pjsua2 wheels, see README.md): "
+        f"{m.MAX_ACCOUNTS_PER_WORKER} accounts (`PJSUA_MAX_ACC`), {m.MAX_CALLS_PER_WORKER} calls (`PJSUA_MAX_CALLS`); "
+        f"an agent pod runs up to {m.MAX_WORKERS_PER_AGENT} workers, {m.MAX_ACCOUNTS_PER_AGENT} accounts.",
         "",
         "## `kubectl get sipacc` columns",
         "",
