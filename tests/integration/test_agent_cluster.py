@@ -21,6 +21,19 @@ from tests.fixtures.agent import HTTP_PORT
 pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 
+
+def _terminate(proc: subprocess.Popen) -> int | None:
+    """SIGTERM the agent (it un-REGISTERs everything first) and its exit code; None when it had to be killed."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        return None
+
 def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, sipaccount_crd, lab, lab_user, tmp_path):
     import urllib.request
 
@@ -102,16 +115,7 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
         with urllib.request.urlopen(f"http://{pod_ip}:{HTTP_PORT}/readyz", timeout=10) as r:
             assert r.status == 200
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-                rc = None
-        else:
-            rc = proc.returncode
+        rc = _terminate(proc)
         lab.release_client_address(pod_ip)
     assert rc == 0, tail()
     assert lab.contacts(user) == []
@@ -189,16 +193,7 @@ def test_cluster_mode_killed_worker_event_and_only_its_account_re_registers(clus
         assert [e for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=acc-p").items
                 if e.reason == "WorkerRestarted"] == []
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-                rc = None
-        else:
-            rc = proc.returncode
+        rc = _terminate(proc)
         lab.release_client_address(pod_ip)
     assert rc == 0, tail()
     assert all(lab.contacts(u) == [] for u in users.values())
