@@ -13,6 +13,7 @@ from sipfleet.api.models import AgentAssignment
 
 from .. import logs
 from ..config import ConfigError, parse_assignment
+from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
 ASSIGNMENT_KEY = "assignment.json"
@@ -31,7 +32,8 @@ class AssignmentSource:
     def read(self) -> AgentAssignment:
         # A list (one name, by field selector) answers with the collection's current resourceVersion: a watch
         # from there never starts "too old", unlike the object's own version.
-        lst = self.core.list_namespaced_config_map(self.ns, field_selector=f"metadata.name={self.name}")
+        lst = self.core.list_namespaced_config_map(self.ns, field_selector=f"metadata.name={self.name}",
+                                             _request_timeout=API_TIMEOUT_S)
         if not lst.items:
             raise ConfigError(f"ConfigMap {self.ns}/{self.name} not found")
         text = (lst.items[0].data or {}).get(ASSIGNMENT_KEY)
@@ -68,7 +70,8 @@ class AssignmentSource:
             try:
                 for ev in w.stream(self.core.list_namespaced_config_map, self.ns,
                                    field_selector=f"metadata.name={self.name}", resource_version=self.rv,
-                                   timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True):
+                                   timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True,
+                                   _request_timeout=self.watch_timeout + API_TIMEOUT_S):
                     if stopped(0):
                         break
                     obj, kind = ev["object"], ev["type"]

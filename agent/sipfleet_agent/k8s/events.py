@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from sipfleet.api.models import GROUP, KIND, VERSION
+from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
 
@@ -57,7 +58,7 @@ class EventRecorder:
         while True:
             body = self._q.get()
             try:
-                self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+                self.core.create_namespaced_event(body["metadata"]["namespace"], body, _request_timeout=API_TIMEOUT_S)
                 self.posted += 1
             except Exception as e:  # noqa: BLE001
                 LOG.warning("event %s for %s not posted: %s", body["reason"], body["involvedObject"]["name"],

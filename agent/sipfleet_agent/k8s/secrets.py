@@ -9,6 +9,7 @@ from typing import Any
 from sipfleet.api.models import AgentAccount
 
 from ..config import ConfigError, Secretish
+from . import API_TIMEOUT_S
 
 
 class SecretResolver:
@@ -30,7 +31,7 @@ class SecretResolver:
         if key in self._cache:
             return self._cache[key]
         try:
-            secret = self.core.read_namespaced_secret(c.secret_name, ns)
+            secret = self.core.read_namespaced_secret(c.secret_name, ns, _request_timeout=API_TIMEOUT_S)
         except ApiException as e:
             raise ConfigError(f"credentials: Secret {ns}/{c.secret_name} not readable ({e.status} {e.reason})") from None
         data = secret.data or {}

@@ -12,6 +12,7 @@ from typing import Any
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 from ..status import apply_merge_patch, merge_patch
+from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
 OWNED = ("registration", "route", "agent")
@@ -72,7 +73,8 @@ class StatusWriter:
         if (ns, name) in self._known:
             return self._known[(ns, name)]
         try:
-            obj = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name)
+            obj = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name,
+                                                                  _request_timeout=API_TIMEOUT_S)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -96,8 +98,8 @@ class StatusWriter:
             if patch is None:
                 return True
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, PLURAL, name, {"status": patch}, _content_type="application/merge-patch+json"
-            )
+                GROUP, VERSION, ns, PLURAL, name, {"status": patch}, _content_type="application/merge-patch+json",
+                _request_timeout=API_TIMEOUT_S)
             self._known[(ns, name)] = apply_merge_patch(cur, patch)
             self.patches += 1
             return True

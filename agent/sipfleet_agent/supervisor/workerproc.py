@@ -78,7 +78,8 @@ class WorkerProc:
                     continue
                 if isinstance(msg, p.Heartbeat):
                     self.last_heartbeat = self.clock()
-                    self.metrics = msg.metrics
+                    if msg.metrics:  # most beats carry none (worker.main.METRICS_EVERY)
+                        self.metrics = msg.metrics
                 elif isinstance(msg, p.Hello):
                     self.hello = msg
                     self.last_heartbeat = self.clock()

@@ -49,6 +49,9 @@ class Channel:
                 self.closed = True
 
 
+#: heartbeats carrying the worker's metric families: the first, then one in this many
+METRICS_EVERY = 10
+
 def resolve(a: p.WireAccount) -> ResolvedAccount:
     return ResolvedAccount(AgentAccount.model_validate(a.spec), Secretish(a.username, a.password, a.realm),
                            a.expires_override)
@@ -98,7 +101,11 @@ def serve(fd_in: int, fd_out: int) -> int:
 
     def beat() -> None:  # on the event thread
         seq[0] += 1
-        ch.send(p.Heartbeat(seq[0], metric_families(agent.metrics.registry)))
+        # the metrics ride along only every METRICS_EVERY beats: collecting and encoding every family each second
+        # in each of a pod's 8 workers is work nobody reads (/metrics asks the workers afresh; these copies only
+        # keep the counters of a worker that dies, at most METRICS_EVERY beats old)
+        families = metric_families(agent.metrics.registry) if seq[0] % METRICS_EVERY == 1 else []
+        ch.send(p.Heartbeat(seq[0], families))
         agent.call_later(interval, beat)
 
     agent.submit(beat)
