@@ -277,3 +277,31 @@ def test_pod_metrics_sum_workers_and_keep_counters_of_ended_workers():
     text = generate_latest(r).decode()
     assert 'sipfleet_agent_registrations{state="Registered"} 11.0' in text
     assert "sipfleet_agent_registers_sent_total 112.0" in text
+
+
+def test_an_idle_event_loop_waits_until_its_next_timer_and_a_busy_one_polls():
+    from sipfleet_agent.worker.eventloop import EventLoop, Wait
+
+    now = [100.0]
+    loop = EventLoop(clock=lambda: now[0])
+    assert loop.poll_timeout(0.01, 0.1) == 0.1  # nothing due: the long wait
+    t = loop.call_later(0.03, lambda: None)
+    assert abs(loop.poll_timeout(0.01, 0.1) - 0.03) < 1e-9  # until the timer
+    loop.call_later(5.0, lambda: None)
+    assert abs(loop.poll_timeout(0.01, 0.1) - 0.03) < 1e-9
+    loop.cancel(t)
+    assert loop.poll_timeout(0.01, 0.1) == 0.1  # a cancelled timer does not shorten it
+    loop.call_later(0.001, lambda: None)
+    assert loop.poll_timeout(0.01, 0.1) == 0.01  # never below the short poll
+    fut = loop.submit(lambda: 1)
+    assert loop.poll_timeout(0.01, 0.1) == 0.01  # queued work
+    loop.drain()
+    assert fut.result() == 1
+    now[0] += 1.0
+    loop.run_timers()
+
+    def task():
+        yield Wait(timeout=5.0, pred=lambda: False)
+
+    loop.spawn(task())
+    assert loop.poll_timeout(0.01, 0.1) == 0.01  # a task waiting on a condition is polled

@@ -47,6 +47,7 @@ class Agent:
     """One pjsua2 Endpoint with up to 8 accounts sharing one worker key. See the module docstring."""
 
     POLL_MS = 10
+    IDLE_POLL_S = 0.1  # the longest wait in libHandleEvents when nothing is due (EventLoop.poll_timeout)
 
     def __init__(self, settings: AgentSettings, sink: Callable[[tuple, str, dict], None], *, name: str,
                  pod: str | None = None, self_heal: bool = False, metrics: Metrics | None = None):
@@ -154,7 +155,9 @@ class Agent:
         self.loop.call_later(self.net.poll_s, self.net.poll)
         try:
             while not self._loop_exit:
-                self.ep.libHandleEvents(self.POLL_MS)
+                busy = self._debouncer.next_due() is not None  # a status to flush soon
+                wait_s = self.POLL_MS / 1000 if busy else self.loop.poll_timeout(self.POLL_MS / 1000, self.IDLE_POLL_S)
+                self.ep.libHandleEvents(int(wait_s * 1000))
                 self.heartbeat = time.monotonic()
                 self.loop.turn()
                 self.calls.sweep()

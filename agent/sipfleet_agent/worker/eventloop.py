@@ -92,6 +92,19 @@ class EventLoop:
         self._advance(task)
         return task
 
+    def poll_timeout(self, short_s: float, long_s: float) -> float:
+        """How long the event thread may wait in ``libHandleEvents`` (pjsip events end the wait at once): ``short_s``
+        while work is queued or a task waits on a condition, else until the next timer, at most ``long_s``. An idle
+        worker then wakes a few times a second, not a hundred (work submitted from other threads waits for the
+        next wake-up: at most ``long_s``)."""
+        if not self._q.empty() or any(not t.done for t in self.tasks):
+            return short_s
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return long_s
+        return min(long_s, max(short_s, self._timers[0].due - self.clock()))
+
     def turn(self) -> None:
         self.drain()
         self.run_timers()
