@@ -75,6 +75,7 @@ class Env:
         from sipfleet.localenv.operator_process import OperatorProcess
 
         self.args = args
+        self.stack = stack
         t = time.monotonic()
         self.cluster = LocalCluster(args.cluster)
         started_cluster = not self.cluster.running()
@@ -138,6 +139,8 @@ class Env:
         creds = [(f"{prefix}{i:03d}x{uuid.uuid4().hex[:4]}", secrets.token_urlsafe(10)) for i in range(n)]
         t = time.monotonic()
         self.lab.add_users(creds)
+        # the lab keeps its users across runs and renders them all into R's config: take ours out again
+        self.stack.callback(self.lab.remove_users, [u for u, _ in creds])
         for i, (user, password) in enumerate(creds):
             name = f"{prefix}{i:03d}"
             self.core.create_namespaced_secret(

@@ -354,8 +354,12 @@ class SipLab(LabAddresses, LabFaults, LabTlsFiles):
                 users.save_and_push(self.state, entries, self._running_ctl("R"))
 
     def remove_user(self, username: str) -> None:
+        self.remove_users([username])
+
+    def remove_users(self, usernames: Iterable[str]) -> None:
+        """Forget digest users at R (and in the lab's state: R's config holds every user it knows at start)."""
         with self.state.locked():
-            users.remove(self.state, username, self._running_ctl("R"))
+            users.remove(self.state, usernames, self._running_ctl("R"))
 
     def contacts(self, username: str) -> list[str]:
         """The contacts R currently holds for ``username`` (empty if none)."""

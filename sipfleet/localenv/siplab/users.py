@@ -54,13 +54,15 @@ def save_and_push(state: LabState, entries: list[tuple[str, str]], ctl: Path | N
         kamcmd_batch(ctl, "R", [["htable.sets", "users", u, f"s:{ha1}"] for u, ha1 in entries])
 
 
-def remove(state: LabState, username: str, ctl: Path | None) -> None:
+def remove(state: LabState, usernames: Iterable[str], ctl: Path | None) -> None:
+    """Forget ``usernames`` in users.json (one write) and, when R runs, in R's htable. Caller holds the lock."""
     users = load(state)
-    if users.pop(username, None) is not None:
+    gone = [u for u in usernames if users.pop(u, None) is not None]
+    if gone:
         state.write_json(USERS_FILE, users, mode=0o600)
-    if ctl is not None:
+    if ctl is not None and gone:
         try:
-            kamcmd(ctl, "R", "htable.delete", "users", username)
+            kamcmd_batch(ctl, "R", [["htable.delete", "users", u] for u in gone])
         except LabError:
             pass
 
