@@ -22,6 +22,27 @@ pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 
 
+def _start_agent(cluster, objs, namespace: str, pod_ip: str, tmp_path, name: str, extra_env: dict, args: list):
+    """``sipfleet-agent cluster`` on the host as pod ``<name>-pod`` would run it; (process, its stderr tail, the
+    status of a SipAccount, asserting the agent still runs)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": name, "POD_NAME": f"{name}-pod",
+           "POD_NAMESPACE": namespace, "POD_IP": pod_ip, "PYTHONUNBUFFERED": "1", **extra_env}
+    stderr_path = tmp_path / "agent.stderr"
+    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "cluster", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"), stdin=subprocess.DEVNULL)
+
+    def tail() -> str:
+        return "\n".join(stderr_path.read_text(errors="replace").splitlines()[-30:])
+
+    def status(account: str) -> dict:
+        assert proc.poll() is None, tail()
+        obj = objs.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, account) or {}
+        return obj.get("status") or {}
+
+    return proc, tail, status
+
+
 def _terminate(proc: subprocess.Popen) -> int | None:
     """SIGTERM the agent (it un-REGISTERs everything first) and its exit code; None when it had to be killed."""
     if proc.poll() is not None:
@@ -66,22 +87,11 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-k"},
                                                   "data": {"assignment.json": json.dumps(assignment())}})
     pod_ip = lab.client_address()  # the agent runs on the host: a /32 of its own on the lab bridge
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-           "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": "agent-k",
-           "SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-k", "POD_NAME": "agent-k-pod", "POD_NAMESPACE": namespace,
-           "POD_IP": pod_ip, "PYTHONUNBUFFERED": "1",
-           # short watch rounds: the test sees several watch ends (bookmarks, re-watch) before its update
-           "SIPFLEET_AGENT_WATCH_TIMEOUT": "2"}
-    stderr_path = tmp_path / "agent.stderr"
-    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "cluster", "--debug-hooks"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"), stdin=subprocess.DEVNULL)
-
-    def tail() -> str:
-        return "\n".join(stderr_path.read_text(errors="replace").splitlines()[-30:])
-
-    def status(name):
-        assert proc.poll() is None, tail()
-        return (objs.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name) or {}).get("status") or {}
+    # short watch rounds: the test sees several watch ends (bookmarks, re-watch) before its update
+    proc, tail, status = _start_agent(cluster, objs, namespace, pod_ip, tmp_path, "agent-k",
+                                      {"SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-k", "SIPFLEET_AGENT_WATCH_TIMEOUT": "2"},
+                                      ["--debug-hooks"])
+    stderr_path = tmp_path / "agent.stderr"  # where _start_agent sends the agent's stderr
 
     try:
         st = wait_for(lambda: (s := status("acc1")).get("registration", {}).get("state") == "Registered"
@@ -147,19 +157,7 @@ def test_cluster_mode_killed_worker_event_and_only_its_account_re_registers(clus
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-w"}, "data": {"assignment.json": json.dumps(
         {"agent": "agent-w", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50}, "accounts": accounts})}})
     pod_ip = lab.client_address()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-           "KUBECONFIG": str(cluster.kubeconfig), "SIPFLEET_AGENT_NAME": "agent-w", "POD_NAME": "agent-w-pod",
-           "POD_NAMESPACE": namespace, "POD_IP": pod_ip, "PYTHONUNBUFFERED": "1"}
-    stderr_path = tmp_path / "agent.stderr"
-    proc = subprocess.Popen([sys.executable, "-m", "sipfleet_agent.main", "cluster"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(stderr_path, "wb"), stdin=subprocess.DEVNULL)
-
-    def tail() -> str:
-        return "\n".join(stderr_path.read_text(errors="replace").splitlines()[-30:])
-
-    def status(name):
-        assert proc.poll() is None, tail()
-        return (objs.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name) or {}).get("status") or {}
+    proc, tail, status = _start_agent(cluster, objs, namespace, pod_ip, tmp_path, "agent-w", {}, [])
 
     def snapshot():
         with urllib.request.urlopen(f"http://{pod_ip}:{HTTP_PORT}/status", timeout=10) as r:
