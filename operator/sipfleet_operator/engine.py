@@ -701,13 +701,17 @@ class Engine:
         ours holds it: no finalizers) and the agents unregister on SIGTERM: forget the namespace's fleet."""
         if not self.settings.namespaces:
             return  # cluster-wide: kopf keeps watching and sees every account go
-        for ns in sorted({k[0] for k in self.accounts} | {a.namespace for a in self.fleet.values()}):
-            try:
-                obj = await self.client.get("Namespace", None, ns)
-            except ApiError as e:
-                if e.status == 403:  # no read access to namespaces: kopf then keeps watching them anyway
-                    return
-                raise
+        known = {k[0] for k in self.accounts} | {a.namespace for a in self.fleet.values()}
+        if not known:
+            return
+        try:  # one list for all of them, not a get per namespace every few seconds
+            listed = {_meta(n)["name"]: n for n in await self.client.list("Namespace")}
+        except ApiError as e:
+            if e.status == 403:  # no read access to namespaces: kopf then keeps watching them anyway
+                return
+            raise
+        for ns in sorted(known):
+            obj = listed.get(ns)
             if obj is not None and not _meta(obj).get("deletionTimestamp"):
                 continue
             log.info("namespace %s is %s: forgetting its SipAccounts and agents", ns,
