@@ -35,7 +35,7 @@ class KubeError(Exception):
 
     retryable = False
 
-    def __init__(self, status: int, body: Any = None, *, what: str = "", retry_after: float | None = None):
+    def __init__(self, status: int, body: Any = None, what: str = "", *, retry_after: float | None = None):
         self.status = status
         self.body = body if isinstance(body, dict) else {}
         self.what = what
