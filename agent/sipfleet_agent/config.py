@@ -14,6 +14,7 @@ from typing import Callable
 
 import yaml
 
+from sipfleet.api import credentials as creds_rules
 from sipfleet.api.models import AgentAccount, AgentAssignment
 
 from .siplog import with_transport
@@ -59,6 +60,18 @@ class Secretish:
         return hash((self.username, self.password, self.realm))
 
 
+def checked(creds: Secretish, where: str) -> Secretish:
+    """``creds`` if a SIP stack can carry them (sipfleet.api.credentials: no control characters, quotes or
+    backslashes in the username, bounded lengths), else a ConfigError naming ``where`` and the reason, never a
+    value: the agent refuses at runtime what the operator should have refused already (nothing is sent)."""
+    for what, value, check in (("username", creds.username, creds_rules.username_problem),
+                               ("password", creds.password, creds_rules.password_problem)):
+        why = check(value.encode("utf-8", "surrogateescape"))
+        if why:
+            raise ConfigError(f"{creds_rules.INVALID}: {where} {what} {why}")
+    return creds
+
+
 def file_credentials(acc: AgentAccount, base: Path | None = None) -> Secretish:
     c = acc.credentials
     if c.secret_name and not c.password_file:
@@ -75,7 +88,7 @@ def file_credentials(acc: AgentAccount, base: Path | None = None) -> Secretish:
 
     username = c.username if c.username else read(c.username_file or "")
     password = read(c.password_file or "")
-    return Secretish(username=username, password=password, realm=c.realm or "*")
+    return checked(Secretish(username=username, password=password, realm=c.realm or "*"), f"account {acc.name}:")
 
 
 CredentialResolver = Callable[[AgentAccount], Secretish]

@@ -195,3 +195,46 @@ def test_cluster_mode_killed_worker_event_and_only_its_account_re_registers(clus
         lab.release_client_address(pod_ip)
     assert rc == 0, tail()
     assert all(lab.contacts(u) == [] for u in users.values())
+
+
+def test_cluster_mode_refuses_credentials_that_would_inject_headers(cluster, k8s, namespace, sipaccount_crd, lab,
+                                                                   lab_user, tmp_path):
+    """The agent checks a Secret's credentials itself (the operator should have refused them already): a username
+    with CR/LF is CredentialsInvalid in status, nothing of it is sent, and the agent goes on serving the others."""
+    from kubernetes import client
+
+    core, objs = client.CoreV1Api(k8s), client.CustomObjectsApi(k8s)
+    user, password = lab_user("ok")
+    bad_user = f"{user}x\r\nX-Injected: yes"
+    reg = {"expiresSeconds": 60, "retryIntervalSeconds": 5, "firstRetryIntervalSeconds": 1, "jitterSeconds": 0}
+    accounts = []
+    for name, username in (("good", user), ("inj", bad_user)):
+        core.create_namespaced_secret(namespace, {"metadata": {"name": f"creds-{name}"},
+                                                  "stringData": {"username": username, "password": password}})
+        spec = {"aor": lab.aor(user), "registrar": lab.registrar_uri(), "route": [lab.proxy_uri()],
+                "routeMode": "account", "credentials": {"secretName": f"creds-{name}"}, "registration": reg}
+        objs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+            "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec})
+        accounts.append({"name": name, "namespace": namespace, **spec})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-i"}, "data": {"assignment.json": json.dumps(
+        {"agent": "agent-i", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50}, "accounts": accounts})}})
+    pod_ip = lab.client_address()
+    t0 = time.time()
+    proc, tail, status = _start_agent(cluster, objs, namespace, pod_ip, tmp_path, "agent-i",
+                                      {"SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-i"}, [])
+    try:
+        wait_for(lambda: status("good").get("registration", {}).get("state") == "Registered", timeout=90,
+                 interval=0.2, message="the good account Registered")
+        bad = wait_for(lambda: (s := status("inj")).get("registration", {}).get("state") == "Failed" and s,
+                       timeout=60, interval=0.2, message="the injecting account Failed")
+        reason = bad["registration"]["reason"]
+        assert "CredentialsInvalid" in reason and "creds-inj" in reason and "username" in reason, reason
+        assert "X-Injected" not in reason and password not in reason
+        sent = lab.wire(since=t0)
+        assert not [r for r in sent if "X-Injected" in json.dumps(r.__dict__, default=str)], "injected on the wire"
+        assert len([r for r in sent if r.method == "REGISTER" and f":{user}@" in r.from_uri]) >= 1  # only the good one
+        assert proc.poll() is None, tail()
+    finally:
+        rc = _terminate(proc)
+        lab.release_client_address(pod_ip)
+    assert rc == 0, tail()

@@ -78,3 +78,17 @@ def test_local_addresses_and_fingerprint():
     assert any(a == "127.0.0.1" for _, a, _ in addrs)
     fp = address_fingerprint("127.0.20.200")
     assert fp[0] == "covered" and fp == address_fingerprint("127.0.20.200")
+
+
+def test_credentials_a_sip_stack_cannot_carry_are_refused_by_the_agent_too():
+    from sipfleet_agent.config import ConfigError, Secretish, checked
+
+    ok = Secretish(username="alice", password="pw")
+    assert checked(ok, "account a:") is ok
+    for creds, part in ((Secretish(username="a\r\nX-Injected: yes", password="pw"), "username"),
+                        (Secretish(username='a"b', password="pw"), "username"),
+                        (Secretish(username="alice", password="p" * 2000), "password")):
+        with pytest.raises(ConfigError) as e:
+            checked(creds, "account a:")
+        assert str(e.value).startswith("CredentialsInvalid: account a: " + part)
+        assert "X-Injected" not in str(e.value) and "ppp" not in str(e.value)

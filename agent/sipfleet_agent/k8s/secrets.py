@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from sipfleet.api import credentials as creds_rules
 from sipfleet.api.models import AgentAccount
 
-from ..config import ConfigError, Secretish
+from ..config import ConfigError, Secretish, checked
 from . import API_TIMEOUT_S
 
 
@@ -38,14 +39,21 @@ class SecretResolver:
 
         def field(k: str) -> str | None:
             v = data.get(k)
-            return base64.b64decode(v).decode().rstrip("\r\n") if v is not None else None
+            if v is None:
+                return None
+            try:
+                return base64.b64decode(v, validate=True).decode("utf-8").rstrip("\r\n")
+            except ValueError:  # not base64, or not UTF-8 (UnicodeDecodeError is a ValueError)
+                raise ConfigError(f"{creds_rules.INVALID}: credentials: Secret {ns}/{c.secret_name} key {k} "
+                                  "is not UTF-8 text") from None
 
         username = field(c.username_key) or c.username
         password = field(c.password_key)
         if not username or password is None:
             missing = c.username_key if not username else c.password_key
             raise ConfigError(f"credentials: Secret {ns}/{c.secret_name} has no key {missing!r}")
-        creds = Secretish(username=username, password=password, realm=c.realm or "*")
+        creds = checked(Secretish(username=username, password=password, realm=c.realm or "*"),
+                        f"credentials: Secret {ns}/{c.secret_name}")
         self._cache = {k: v for k, v in self._cache.items() if k[:2] != key[:2]}
         self._cache[key] = creds
         return creds
