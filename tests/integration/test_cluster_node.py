@@ -152,3 +152,26 @@ def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(clus
     assert problems == []
     assert hoststate.diff(before, hoststate.snapshot(exclude=(cluster.dir,))) == []
     assert cluster.node_ready()  # the session's cluster did not notice
+
+
+def test_components_restart_in_place_and_keep_their_state(cluster, k8s, namespace):
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "kept"}, "data": {"k": "v"}})
+    core.create_namespaced_pod(namespace, pod("sleeper", ["sleep", "3600"]))
+    wait_for(lambda: phase(core, namespace, "sleeper") == "Running", timeout=60, message="sleeper Running")
+    uid = core.read_namespaced_pod("sleeper", namespace).metadata.uid
+    pids = {r.name: r.pid for r in cluster.records()}
+    took = {}
+    for name, kill in (("etcd", True), ("kube-apiserver", False), ("kube-controller-manager", True),
+                       ("containerd", False), ("kubelet", True)):
+        took[name] = cluster.restart_component(name, kill=kill)
+    print("\nrestart to ready (s):", {k: round(v, 1) for k, v in took.items()})
+    after = {r.name: r.pid for r in cluster.records()}
+    assert all(after[n] != pids[n] for n in took) and after["kube-scheduler"] == pids["kube-scheduler"]
+    assert core.read_namespaced_config_map("kept", namespace).data == {"k": "v"}  # etcd kept its data
+    assert cluster.node_ready()
+    p = wait_for(lambda: (x := core.read_namespaced_pod("sleeper", namespace)).status.phase == "Running" and x,
+                 timeout=60, message="sleeper still Running")
+    assert p.metadata.uid == uid and sum(cs.restart_count for cs in p.status.container_statuses) == 0
+    with pytest.raises(Exception, match="not running"):
+        cluster.restart_component("kube-nothing")

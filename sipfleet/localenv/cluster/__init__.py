@@ -198,6 +198,13 @@ class LocalCluster:
         with _flock(self.layout.lock_file):
             return lifecycle.down_locked(self, purge=purge, grace=grace)
 
+    def restart_component(self, name: str, *, down_s: float = 0.0, kill: bool = False,
+                          timeout: float = 120.0) -> float:
+        """Stop one component (SIGTERM, or SIGKILL with ``kill``), keep it down ``down_s`` seconds, start it again
+        and wait until it serves; the seconds from the stop to ready (lifecycle.restart)."""
+        with _flock(self.layout.lock_file):
+            return lifecycle.restart(self, name, down_s=down_s, kill=kill, timeout=timeout)
+
     # -------------------------------------------------------------------------------------------------- clients
     def runtime(self, bins: dict[str, Path] | None = None) -> Runtime:
         bins = bins or kubebin.ensure(["ctr", "crictl"])

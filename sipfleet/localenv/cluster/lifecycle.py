@@ -154,6 +154,51 @@ def wait_ready(c: "LocalCluster", rec: procs.ProcRecord, ready, deadline: float,
         time.sleep(0.2)
 
 
+# -------------------------------------------------------------------------------------------------- one again
+def readiness(c: "LocalCluster", name: str):
+    """The check that says component ``name`` serves again (what ``start_all`` waits for)."""
+    net = c.net
+    assert net is not None, "the cluster has no network"
+    return {
+        "etcd": lambda: hostnet.in_netns(net.netns, _etcd_healthy),
+        "kube-apiserver": c.apiserver_ready,
+        "kube-controller-manager": lambda: c._ok(configs.KCM_PORT, "/healthz", verify=False),
+        "kube-scheduler": lambda: c._ok(configs.SCHEDULER_PORT, "/healthz", verify=False),
+        "containerd": lambda: c.runtime().ready(),
+        # its own healthz, then the node: a restarted kubelet's Node object is still Ready from before
+        "kubelet": lambda: _http_ok(net.node_ip, configs.KUBELET_HEALTHZ_PORT, "/healthz") and c.node_ready(),
+        "kube-proxy": lambda: _http_ok(net.node_ip, configs.KUBE_PROXY_HEALTHZ_PORT, "/healthz"),
+    }[name]
+
+
+def restart(c: "LocalCluster", name: str, *, down_s: float = 0.0, kill: bool = False, timeout: float = 120.0) -> float:
+    """Stop one running component (SIGTERM, or SIGKILL with ``kill``), keep it down ``down_s`` seconds, start it
+    again with the same command line and log, and wait until it serves; returns the seconds from the stop to
+    ready. Its state (etcd data, the kubelet's pods, containerd's containers) is kept: a restart, not a reset."""
+    recs = c.records()
+    rec = next((r for r in recs if r.name == name), None)
+    if rec is None or not procs.is_alive(rec):
+        raise ClusterError(f"component {name} of cluster {c.name!r} is not running")
+    t0 = time.monotonic()
+    if kill:  # no goodbye: the whole process group at once (our processes lead their own)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, 9) if os.getpgid(rec.pid) == rec.pid else os.kill(rec.pid, 9)
+        procs.stop([rec], grace=5.0)
+    else:
+        procs.stop([rec], grace=10.0)
+    time.sleep(down_s)
+    env = None
+    if name == "containerd":
+        binary = next(Path(x) for x in rec.cmd if Path(x).name == "containerd")
+        env = {**os.environ, "PATH": f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    new, popen = procs.start(name, rec.cmd, Path(rec.log or c.layout.log_file(name)), env=env,
+                             die_with_parent=c.die_with_parent)
+    c._popen[new.pid] = popen
+    c._write_records([new if r.name == name else r for r in recs])
+    wait_ready(c, new, readiness(c, name), time.monotonic() + timeout, f"{name} serving again")
+    return time.monotonic() - t0
+
+
 # -------------------------------------------------------------------------------------------------- down
 def down_locked(c: "LocalCluster", *, purge: bool, grace: float = 10.0) -> list[str]:
     recs = c.records()
