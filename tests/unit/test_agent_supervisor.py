@@ -115,7 +115,7 @@ class Edge:
     def status(self, key, name, doc):  # noqa: ANN001
         self.statuses.append((name, doc))
 
-    def event(self, key, name, type_, reason, message):  # noqa: ANN001
+    def event(self, key, name, type_, reason, message, count=1):  # noqa: ANN001
         self.events.append((name, type_, reason, message))
 
 

@@ -33,7 +33,8 @@ def by_type(conds):
 
 def test_registered_and_in_sync_is_ready():
     conds = by_type(c.compute(inputs(status("Registered", True)), T0))
-    assert [k for k in conds] == ["Ready", "Registered", "RouteInSync", "AgentReady", "Degraded"]
+    assert [k for k in conds] == ["Ready", "Registered", "RouteInSync", "RouteFlapping", "AgentReady", "Degraded"]
+    assert conds["RouteFlapping"].status == "False" and conds["RouteFlapping"].reason == "Stable"
     assert conds["Ready"].status == "True"
     assert conds["Registered"].status == "True" and conds["Registered"].reason == "Registered"
     assert conds["RouteInSync"].status == "True"
