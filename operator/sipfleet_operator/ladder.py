@@ -150,8 +150,7 @@ def step(i: Inputs) -> Step:
 
 
 def _flap_why(i: Inputs, d: flapping.Drifts) -> str:
-    return (f"route drifted {len(d.recent)} times within {i.drift.flap_window_seconds}s "
-            f"(more than {i.drift.flap_threshold})")
+    return f"route drifted more than {i.drift.flap_threshold} times within {i.drift.flap_window_seconds}s"
 
 
 def _step(i: Inputs, d: flapping.Drifts, flap_started: bool) -> Step:
