@@ -61,7 +61,7 @@ def serve(agent: "Supervisor", address: str, port: int, debug_hooks: bool = Fals
                 return
             account = (parse_qs(u.query).get("account") or [None])[0]
             action = u.path[len("/debug/"):]
-            if action in ("ip-change", "refresh", "reregister", "repair"):
+            if action in ("ip-change", "refresh", "reregister", "repair", "drift"):
                 op = (action, None if action == "ip-change" else account)
             elif action == "allocate":  # hold N more MiB, touched (resident): an OOM kill under a memory limit
                 mib = int((parse_qs(u.query).get("mib") or ["64"])[0])

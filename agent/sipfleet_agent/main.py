@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lab/test aid: register with this expiry instead of registration.expiresSeconds "
                         "(whose API minimum is 60); not available in cluster mode")
     r.add_argument("--debug-hooks", action="store_true",
-                   help="enable POST /debug/{ip-change,refresh,reregister,repair}[?account=NAME] on the HTTP address")
+                   help="enable POST /debug/{ip-change,refresh,reregister,repair,drift}[?account=NAME] on the HTTP address "
+                   "(drift: setRegistration(False) then (True), the path that drifts in routeMode account)")
     r.add_argument("--log-level", default=os.environ.get("SIPFLEET_AGENT_LOG_LEVEL") or os.environ.get("SIPFLEET_LOG_LEVEL", "INFO"))
     r.add_argument("--pjsip-log-level", type=int, default=2, help="forward pjsip log lines up to this level (max 4)")
     r.set_defaults(func=cmd_run)

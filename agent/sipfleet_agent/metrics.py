@@ -20,6 +20,9 @@ class Metrics:
         self.drift_seen = Counter("sipfleet_agent_drift_seen", "REGISTERs sent off the configured route", registry=r)
         self.drift_repaired = Counter("sipfleet_agent_drift_repaired", "Repairs that brought the route back", registry=r)
         self.repairs = Counter("sipfleet_agent_repairs", "Repairs started, by trigger", ["trigger"], registry=r)
+        self.self_heal_deferred = Counter(
+            "sipfleet_agent_self_heal_deferred",
+            "Self-heal repairs held back because the account keeps drifting (back-off)", registry=r)
         self.repair_latency = Histogram(
             "sipfleet_agent_repair_latency_seconds",
             "From repair start to the first REGISTER via the configured route",

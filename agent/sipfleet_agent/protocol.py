@@ -58,7 +58,7 @@ class Apply:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """``op``: repair, reregister, refresh, ip-change or snapshot; ``account`` None means all of the worker's."""
+    """``op``: repair, reregister, refresh, ip-change, drift (debug hook) or snapshot; ``account`` None means all of the worker's."""
 
     id: int
     op: str

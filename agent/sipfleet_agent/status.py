@@ -58,6 +58,14 @@ def _same_repair(a: RepairRecord, b: RepairRecord) -> bool:
     return a.started_at == b.started_at and a.trigger == b.trigger
 
 
+def self_heals_between(old: dict | None, new: dict) -> int:
+    """How many self-heal repairs ``new`` reports that ``old`` (the account's previous document) did not: the
+    difference of ``route.selfHealCount``; a smaller count means a new worker started counting afresh."""
+    before = int(((old or {}).get("route") or {}).get("selfHealCount") or 0)
+    after = int((new.get("route") or {}).get("selfHealCount") or 0)
+    return after - before if after >= before else after
+
+
 def change_key(doc: dict) -> dict:
     """A document without the fields that change on every measurement (``route.observedAt``)."""
     route = dict(doc.get("route") or {})

@@ -9,6 +9,10 @@ idempotent and the operator patches only when something really changed.
 * ``Registered``: what the agent measured (``status.registration``) - but only while the agent that wrote it
   is alive; otherwise Unknown / AgentNotReporting (a stale "Registered" must not survive its agent).
 * ``RouteInSync``: the agent's measured ``status.route.inSync``.
+* ``RouteFlapping``: the route drifted more than ``spec.drift.flapThreshold`` times within ``flapWindowSeconds``
+  (the ladder's verdict, ``status.ladder.flapping``); informational, Ready does not depend on it (a flapping route
+  that self-heals registers through the desired route nearly all of the time; the ladder escalates and, if that
+  does not help, sets Degraded).
 * ``Degraded``: the drift repair ladder gave up for now and backs off.
 * ``Ready``: all of the above are healthy.
 """
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
+from sipfleet.api import keys as k
 from sipfleet.api import models as m
 
-TYPES = ("Ready", "Registered", "RouteInSync", "AgentReady", "Degraded")
+TYPES = ("Ready", "Registered", "RouteInSync", k.CONDITION_ROUTE_FLAPPING, "AgentReady", "Degraded")
 
 
 def rfc3339(t: datetime) -> str:
@@ -143,6 +148,15 @@ def _route(i: Inputs, registered: C) -> C:
     return C("RouteInSync", "False", "RouteDrift", f"effective route {eff} differs from desired {', '.join(route.desired)}")
 
 
+def _flapping(i: Inputs) -> C:
+    ladder = i.status.ladder
+    if ladder is not None and ladder.flapping:
+        return C(k.CONDITION_ROUTE_FLAPPING, "True", k.REASON_FLAPPING,
+                 f"the route drifted {len(ladder.recent_drifts)} times recently (the first at "
+                 f"{min(ladder.recent_drifts) if ladder.recent_drifts else '?'}); the repair ladder escalates")
+    return C(k.CONDITION_ROUTE_FLAPPING, "False", k.REASON_STABLE, "")
+
+
 def _degraded(i: Inputs) -> C:
     ladder = i.status.ladder
     if ladder is not None and ladder.phase == "Degraded":
@@ -169,7 +183,7 @@ def desired(i: Inputs) -> list[C]:
     reg = _registered(i, agent)
     route = _route(i, reg)
     degraded = _degraded(i)
-    return [_ready(agent, reg, route, degraded, i), reg, route, agent, degraded]
+    return [_ready(agent, reg, route, degraded, i), reg, route, _flapping(i), agent, degraded]
 
 
 def merge(previous: Sequence[m.Condition], new: Sequence[C], generation: int | None, now: datetime) -> list[m.Condition]:

@@ -9,6 +9,14 @@
          restart per exponentially growing wait (capped): never a restart storm.
     in sync again at any step -> Idle, with the method and duration recorded.
 
+With ``spec.drift.selfHeal`` (the default) the agent re-creates a drifted account itself at the first drifted
+REGISTER; the ladder waits ``repairTimeoutSeconds`` from the drift before it steps in. A route that drifts more than
+``flapThreshold`` times within ``flapWindowSeconds`` is *flapping* (:mod:`.flapping` counts the agent's
+``route.driftCount``, so drifts healed before the operator saw them count too): Warning event RouteFlapping,
+condition RouteFlapping, and the same ladder as cause ``Flapping``: every drift after a step takes the next step
+(repair token -> pod restart(s) -> Degraded), and in Degraded one restart per back-off period however often it
+drifts. It ends (Idle) when the route is in sync and no longer flapping.
+
 ``step`` takes everything it needs (including ``now``) and returns the new ``LadderStatus`` plus the actions
 the handler has to carry out. It never returns actions twice for the same situation: calling it again with
 the returned ladder and the same inputs is a no-op, so the operator can re-evaluate as often as it likes.
@@ -19,8 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import dataclasses
+
+from sipfleet.api import keys as k
 from sipfleet.api import models as m
 
+from . import flapping
 from .conditions import PodState, parse_time
 from .conditions import rfc3339_ms as rfc3339
 
@@ -129,6 +141,19 @@ def _restart(i: Inputs, ladder: m.LadderStatus, phase: str, attempts: int, why: 
 
 
 def step(i: Inputs) -> Step:
+    base = i.ladder or m.LadderStatus()
+    d = flapping.observe(i.drift, i.route, base, i.now)
+    counted = {"drift_count_seen": d.seen, "recent_drifts": d.recent, "flapping": d.flapping}
+    if any(getattr(base, f) != v for f, v in counted.items()):
+        i = dataclasses.replace(i, ladder=_upd(base, **counted))
+    return _step(i, d, flap_started=d.flapping and not base.flapping)
+
+
+def _flap_why(i: Inputs, d: flapping.Drifts) -> str:
+    return f"route drifted more than {i.drift.flap_threshold} times within {i.drift.flap_window_seconds}s"
+
+
+def _step(i: Inputs, d: flapping.Drifts, flap_started: bool) -> Step:
     ladder = i.ladder or m.LadderStatus()
     in_sync = i.route.in_sync if i.route is not None else None
     timeout = i.drift.repair_timeout_seconds
@@ -136,8 +161,16 @@ def step(i: Inputs) -> Step:
     requested = parse_time(ladder.requested_at)
 
     if ladder.phase == "Idle":
+        if flap_started:
+            token = new_token(now, 0)
+            new = _upd(ladder, phase="RepairRequested", cause=k.CAUSE_FLAPPING, attempts=0, token=token,
+                       requested_at=rfc3339(now), next_attempt_at=rfc3339(now + timedelta(seconds=timeout)),
+                       last_method="recreate-account")
+            return Step(new, (DriftSeen(), Event("Warning", k.EVENT_ROUTE_FLAPPING,
+                                                 f"{_flap_why(i, d)}; requesting repair {token}"),
+                              RequestRepair(token)), wake_at=d.calm_at)
         if in_sync is not False:
-            return Step(i.ladder)
+            return Step(i.ladder, wake_at=d.calm_at)
         if i.drift.self_heal and i.route and i.route.last_drift_at:
             seen = parse_time(i.route.last_drift_at)
             if seen is not None and now < seen + timedelta(seconds=timeout):
@@ -148,6 +181,7 @@ def step(i: Inputs) -> Step:
         new = _upd(
             ladder,
             phase="RepairRequested",
+            cause=k.CAUSE_FLAPPING if d.flapping else k.CAUSE_DRIFT,
             attempts=0,
             token=token,
             requested_at=rfc3339(now),
@@ -158,13 +192,29 @@ def step(i: Inputs) -> Step:
             new,
             (
                 DriftSeen(),
-                Event("Warning", "RouteDrift", f"REGISTER left along {eff or 'an unexpected route'}; requesting repair {token}"),
+                Event("Warning", k.EVENT_ROUTE_DRIFT, f"REGISTER left along {eff or 'an unexpected route'}; requesting repair {token}"),
                 RequestRepair(token),
             ),
             wake_at=now + timedelta(seconds=timeout),
         )
 
-    if in_sync is True:
+    early = False  # a flapping route drifted again after the last step: take the next one now
+    if flap_started and ladder.cause != k.CAUSE_FLAPPING:
+        # flapping began in the middle of a drift's escalation: from now on every drift takes the next step
+        new = _upd(ladder, cause=k.CAUSE_FLAPPING)
+        return Step(new, (Event("Warning", k.EVENT_ROUTE_FLAPPING, f"{_flap_why(i, d)} during the repair ladder"),),
+                    wake_at=d.calm_at)
+    if ladder.cause == k.CAUSE_FLAPPING:
+        if in_sync is not False and not d.flapping:
+            new = _upd(ladder, phase="Idle", cause=None, attempts=0, next_attempt_at=None, requested_at=None)
+            return Step(new, (Event("Normal", k.EVENT_ROUTE_REPAIRED,
+                                    f"route in sync and no longer flapping (last step {ladder.last_method})"),))
+        if ladder.phase != "Degraded" and d.new > 0 and (requested is None or now > requested):
+            early = True
+        elif ladder.phase != "Degraded" and in_sync is not False:
+            return Step(i.ladder, wake_at=d.calm_at)
+
+    if in_sync is True and ladder.cause != k.CAUSE_FLAPPING:
         duration_ms = round((now - _drift_start(i, ladder)).total_seconds() * 1000.0, 1)
         method: m.RepairMethod = "recreate-account" if ladder.phase == "RepairRequested" else "restart-pod"
         last = i.route.last_repair if i.route else None
@@ -175,47 +225,52 @@ def step(i: Inputs) -> Step:
             # the agent measured drift-seen -> first REGISTER via the route; more precise than our own clock
             duration_ms = i.route.last_repair.duration_ms
         new = _upd(
-            ladder, phase="Idle", attempts=0, next_attempt_at=None, requested_at=None,
+            ladder, phase="Idle", cause=None, attempts=0, next_attempt_at=None, requested_at=None,
             last_method=method, last_duration_ms=duration_ms,
         )
         return Step(
             new,
             (
                 Repaired(method, duration_ms),
-                Event("Normal", "RouteRepaired", f"route back in sync ({method}, {duration_ms:.0f} ms)"),
+                Event("Normal", k.EVENT_ROUTE_REPAIRED, f"route back in sync ({method}, {duration_ms:.0f} ms)"),
             ),
         )
 
     if ladder.phase == "RepairRequested":
         deadline = (requested or now) + timedelta(seconds=timeout)
-        if now < deadline:
+        if now < deadline and not early:
             return Step(i.ladder if i.ladder is not None else ladder, wake_at=deadline)
+        why = (f"{_flap_why(i, d)}: drifted again after repair request {ladder.token}" if early
+               else f"not in sync {timeout}s after repair request {ladder.token}")
         if i.drift.max_pod_restarts == 0:
-            return _degrade(i, ladder, f"not in sync {timeout}s after repair request {ladder.token}")
-        new, actions = _restart(i, ladder, "PodRestarted", 1, f"not in sync {timeout}s after repair request {ladder.token}")
+            return _degrade(i, ladder, why)
+        new, actions = _restart(i, ladder, "PodRestarted", 1, why)
         new = _upd(new, next_attempt_at=rfc3339(now + timedelta(seconds=timeout + POD_START_GRACE_SECONDS)))
         return Step(new, tuple(actions), wake_at=now + timedelta(seconds=timeout + POD_START_GRACE_SECONDS))
 
     if ladder.phase == "PodRestarted":
         wait = timeout + POD_START_GRACE_SECONDS
         deadline = (requested or now) + timedelta(seconds=wait)
-        if now < deadline:
+        if now < deadline and not early:
             return Step(i.ladder, wake_at=deadline)
         if ladder.attempts < i.drift.max_pod_restarts:
             new, actions = _restart(
                 i, ladder, "PodRestarted", ladder.attempts + 1,
-                f"not in sync {wait}s after pod restart {ladder.attempts}/{i.drift.max_pod_restarts}",
+                f"{_flap_why(i, d)}: drifted again after pod restart {ladder.attempts}/{i.drift.max_pod_restarts}"
+                if early else f"not in sync {wait}s after pod restart {ladder.attempts}/{i.drift.max_pod_restarts}",
             )
             new = _upd(new, next_attempt_at=rfc3339(now + timedelta(seconds=wait)))
             return Step(new, tuple(actions), wake_at=now + timedelta(seconds=wait))
-        return _degrade(i, ladder, f"not in sync after {ladder.attempts} pod restarts")
+        return _degrade(i, ladder, f"{'still flapping' if early else 'not in sync'} after {ladder.attempts} pod restarts")
 
     if ladder.phase == "Degraded":
         nxt = parse_time(ladder.next_attempt_at) or now
         if now < nxt:
             return Step(i.ladder, wake_at=nxt)
         attempts = ladder.attempts + 1
-        new, actions = _restart(i, ladder, "Degraded", attempts, f"still drifted after {ladder.attempts} attempts")
+        new, actions = _restart(i, ladder, "Degraded", attempts,
+                                f"still {'flapping' if ladder.cause == k.CAUSE_FLAPPING else 'drifted'} after "
+                                f"{ladder.attempts} attempts")
         delay = backoff(attempts - i.drift.max_pod_restarts, i.backoff_cap_seconds)
         new = _upd(new, next_attempt_at=rfc3339(now + timedelta(seconds=delay)))
         return Step(new, tuple(actions), wake_at=now + timedelta(seconds=delay))

@@ -34,3 +34,15 @@ ENV_WATCH_NAMESPACES = "SIPFLEET_WATCH_NAMESPACES"
 # event reasons the operator posts on SipAccounts (operator/sipfleet_operator/ladder.py)
 EVENT_ROUTE_DRIFT = "RouteDrift"
 EVENT_ROUTE_REPAIRED = "RouteRepaired"
+#: the flapping-route escalation (issue 11): a route that drifts more than spec.drift.flapThreshold times within
+#: spec.drift.flapWindowSeconds (operator/sipfleet_operator/ladder.py, conditions.py)
+EVENT_ROUTE_FLAPPING = "RouteFlapping"
+CONDITION_ROUTE_FLAPPING = "RouteFlapping"
+REASON_FLAPPING = "Flapping"
+REASON_STABLE = "Stable"
+#: the agent's aggregated event for its own repairs: one Event per account and burst, its count raised per self-heal
+EVENT_ROUTE_SELF_HEALED = "RouteSelfHealed"
+#: RepairRecord.trigger / LadderStatus.cause values used in code
+TRIGGER_SELF_HEAL = "self-heal"
+CAUSE_DRIFT = "Drift"
+CAUSE_FLAPPING = "Flapping"

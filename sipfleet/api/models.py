@@ -160,14 +160,23 @@ class DriftSettings(ApiModel):
     """How route drift is handled (see docs/architecture.md, 'Drift repair ladder')."""
 
     self_heal: bool = Field(
-        False,
-        description="Let the agent re-create a drifted account on its own, before the operator's ladder.",
+        True,
+        description=("The agent re-creates a drifted account on its own at the first drifted REGISTER; the "
+                     "operator's ladder is the escalation. false: the operator's ladder repairs every drift."),
     )
     repair_timeout_seconds: int = Field(
-        10, ge=1, le=600, description="How long a repair request may take before the agent pod is restarted."
+        10, ge=1, le=600,
+        description="How long a drift (self-heal or repair request) may last before the next ladder step.",
     )
     max_pod_restarts: int = Field(
         2, ge=0, le=10, description="Pod restarts tried before the account is marked Degraded and backs off."
+    )
+    flap_threshold: int = Field(
+        3, ge=1, le=100,
+        description="More drifts than this within flapWindowSeconds make the route RouteFlapping (escalated).",
+    )
+    flap_window_seconds: int = Field(
+        300, ge=10, le=86400, description="The window in which drifts are counted for RouteFlapping.",
     )
 
 
@@ -248,7 +257,7 @@ class SipAccountSpec(ApiModel):
 # status
 # --------------------------------------------------------------------------------------------------
 
-ConditionType = Literal["Ready", "Registered", "RouteInSync", "AgentReady", "Degraded"]
+ConditionType = Literal["Ready", "Registered", "RouteInSync", "RouteFlapping", "AgentReady", "Degraded"]
 
 
 class Condition(ApiModel):
@@ -315,6 +324,8 @@ class RouteStatus(ApiModel):
     in_sync: bool | None = Field(None, description="Whether the effective route matches the desired one.")
     observed_at: str | None = None
     last_drift_at: str | None = None
+    drift_count: int = Field(0, ge=0, description="Drifts the hosting agent measured since it took the account.")
+    self_heal_count: int = Field(0, ge=0, description="Drifts the hosting agent repaired on its own (self-heal).")
     last_repair: RepairRecord | None = None
     repair_history: list[RepairRecord] = Field(default_factory=list, max_length=10)
 
@@ -339,6 +350,11 @@ class LadderStatus(ApiModel):
     next_attempt_at: str | None = None
     last_method: RepairMethod | None = None
     last_duration_ms: float | None = None
+    cause: Literal["Drift", "Flapping"] | None = Field(None, description="What started the current escalation.")
+    flapping: bool = Field(False, description="More than spec.drift.flapThreshold drifts within flapWindowSeconds.")
+    drift_count_seen: int | None = Field(None, description="The agent's route.driftCount last counted.")
+    recent_drifts: list[str] = Field(default_factory=list, max_length=101,
+                                     description="When the drifts within spec.drift.flapWindowSeconds were seen.")
 
 
 class SipAccountStatus(ApiModel):
@@ -399,7 +415,7 @@ class AgentAccount(ApiModel):
     credentials: AgentCredentials
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
-    self_heal: bool = False
+    self_heal: bool = True
     repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
     reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")
 

@@ -1,6 +1,6 @@
 """`sipfleet bench ...`: benchmarks that print numbers (never asserted as timings).
 
-Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet``,
+Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet`` and ``sipfleet.bench.repair``,
 pod memory in ``sipfleet.bench.podmem``, fleet density in ``sipfleet.bench.density``; each exposes ``register(subparsers)`` adding its own subcommands.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.podmem",
-          "sipfleet.bench.density"]
+GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.repair",
+          "sipfleet.bench.podmem", "sipfleet.bench.density"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,7 @@
 """Fleet benchmarks through the operator (numbers are printed, never asserted).
 
 ``sipfleet bench converge`` apply N accounts (default 200) -> time until all are Registered (and Ready)
-``sipfleet bench repair``   N accounts (default 100) in routeMode account drift at once (reregister annotation)
-                            -> time from drift seen to repaired per account (p50/p99), checked on the wire
+``sipfleet bench repair``   see :mod:`sipfleet.bench.repair` (it uses this module's :class:`Env`)
 ``sipfleet bench steady``   N accounts (default 50) converge, then nothing changes for D seconds (default 300):
                             API writes per account (apiserver's apiserver_request_total and the operator's own
                             counter) and the operator's RSS
@@ -36,7 +35,6 @@ from sipfleet.api.models import GROUP, PLURAL, VERSION
 def register(sub: argparse._SubParsersAction) -> None:
     for name, func, default_n, help_text in (
         ("converge", _converge, 200, "apply N accounts, time until all Registered"),
-        ("repair", _repair, 100, "drift N accounts at once, time to repaired (p50/p99), checked on the wire"),
         ("steady", _steady, 50, "API writes per account and operator RSS while nothing changes"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -271,72 +269,6 @@ def _converge(args: argparse.Namespace) -> int:
             "operator_writes": _op_writes(env, {}),
         }), flush=True)
         return 0 if len(seen) == len(names) else 1
-
-
-# ---------------------------------------------------------------------------------------------------- repair
-
-
-def _repair(args: argparse.Namespace) -> int:
-    with ExitStack() as stack:
-        env = Env(args, stack)
-        accs = env.create_accounts(args.accounts, "rp", routeMode="account",
-                                   drift={"repairTimeoutSeconds": 30, "maxPodRestarts": 1})
-        names = {n for n, _ in accs}
-        user_of = dict(accs)
-        seen = env.wait_all(names, _ready, "Ready", args.timeout)
-        if len(seen) != len(names):
-            return 1
-        w0 = _op_writes(env)
-        t0 = time.time()
-        def drift(n: str) -> None:  # setRegistration(False/True) in account mode drifts (PJSIP #4066)
-            env.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, env.ns, PLURAL, n, {"metadata": {"annotations": {"sipfleet.io/reregister": "b1"}}})
-
-        with ThreadPoolExecutor(8) as pool:  # everyone drifts at (nearly) once
-            list(pool.map(drift, sorted(names)))
-        print(f"reregister requested for {len(names)} accounts in {time.time() - t0:.1f} s", flush=True)
-
-        def repaired(obj: dict) -> bool:
-            st = obj.get("status") or {}
-            lad = st.get("ladder") or {}
-            return lad.get("phase") == "Idle" and lad.get("lastDurationMs") is not None and _ready(obj) \
-                and (st.get("route") or {}).get("inSync") is True
-        done = env.wait_all(names, repaired, "repaired", args.timeout)
-        drifted = repaired_ok = 0
-        durations = []
-        wall = []
-        regs = env.lab.wire(since=t0, method="REGISTER")
-        for obj in env.accounts():
-            n = obj["metadata"]["name"]
-            if n not in names:
-                continue
-            user = user_of[n]
-            mine = [r for r in regs if f":{user}@" in r.from_uri]
-            at_e = [r.at for r in mine if r.node == "E"]
-            if not at_e:
-                continue
-            drifted += 1
-            t_drift = max(at_e)
-            if any(r.node == "P" and r.at > t_drift for r in mine):
-                repaired_ok += 1
-                t_fix = min(r.at for r in mine if r.node == "P" and r.at > t_drift)
-                wall.append((t_fix - min(at_e)) * 1000)
-            lad = (obj.get("status") or {}).get("ladder") or {}
-            if lad.get("lastDurationMs") is not None and n in done:
-                durations.append(float(lad["lastDurationMs"]))
-        methods: dict[str, int] = {}
-        for obj in env.accounts():
-            m = ((obj.get("status") or {}).get("ladder") or {}).get("lastMethod")
-            methods[m] = methods.get(m, 0) + 1
-        print(json.dumps({
-            "benchmark": "repair", "accounts": len(names), "drifted_on_wire": drifted,
-            "repaired_on_wire": repaired_ok, "repaired_status": len(done), "methods": methods,
-            "status_duration_p50_ms": _pct(durations, 50), "status_duration_p99_ms": _pct(durations, 99),
-            "wire_first_drift_to_via_P_p50_ms": _pct(wall, 50), "wire_p99_ms": _pct(wall, 99),
-            "all_repaired_after_s": round(max(done.values()) - t0, 2) if done else None,
-            "operator_writes_during_repair": _op_writes(env, w0),
-        }), flush=True)
-        return 0 if repaired_ok == drifted == len(names) else 1
 
 
 # ---------------------------------------------------------------------------------------------------- steady

@@ -17,7 +17,7 @@ from .fmt import age, clock, iso, ms, paint, parse_time, percentile, size, statu
 
 CONDITIONS = ("Ready", "Registered", "RouteInSync", "AgentReady", "Degraded")
 #: Degraded is healthy when False
-GOOD = {"Degraded": "False"}
+GOOD = {"Degraded": "False", keys.CONDITION_ROUTE_FLAPPING: "False"}
 
 
 def _in_window(t: datetime | None, since: datetime) -> bool:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sipfleet.api import keys
+
 from . import objects as o
 from .fmt import clock, iso, ms, paint, parse_time, status_colour, table
+
+#: conditions that are healthy when False
+HEALTHY_FALSE = frozenset({"Degraded", keys.CONDITION_ROUTE_FLAPPING})
 
 
 def _entry(t: datetime | None, source: str, what: str, level: str = "info", raw: str | None = None) -> dict | None:
@@ -33,7 +38,7 @@ def entries(acc: dict, events: list[dict]) -> list[dict]:
     created = o.meta(acc).get("creationTimestamp")
     out: list[dict | None] = [_entry(parse_time(created), "api", "SipAccount created", raw=created)]
     for c in st.get("conditions") or []:
-        bad = c.get("status") != ("False" if c.get("type") == "Degraded" else "True")
+        bad = c.get("status") != ("False" if c.get("type") in HEALTHY_FALSE else "True")
         msg = f": {c['message']}" if c.get("message") else ""
         out.append(_entry(parse_time(c.get("lastTransitionTime")), "operator",
                           f"condition {c.get('type')}={c.get('status')} ({c.get('reason')}){msg}",
@@ -132,7 +137,7 @@ def render(s: dict, colour: bool = False, wide: bool = False) -> str:
            if s["ladder"].get("lastMethod") else ""),
         "",
         table(["CONDITION", "STATUS", "REASON"] + (["MESSAGE"] if wide else []),
-              [[c["type"], (c["status"], status_colour(c["status"], "False" if c["type"] == "Degraded" else "True")),
+              [[c["type"], (c["status"], status_colour(c["status"], "False" if c["type"] in HEALTHY_FALSE else "True")),
                 c["reason"]] + ([c.get("message") or ""] if wide else []) for c in s["conditions"]], colour),
         "",
         paint("TIMELINE", "bold", colour),

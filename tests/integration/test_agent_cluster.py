@@ -81,7 +81,7 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
 
     def assignment(**extra):
         return {"agent": "agent-k", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50},
-                "accounts": [account("acc1", "creds", lab.aor(user), **extra),
+                "accounts": [account("acc1", "creds", lab.aor(user), selfHeal=False, **extra),
                              account("acc2", "missing-secret", lab.aor("nobody"))]}
 
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "agent-k"},
@@ -105,8 +105,8 @@ def test_cluster_mode_status_secret_and_repair_token(cluster, k8s, namespace, si
         assert "missing-secret" in bad["registration"]["reason"]
         assert password not in json.dumps(status("acc1")) + stderr_path.read_text(errors="replace")
 
-        # Drift (account mode, setRegistration False/True), then a repair token through the ConfigMap.
-        req = urllib.request.Request(f"http://{pod_ip}:{HTTP_PORT}/debug/reregister?account=acc1", data=b"", method="POST")
+        # Drift (account mode, setRegistration False/True: the debug hook), then a repair token through the ConfigMap.
+        req = urllib.request.Request(f"http://{pod_ip}:{HTTP_PORT}/debug/drift?account=acc1", data=b"", method="POST")
         urllib.request.urlopen(req, timeout=20).read()
         wait_for(lambda: status("acc1").get("route", {}).get("inSync") is False, timeout=60, interval=0.2,
                  message="drift in status")

@@ -1,6 +1,11 @@
 """routeMode account: the drift paths of pjsua 2.15.1 really drift on the wire, the agent measures it
-(inSync false) and a repair (re-create the account) puts the next REGISTER back through P.
-Also: a route change in the config takes the new route. Real Kamailio and pjsua2."""
+(inSync false) and a repair (re-create the account) puts the next REGISTER back through P; self-heal does that on
+its own at the first drifted REGISTER; a re-register (token or debug hook) never drifts.
+Also: a route change in the config takes the new route. Real Kamailio and pjsua2.
+
+Drift is induced with ``POST /debug/drift`` (agent ``--debug-hooks``, off by default): setRegistration(False) then
+(True) on the same account, the path that drifts in pjsua 2.15.1 (PJSIP issue 4066), or with an IP change while
+a REGISTER is in flight."""
 
 from __future__ import annotations
 
@@ -19,15 +24,15 @@ def _drifted(s: dict) -> bool:
     return s["route"].get("inSync") is False
 
 
-def test_reregister_drifts_to_the_edge_and_sigusr1_repairs(clean_lab, agent_factory, agent_account):
+def test_the_drift_hook_drifts_to_the_edge_and_sigusr1_repairs(clean_lab, agent_factory, agent_account):
     lab = clean_lab
-    acc, user = agent_account("drift")
+    acc, user = agent_account("drift", selfHeal=False)
     agent = agent_factory([acc], expires=60)
     agent.wait_registered(user)
 
     # setRegistration(False) -> 200 -> setRegistration(True): the new registration client routes via E.
     t_drift = time.time()
-    agent.post(f"/debug/reregister?account={user}")
+    agent.post(f"/debug/drift?account={user}")
     rec = lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="E", method="REGISTER", since=t_drift, timeout=60)
     assert [normalize_uri(u) for u in rec.route] == [normalize_uri(lab.edge_uri())]
     st = agent.wait_status(user, _drifted, 60, "inSync false")
@@ -56,6 +61,82 @@ def test_reregister_drifts_to_the_edge_and_sigusr1_repairs(clean_lab, agent_fact
     assert late == [], late
     assert agent.metric("sipfleet_agent_drift_seen_total") >= 1
     assert agent.metric("sipfleet_agent_drift_repaired_total") >= 1
+    assert agent.stop() == 0
+
+
+def _fresh_registers_at(lab, user: str, node: str, since: float) -> list:
+    return [r for r in registers(lab, user, node=node, since=since) if r.expires != "0"]
+
+
+def test_reregister_token_and_hook_never_drift(clean_lab, agent_factory, agent_account):
+    """What the sipfleet.io/reregister annotation does (reregisterToken) and POST /debug/reregister: an un-REGISTER
+    and a REGISTER from a new registration client, both through P; nothing ever reaches E."""
+    lab = clean_lab
+    acc, user = agent_account("rereg", selfHeal=False)  # no self-heal: a drift would stay and show
+    agent = agent_factory([acc], expires=60)
+    agent.wait_registered(user)
+    first = registers(lab, user, node="P")[-1]
+
+    t0 = time.time()
+    agent.write_config({**agent.config, "accounts": [dict(acc, reregisterToken="rr-1")]})
+    st = agent.wait_status(user, lambda s: s["agent"].get("reregisterTokenAck") == "rr-1", 60, "token acked")
+    unreg = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires == "0", node="P", method="REGISTER",
+                          since=t0, timeout=60)
+    fresh = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0" and r.at >= unreg.at, node="P",
+                          method="REGISTER", since=t0, timeout=60)
+    assert fresh.call_id != first.call_id  # a new registration client
+    assert [normalize_uri(u) for u in fresh.route] == [normalize_uri(lab.proxy_uri())]
+    agent.wait_registered(user)
+
+    t1 = time.time()
+    agent.post(f"/debug/reregister?account={user}")
+    lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0" and r.call_id != fresh.call_id, node="P",
+                  method="REGISTER", since=t1, timeout=60)
+    st = agent.wait_registered(user)
+    # give a drifted refresh the time to show (none may come), then check the whole wire since the first action
+    agent.post(f"/debug/refresh?account={user}")
+    lab.wait_wire(lambda r: f":{user}@" in r.from_uri, node="P", method="REGISTER", since=time.time() - 0.5, timeout=30)
+    time.sleep(1.0)
+    assert registers(lab, user, node="E", since=t0) == []
+    st = agent.statuses(user)[-1]
+    assert st["route"]["inSync"] is True and not st["route"].get("lastDriftAt") and st["route"].get("driftCount", 0) == 0
+    assert all(s["route"].get("inSync") is not False for s in agent.statuses(user))
+    assert agent.metric("sipfleet_agent_drift_seen_total") == 0
+    assert agent.stop() == 0
+
+
+def test_self_heal_acts_on_the_first_drifted_register_while_busy(clean_lab, agent_factory, agent_account):
+    """selfHeal is on by default. The drift hook keeps the account busy while its REGISTER drifts (the path where
+    self-heal used to wait for the next refresh): the agent re-creates the account the moment the drift is seen,
+    the operator is not involved (there is none), and the next REGISTER goes through P."""
+    lab = clean_lab
+    acc, user = agent_account("heal")
+    assert "selfHeal" not in acc
+    agent = agent_factory([acc], expires=60)
+    agent.wait_registered(user)
+
+    t0 = time.time()
+    agent.post(f"/debug/drift?account={user}")
+    drifted = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0", node="E", method="REGISTER",
+                            since=t0, timeout=60)
+    back = lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires != "0" and r.call_id != drifted.call_id
+                         and r.at >= drifted.at, node="P", method="REGISTER", since=t0, timeout=30)
+    assert [normalize_uri(u) for u in back.route] == [normalize_uri(lab.proxy_uri())]
+    st = agent.wait_status(
+        user, lambda s: s["route"].get("inSync") is True and (s["route"].get("lastRepair") or {}).get("result") == "repaired",
+        30, "self-heal repaired")
+    rep = st["route"]["lastRepair"]
+    assert rep["trigger"] == "self-heal" and rep.get("driftSeenAt") and rep["durationMs"] > 0
+    assert st["route"]["driftCount"] == 1 and st["route"]["selfHealCount"] == 1
+    agent.wait_registered(user)
+    # only the drifted registration client went to E (its REGISTER and, at most, the answer to R's challenge)
+    at_e = [r for r in registers(lab, user, node="E", since=t0) if r.expires != "0"]
+    assert {r.call_id for r in at_e} == {drifted.call_id}, at_e
+    assert _fresh_registers_at(lab, user, "E", back.at) == []
+    print(f"\nwire: drifted REGISTER at E -> REGISTER via P {1000 * (back.at - drifted.at):.1f} ms; "
+          f"agent-measured {rep['durationMs']} ms")
+    assert agent.metric("sipfleet_agent_repairs_total", 'trigger="self-heal"') == 1
+    assert agent.metric("sipfleet_agent_drift_repaired_total") == 1
     assert agent.stop() == 0
 
 

@@ -36,9 +36,9 @@ def test_prevent_udp_survives_every_drift_path(clean_lab, agent_factory, agent_a
     agent.wait_registered(user)
     t0 = time.time()
 
-    # 1. setRegistration(False) -> 200 -> setRegistration(True) (drifts in account mode)
+    # 1. setRegistration(False) -> 200 -> setRegistration(True) (drifts in account mode; the debug hook)
     t = time.time()
-    agent.post(f"/debug/reregister?account={user}")
+    agent.post(f"/debug/drift?account={user}")
     lab.wait_wire(lambda r: f":{user}@" in r.from_uri and r.expires == "0", node="P", method="REGISTER",
                   since=t, timeout=60)
     _wait_fresh_register_at_p(lab, user, time.time())

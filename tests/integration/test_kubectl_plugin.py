@@ -4,9 +4,10 @@ account in an agent of her own), and the plugin run as a person runs it (``kubec
 by kubectl's plugin mechanism, and the console script with ``--kubeconfig``).
 
 * status: every account Ready, the agents with their accounts, pod restarts, memory from the kubelet summary;
-* reregister carol (routeMode account: pjsua follows the Service-Route to E, PJSIP issue 4066): the drift and the
-  ladder's repair show in status (repairs in the window, p50/p99, methods, RouteDrift/RouteRepaired events) and in
-  describe's timeline;
+* reregister carol: acknowledged, and no drift (the agent re-creates the account); then carol drifts for real
+  (routeMode account, selfHeal off, the agents' debug hook ``POST /debug/drift``: pjsua follows the Service-Route
+  to E, PJSIP issue 4066): the drift and the ladder's repair show in status (repairs in the window, p50/p99,
+  methods, RouteDrift/RouteRepaired events) and in describe's timeline;
 * repair alice bob: a new unique value each, acknowledged by the agent;
 * pause/resume (and --all needs a confirmation);
 * logs: only the account's lines from the hosting agent pod;
@@ -100,7 +101,8 @@ def fleet(cluster, k8s, helm_bin, lab, tmp_path_factory):
         subprocess.run([str(helm_bin), "--kubeconfig", str(cluster.kubeconfig), *args], check=True, env=env,
                        capture_output=True, text=True, timeout=180)
 
-    helm("install", RELEASE, str(CHART), "--namespace", ns, "--set", f"watchNamespaces={{{ns}}}")
+    helm("install", RELEASE, str(CHART), "--namespace", ns, "--set", f"watchNamespaces={{{ns}}}",
+         "--set", "extraEnv[0].name=SIPFLEET_AGENT_DEBUG_HOOKS", "--set-string", "extraEnv[0].value=true")
     accs = SipAccounts(k8s, cluster, ns)
     users = {}
     try:
@@ -113,7 +115,7 @@ def fleet(cluster, k8s, helm_bin, lab, tmp_path_factory):
         accs.create("alice", accs.spec(lab, users["alice"], "alice-sip"))
         accs.create("bob", accs.spec(lab, users["bob"], "bob-sip"))
         accs.create("carol", accs.spec(lab, users["carol"], "carol-sip", routeMode="account",
-                                       drift={"repairTimeoutSeconds": 20, "maxPodRestarts": 1}))
+                                       drift={"selfHeal": False, "repairTimeoutSeconds": 20, "maxPodRestarts": 1}))
         for name in users:
             accs.wait_condition(name, "Ready", timeout=180)
         yield Fleet(cluster, lab, accs, users)
@@ -150,10 +152,19 @@ def test_status_shows_the_fleet(fleet):
     assert s["unschedulable"] == []
 
 
-def test_reregister_drift_shows_in_status_and_describe(fleet):
+def test_reregister_then_drift_shows_in_status_and_describe(fleet):
+    import urllib.request
+
     fleet.plugin("reregister", "-n", fleet.ns, "carol")
     token = fleet.accs.get("carol")["metadata"]["annotations"][keys.ANNOTATION_REREGISTER]
-    # routeMode account: the re-registration follows the Service-Route to E; the ladder repairs it
+    wait_for(lambda: fleet.accs.get("carol")["status"]["agent"].get("reregisterTokenAck") == f"user:{token}",
+             timeout=60, message="reregister acknowledged")
+    fleet.accs.wait_condition("carol", "Ready", timeout=60)
+    assert not [e for e in fleet.accs.events("carol") if e.reason == "RouteDrift"]  # a re-register never drifts
+    # now a real drift (the agent's debug hook); the ladder repairs it
+    pod = fleet.accs.core.read_namespaced_pod(fleet.accs.get("carol")["status"]["agent"]["pod"], fleet.ns)
+    urllib.request.urlopen(urllib.request.Request(f"http://{pod.status.pod_ip}:8080/debug/drift?account=carol",
+                                                  data=b"", method="POST"), timeout=20).read()
     wait_for(lambda: [e for e in fleet.accs.events("carol") if e.reason == "RouteDrift"], timeout=90,
              message="RouteDrift event")
     fleet.accs.wait_condition("carol", "RouteInSync", timeout=90)

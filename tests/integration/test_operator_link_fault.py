@@ -5,8 +5,9 @@ twice, the second time between two retransmissions of the held REGISTER) hits th
 (one pjsua2 worker per route mode; needs the agent of issue 10):
 
 * ``routeMode: account``: the agent's ``handleIpChange()`` meets the REGISTER in flight and the rebuilt
-  registration client sends its REGISTER straight to E; the agent reports it, the operator's ladder repairs it,
-  and the next REGISTER goes through P again (all read from the lab's wire log);
+  registration client sends its REGISTER straight to E; the agent reports it and repairs it itself
+  (``spec.drift.selfHeal``, the default; a RouteSelfHealed event), and the next REGISTER goes through P again
+  (all read from the lab's wire log);
 * ``routeMode: prevent``: the route is the worker process' global outbound proxy, so under the same fault no
   REGISTER of it ever reaches E.
 """
@@ -82,12 +83,16 @@ def test_account_mode_drifts_under_a_link_flap_and_is_repaired_prevent_mode_does
         return route if route.get("lastDriftAt") and route.get("lastRepair") and route.get("inSync") else None
 
     route = wait_for(drift_and_repair, timeout=60, interval=0.3, message="drift reported and repaired")
-    assert route["lastRepair"]["method"] in ("recreate-account", "restart-pod"), route
+    assert route["lastRepair"]["method"] == "recreate-account" and route["lastRepair"]["trigger"] == "self-heal", route
+    assert route["driftCount"] >= 1 and route["selfHealCount"] >= 1, route
     via_p = wait_for(lambda: [r for r in lab.wire(since=at_e.at, node="P") if _mine(users["acct"])(r)
                               and r.at > at_e.at and r.route and lab.ip("P") in r.route[0]],
                      timeout=30, message="a REGISTER through P after the drift")
     assert via_p[0].call_id != at_e.call_id  # a new registration client
-    assert [e for e in sipacc.events("acct") if e.reason in ("RouteDrift", "RouteRepaired")]
+    wait_for(lambda: [e for e in sipacc.events("acct") if e.reason == "RouteSelfHealed"], timeout=30,
+             message="the agent's RouteSelfHealed event")
+    print(f"\nwire: drifted REGISTER at E -> REGISTER via P {1000 * (via_p[0].at - at_e.at):.1f} ms "
+          f"(agent-measured {route['lastRepair'].get('durationMs')} ms)")
     sipacc.wait_condition("acct", "Ready", timeout=60)
 
     # prevent mode, the same fault: nothing of it ever reaches E

@@ -115,8 +115,9 @@ class Edge:
     def status(self, key, name, doc):  # noqa: ANN001
         self.statuses.append((name, doc))
 
-    def event(self, key, name, type_, reason, message):  # noqa: ANN001
+    def event(self, key, name, type_, reason, message, count=1):  # noqa: ANN001
         self.events.append((name, type_, reason, message))
+        self.counts = getattr(self, "counts", []) + [count]
 
 
 def res(name: str, route: str = "sip:127.0.0.1:5060;lr", mode: str = "account") -> ResolvedAccount:
@@ -217,5 +218,24 @@ def test_a_rekeyed_account_moves_to_another_worker_and_the_rest_stay():
     assert stay.applied == [["a0", "a1"]] and stay.handle.returncode is None
     assert next(w for w in first.values() if w is not stay).stopped
     assert edge.events == []
+    sup.request_stop(0)
+    assert sup.wait(10)
+
+
+def test_self_heals_reported_by_a_worker_become_counted_events():
+    sup, launcher, edge = make()
+    sup.start([res("a0")])
+    until(lambda: len(launcher.live()) == 1 and sup.ready())
+    w = next(iter(launcher.live().values()))
+    route = {"firstHop": "udp:127.0.0.1:5060", "driftCount": 1, "selfHealCount": 1,
+             "lastRepair": {"trigger": "self-heal", "durationMs": 4.2}}
+    w.send(p.Status(None, "a0", {"registration": {"state": "Registered"}, "route": route, "agent": {}}))
+    w.send(p.Status(None, "a0", {"registration": {"state": "Registered"}, "route": route, "agent": {}}))
+    w.send(p.Status(None, "a0", {"registration": {"state": "Registered"},
+                                 "route": {**route, "driftCount": 4, "selfHealCount": 4}, "agent": {}}))
+    until(lambda: len(edge.statuses) >= 4)
+    heals = [e for e in edge.events if e[2] == "RouteSelfHealed"]
+    assert len(heals) == 2 and edge.counts == [1, 3], edge.events
+    assert all(e[1] == "Normal" for e in heals) and "in 4 ms" in heals[0][3] and "4 self-heals" in heals[1][3]
     sup.request_stop(0)
     assert sup.wait(10)

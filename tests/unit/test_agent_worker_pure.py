@@ -220,10 +220,33 @@ def test_repair_records_and_self_heal_spacing():
     failed, _ = repair.finish(repair.start("user", None, True, None, "S"), False, started_mono=1.0, drift_mono=None,
                               now_mono=2.0, now="C")
     assert failed.result == "failed" and failed.duration_ms == 1000.0
-    gate = repair.SelfHealGate(5.0)
-    assert gate.delay(100.0) == 0.0
-    assert gate.delay(101.0) == 4.0
-    assert gate.delay(101.5) == 8.5
+
+
+def test_self_heal_gate_acts_at_once_then_backs_off():
+    gate = repair.SelfHealGate(burst=3, window_s=60.0, base_s=1.0, cap_s=8.0)
+    # the first drifts of an account are healed at once (no spacing: the first drifted REGISTER is acted on)
+    assert [gate.delay(100.0), gate.delay(100.1), gate.delay(100.2)] == [0.0, 0.0, 0.0]
+    # a route that keeps drifting: each further heal waits longer (1, 2, 4 s after the previous one), capped
+    assert gate.delay(100.3) == pytest.approx(0.9)  # 100.2 + 1
+    assert gate.delay(100.4) == pytest.approx(2.8)  # 101.2 + 2
+    assert gate.delay(100.5) == pytest.approx(6.7)  # 103.2 + 4
+    assert gate.delay(100.6) == pytest.approx(14.6)  # 107.2 + 8 (cap)
+    assert gate.delay(100.7) == pytest.approx(22.5)  # 115.2 + 8 (cap)
+    # quiet for a window after the last heal: at once again
+    assert gate.delay(190.0) == 0.0 and gate.delay(190.1) == 0.0
+    # never a tight loop: a route that drifts again 0.6 s after every heal (as Repairs does: one heal scheduled at
+    # a time) is re-created a handful of times per minute, not 100 times
+    gate = repair.SelfHealGate()
+    starts, pending = [], None
+    for i in range(1000):
+        now = 1000.0 + i * 0.6
+        if pending is not None and pending > now:
+            continue
+        pending = now + gate.delay(now)
+        starts.append(pending)
+    per_minute = max(sum(1 for t in starts if m <= t < m + 60) for m in range(1000, 1600, 10))
+    assert 3 <= per_minute <= repair.SELF_HEAL_BURST + 6
+    assert len(starts) <= repair.SELF_HEAL_BURST + 6 + 600 / repair.SELF_HEAL_BACKOFF_CAP_S
 
 
 # ------------------------------------------------------------------------------------------------ assignment plan

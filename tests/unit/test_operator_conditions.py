@@ -33,7 +33,8 @@ def by_type(conds):
 
 def test_registered_and_in_sync_is_ready():
     conds = by_type(c.compute(inputs(status("Registered", True)), T0))
-    assert [k for k in conds] == ["Ready", "Registered", "RouteInSync", "AgentReady", "Degraded"]
+    assert [k for k in conds] == ["Ready", "Registered", "RouteInSync", "RouteFlapping", "AgentReady", "Degraded"]
+    assert conds["RouteFlapping"].status == "False" and conds["RouteFlapping"].reason == "Stable"
     assert conds["Ready"].status == "True"
     assert conds["Registered"].status == "True" and conds["Registered"].reason == "Registered"
     assert conds["RouteInSync"].status == "True"
@@ -129,3 +130,14 @@ def test_an_unschedulable_pod_says_why_on_the_account():
     # once scheduled it is an ordinary starting pod again
     started = c.PodState(name="sipfleet-agent-x-0-abc", phase="Pending")
     assert by_type(c.compute(inputs(status(agent_pod=None), pod=started), T0))["Ready"].reason == "AgentPending"
+
+
+def test_route_flapping_is_its_own_condition_and_ready_does_not_hang_on_it():
+    ladder = m.LadderStatus(phase="RepairRequested", flapping=True, cause="Flapping",
+                            recent_drifts=["2026-01-01T11:59:00.000Z", "2026-01-01T11:59:10.000Z"])
+    conds = by_type(c.compute(inputs(status("Registered", True, ladder=ladder)), T0))
+    assert conds["RouteFlapping"].status == "True" and conds["RouteFlapping"].reason == "Flapping"
+    assert "2 times" in conds["RouteFlapping"].message and "11:59:00" in conds["RouteFlapping"].message
+    assert conds["Ready"].status == "True" and conds["Degraded"].status == "False"
+    calm = by_type(c.compute(inputs(status("Registered", True, ladder=ladder.model_copy(update={"flapping": False}))), T0))
+    assert calm["RouteFlapping"].status == "False" and calm["RouteFlapping"].reason == "Stable"

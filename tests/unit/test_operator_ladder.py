@@ -140,3 +140,121 @@ def test_needs_attention():
     assert not L.needs_attention(route(True), None)
     assert L.needs_attention(route(True), m.LadderStatus(phase="PodRestarted"))
     assert not L.needs_attention(None, m.LadderStatus())
+
+
+# ------------------------------------------------------------------------------------------------ flapping
+
+
+def flap_route(count, in_sync=True, drift_at=None):
+    return m.RouteStatus(mode="account", desired=["<sip:p;lr>"], effective=["<sip:p;lr>"] if in_sync else ["<sip:e;lr>"],
+                         in_sync=in_sync, last_drift_at=drift_at, drift_count=count)
+
+
+def flap(ladder, count, now, drift=None, in_sync=True, pod=OLD_POD):
+    return L.step(L.Inputs(drift=drift or m.DriftSettings(), route=flap_route(count, in_sync, rfc3339(now)),
+                           ladder=ladder, pod=pod, now=now))
+
+
+def test_an_account_that_never_drifted_gets_no_ladder_written():
+    assert flap(None, 0, T0).ladder is None
+    assert flap(None, 0, T0 + timedelta(hours=1)).ladder is None
+
+
+def test_self_healed_drifts_are_counted_and_quiet_until_flapping():
+    drift = m.DriftSettings(flap_threshold=3, flap_window_seconds=300)
+    ladder, t = None, T0
+    for n in range(1, 4):  # three drifts, each healed by the agent before the operator looked: counted, no action
+        t += timedelta(seconds=20)
+        s = flap(ladder, n, t, drift)
+        assert s.actions == () and s.ladder.phase == "Idle" and not s.ladder.flapping
+        assert s.ladder.drift_count_seen == n and len(s.ladder.recent_drifts) == n
+        ladder = s.ladder
+    # the same status looked at again: nothing changes (no status write)
+    assert flap(ladder, 3, t + timedelta(seconds=1), drift).ladder == ladder
+    # the fourth within the window: RouteFlapping, the ladder's first step
+    t += timedelta(seconds=20)
+    s = flap(ladder, 4, t, drift)
+    assert s.ladder.flapping and s.ladder.phase == "RepairRequested" and s.ladder.cause == "Flapping"
+    assert kinds(s) == ["DriftSeen", "Event", "RequestRepair"]
+    assert s.actions[1].type == "Warning" and s.actions[1].reason == "RouteFlapping"
+    assert "more than 3 times within 300s" in s.actions[1].message
+
+
+def test_drifts_spread_wider_than_the_window_are_not_flapping():
+    drift = m.DriftSettings(flap_threshold=3, flap_window_seconds=60)
+    ladder, t = None, T0
+    for n in range(1, 20):
+        t += timedelta(seconds=25)  # at most 3 within any 60 s
+        s = flap(ladder, n, t, drift)
+        assert not s.ladder.flapping and s.actions == (), n
+        ladder = s.ladder
+    assert len(ladder.recent_drifts) <= drift.flap_threshold + 1
+
+
+def test_a_new_agent_counting_afresh_is_counted():
+    drift = m.DriftSettings(flap_threshold=2, flap_window_seconds=300)
+    s = flap(None, 5, T0, drift)  # an agent that drifted 5 times: the operator's first look
+    assert s.ladder.drift_count_seen == 5 and s.ladder.flapping  # 5 new ones (capped at threshold + 1)
+    s2 = flap(m.LadderStatus(drift_count_seen=7), 1, T0, drift)  # smaller count: a new agent, its one drift is new
+    assert s2.ladder.drift_count_seen == 1 and len(s2.ladder.recent_drifts) == 1
+
+
+def test_flapping_route_escalates_and_backs_off_instead_of_looping():
+    """A route that drifts again after every repair (the agent self-heals each one within milliseconds): each drift
+    after a step takes the next step (token -> pod restarts -> Degraded), then one pod restart per back-off period
+    however often it drifts; it never loops."""
+    drift = m.DriftSettings(flap_threshold=3, flap_window_seconds=300, repair_timeout_seconds=10, max_pod_restarts=2)
+    ladder, t, count = None, T0, 0
+    phases, restarts, flap_events, tokens = [], [], 0, set()
+    for tick in range(2400):  # 40 minutes, a drift every 10 s, the operator looking every second
+        t = T0 + timedelta(seconds=tick)
+        if tick % 10 == 0:
+            count += 1
+        # the agent pod restarts take effect: a young pod after each restart
+        pod = PodState(name=f"agent-{len(restarts)}", phase="Running", ready=True, ever_ready=True,
+                       started_at=rfc3339(restarts[-1] + timedelta(seconds=1)) if restarts else OLD_POD.started_at)
+        s = flap(ladder, count, t, drift, pod=pod)
+        for a in s.actions:
+            if isinstance(a, L.RestartPod):
+                restarts.append(t)
+            if isinstance(a, L.RequestRepair):
+                tokens.add(a.token)
+            if isinstance(a, L.Event) and a.reason == "RouteFlapping":
+                flap_events += 1
+        ladder = s.ladder if s.ladder is not None else ladder
+        if not phases or phases[-1] != ladder.phase:
+            phases.append(ladder.phase)
+    assert phases[:4] == ["Idle", "RepairRequested", "PodRestarted", "Degraded"], phases
+    assert ladder.phase == "Degraded" and ladder.flapping and ladder.cause == "Flapping"
+    assert flap_events == 1 and len(tokens) == 1
+    # back-off: the gaps between restarts in Degraded grow and are capped; no restart storm
+    gaps = [(b - a).total_seconds() for a, b in zip(restarts, restarts[1:])]
+    assert len(restarts) <= drift.max_pod_restarts + 8, gaps
+    degraded_gaps = gaps[drift.max_pod_restarts:]
+    assert degraded_gaps == sorted(degraded_gaps) and max(degraded_gaps) <= L.BACKOFF_CAP_SECONDS + 1
+    assert degraded_gaps[-1] >= 4 * degraded_gaps[0]
+
+
+def test_flapping_ends_when_the_route_calms_down():
+    drift = m.DriftSettings(flap_threshold=3, flap_window_seconds=60)
+    ladder, t = None, T0
+    for n in range(1, 5):
+        t += timedelta(seconds=5)
+        ladder = flap(ladder, n, t, drift).ladder
+    assert ladder.flapping and ladder.phase == "RepairRequested"
+    # in sync, no more drifts: waits (no timeout escalation for a route that is in sync) ...
+    s = flap(ladder, 4, t + timedelta(seconds=30), drift)
+    assert s.actions == () and s.ladder.phase == "RepairRequested" and s.wake_at is not None
+    # ... until the window no longer holds more than the threshold: Idle, not flapping
+    s = flap(ladder, 4, s.wake_at, drift)
+    assert s.ladder.phase == "Idle" and not s.ladder.flapping and s.ladder.cause is None
+    assert [a.reason for a in s.actions if isinstance(a, L.Event)] == ["RouteRepaired"]
+
+
+def test_flapping_starting_during_a_drift_escalation_switches_its_cause():
+    drift = m.DriftSettings(self_heal=False, flap_threshold=1, flap_window_seconds=300)
+    s1 = flap(None, 1, T0, drift, in_sync=False)
+    assert s1.ladder.phase == "RepairRequested" and s1.ladder.cause == "Drift"
+    s2 = flap(s1.ladder, 2, T0 + timedelta(seconds=2), drift, in_sync=False)
+    assert s2.ladder.flapping and s2.ladder.cause == "Flapping" and s2.ladder.phase == "RepairRequested"
+    assert [a.reason for a in s2.actions] == ["RouteFlapping"]

@@ -39,8 +39,8 @@ class KubeEdge:
     def status(self, key: tuple, name: str, doc: dict) -> None:
         self.writer.submit(key, name, doc)
 
-    def event(self, key: tuple, name: str, type_: str, reason: str, message: str) -> None:
-        self.events.record(key[0], name, type_, reason, message)
+    def event(self, key: tuple, name: str, type_: str, reason: str, message: str, count: int = 1) -> None:
+        self.events.record(key[0], name, type_, reason, message, count)
 
 
 def _load_kube_config() -> Any:

@@ -17,12 +17,13 @@ from typing import Any, Callable, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from sipfleet.api.keys import EVENT_ROUTE_SELF_HEALED
 from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_WORKERS_PER_AGENT, AgentSettings
 
 from .. import protocol as p
 from ..config import ResolvedAccount
 from ..logs import log
-from ..status import now_iso
+from ..status import now_iso, self_heals_between
 from .launch import default_launcher
 from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import WorkerMetrics
@@ -35,7 +36,7 @@ TICK_S = 0.1
 
 class Edge(Protocol):
     def status(self, key: tuple, name: str, doc: dict) -> None: ...
-    def event(self, key: tuple, name: str, type_: str, reason: str, message: str) -> None: ...
+    def event(self, key: tuple, name: str, type_: str, reason: str, message: str, count: int = 1) -> None: ...
 
 
 class Slot:
@@ -50,6 +51,15 @@ class Slot:
         self.apply_id = 0
         self.applied_id = -1
         self.sip_port = 0  # the last worker's, for its successor
+
+
+def _self_heal_message(doc: dict) -> str:
+    route = doc.get("route") or {}
+    last = route.get("lastRepair") or {}
+    ms = last.get("durationMs")
+    took = f" in {ms:.0f} ms" if isinstance(ms, (int, float)) else ""
+    return (f"the route drifted and the agent re-created the account{took}, back via {route.get('firstHop') or '?'} "
+            f"({route.get('selfHealCount', 0)} self-heals, {route.get('driftCount', 0)} drifts since this agent took it)")
 
 
 def wire(res: ResolvedAccount) -> p.WireAccount:
@@ -244,8 +254,11 @@ class Supervisor:
                 slot = self.slots.get(proc.id)
                 mine = slot is not None and slot.proc is proc and key in slot.plan.accounts
             if mine or (self._stopping and key in self.accounts):
+                healed = self_heals_between(self.docs.get(key), msg.doc)
                 self.docs[key] = msg.doc
                 self.edge.status(key, msg.name, msg.doc)
+                if healed > 0:
+                    self.edge.event(key, msg.name, "Normal", EVENT_ROUTE_SELF_HEALED, _self_heal_message(msg.doc), healed)
         elif isinstance(msg, p.Reply):
             with self._lock:
                 slot = self.slots.get(proc.id)

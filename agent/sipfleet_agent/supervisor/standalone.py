@@ -35,8 +35,9 @@ class StdoutEdge:
             self.out.write(line + "\n")
             self.out.flush()
 
-    def event(self, key: tuple, name: str, type_: str, reason: str, message: str) -> None:
-        logs.log(LOG, logging.WARNING if type_ == "Warning" else logging.INFO, message, event=reason, account=name)
+    def event(self, key: tuple, name: str, type_: str, reason: str, message: str, count: int = 1) -> None:
+        logs.log(LOG, logging.WARNING if type_ == "Warning" else logging.INFO, message, event=reason, account=name,
+                 count=count)
 
 
 def _resolve(path: Path, expires_override: int | None):  # noqa: ANN202

@@ -38,6 +38,8 @@ class AccountRuntime:
         self.repair_drift_t0: float | None = None
         self.pending_tokens: list[str] = []
         self.heal = SelfHealGate()
+        self.heal_pending = False  # a drift was seen while busy: self-heal when the running task ends
+        self.heal_timer: Any = None
         self.last_tx_register = 0.0
         self.last_failure_mono = 0.0
         self.last_register: tuple[TxRequest, str] | None = None

@@ -112,6 +112,10 @@ class Agent:
     def request_reregister(self, name: str | None = None) -> Future:
         return self.submit(self._each, name, lambda rt: self.repairs.reregister(rt, None))
 
+    def request_drift(self, name: str | None = None) -> Future:
+        """Debug hook (``--debug-hooks``): the known drift path on purpose (see :meth:`.repairs.Repairs.drift`)."""
+        return self.submit(self._each, name, self.repairs.drift)
+
     def request_refresh(self, name: str | None = None) -> Future:
         return self.submit(self._refresh_named, name)
 
@@ -267,6 +271,7 @@ class Agent:
         self.accounts.pop(rt.key, None)
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
+        self.loop.cancel(rt.heal_timer)
 
     def recreate(self, rt: AccountRuntime) -> TaskGen:
         """shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
@@ -282,6 +287,7 @@ class Agent:
         finally:
             rt.busy = False
             rt.meter.retiring = False
+            self.repairs.after_busy(rt)
 
     def _refresh_named(self, name: str | None) -> int:
         n = 0

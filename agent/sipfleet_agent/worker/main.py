@@ -156,6 +156,7 @@ def _read(rd: TextIO, agent: Agent, ch: Channel) -> None:
             fut = {
                 "repair": lambda: agent.request_repair(msg.account, trigger="user"),
                 "reregister": lambda: agent.request_reregister(msg.account),
+                "drift": lambda: agent.request_drift(msg.account),
                 "refresh": lambda: agent.request_refresh(msg.account),
                 "ip-change": agent.request_ip_change,
                 "snapshot": lambda: agent.submit(agent._snapshot),

@@ -91,6 +91,7 @@ class Observer:
         changes = dict(obs.changes)
         if obs.drift_started:
             changes["last_drift_at"] = at
+            changes["drift_count"] = rt.status.route.drift_count + 1
             if rt.repair is None:
                 rt.repair_drift_t0 = time.monotonic()
             self.a.metrics.drift_seen.inc()
