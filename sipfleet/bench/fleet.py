@@ -75,7 +75,7 @@ class Env:
         self.args = args
         self.stack = stack
         t = time.monotonic()
-        self.cluster = LocalCluster(args.cluster)
+        self.cluster = LocalCluster(args.cluster, state_dir=getattr(args, "state_dir", None))
         started_cluster = not self.cluster.running()
         self.cluster.up(fresh=started_cluster, timeout=300)
         if started_cluster and not args.keep:

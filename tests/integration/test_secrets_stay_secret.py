@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from sipfleet.bench.faults import agent_worker_pid
 from sipfleet.localenv.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab, pytest.mark.slow]
@@ -29,43 +30,6 @@ def forms(password: str) -> set[str]:
     """The password as text and base64 (with and without padding), never shorter than 8 characters."""
     b64 = base64.b64encode(password.encode()).decode()
     return {password, b64, b64.rstrip("=")}
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def ns_pid(host_pid: int) -> int:
-    """The PID a host process has in its innermost PID namespace (the pod's)."""
-    for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
-        if line.startswith("NSpid:"):
-            return int(line.split()[-1])
-    raise AssertionError(f"no NSpid for {host_pid}")
-
-
-def worker_host_pid(cluster, namespace: str, pod, account: str) -> int:
-    """The host PID of the pjsua2 worker that hosts ``account`` in agent pod ``pod`` (its /status says the
-    worker's PID in the pod; the supervisor's descendants on the host are matched by their PID there)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/status", timeout=10) as r:
-        snap = json.loads(r.read())
-    worker = {a["name"]: a["worker"] for a in snap["accounts"]}[account]
-    in_pod = {w["id"]: w["pid"] for w in snap["workers"]}[worker]
-    sup = cluster.container_pid(namespace, pod.metadata.name)
-    todo, seen = [sup], []
-    while todo:
-        p = todo.pop()
-        seen.append(p)
-        todo += children(p)
-    (host,) = [p for p in seen if ns_pid(p) == in_pod]
-    return host
 
 
 def test_no_password_leaves_its_secret_under_faults(operator, sipacc, lab, lab_user, cluster, k8s, op_namespace):
@@ -103,7 +67,7 @@ def test_no_password_leaves_its_secret_under_faults(operator, sipacc, lab, lab_u
     # a killed worker: the supervisor restarts it, its accounts register again
     (pod,) = [p for p in sipacc.agent_pods() if not p.metadata.deletion_timestamp]
     since = sipacc.get("sa")["status"]["registration"].get("registeredSince")
-    os.kill(worker_host_pid(cluster, ns, pod, "sa"), signal.SIGKILL)
+    os.kill(agent_worker_pid(cluster, ns, pod, "sa"), signal.SIGKILL)
     wait_for(lambda: sipacc.get("sa")["status"]["registration"].get("registeredSince") not in (None, since),
              timeout=90, interval=0.3, message="sa registered again after its worker was killed")
 
