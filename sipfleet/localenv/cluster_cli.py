@@ -66,6 +66,13 @@ def _build(args: argparse.Namespace) -> int:
         paths = kubebin.ensure(args.components or kubebin.ALL)
     except kubebin.KubebinError as e:
         return _err(str(e))
+    if set(paths) & set(kubebin.CHART_CHECK):  # kubeconform's schemas, from the pinned modules (kubeschemas)
+        from . import kubeschemas
+
+        try:
+            paths["kubeconform schemas"] = kubeschemas.ensure()
+        except kubebin.KubebinError as e:
+            return _err(str(e))
     for name, path in paths.items():
         print(f"{name:<25} {path}")
     print(f"ready in {time.monotonic() - t0:.2f} s ({', '.join(f'{k} {v}' for k, v in kubebin.versions().items())})")

@@ -1,6 +1,6 @@
 """JSON schemas for kubeconform, made offline from what the pinned Go modules already hold.
 
-``ensure(extra_crds)`` returns a directory laid out for kubeconform's
+``ensure()`` returns a cached directory laid out for kubeconform's
 ``-schema-location '<dir>/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json'`` (core kinds under
 ``v1/``), with one strict schema per kind:
 
@@ -8,14 +8,15 @@
   plane is built from (``gomod/kube``: the same version as our apiserver);
 * the ``monitoring.coreos.com`` kinds from the CRDs in ``example/prometheus-operator-crd/`` of the pinned
   prometheus-operator module (``gomod/promcrds``, source only);
-* every CustomResourceDefinition file in ``extra_crds`` (the chart's SipAccount CRD).
+and ``write_crd_schemas(base, files, dest)`` adds the kinds of other CRD files (the chart's SipAccount CRD, read
+from the checkout at test time) in a second directory of the same layout (``locations(base, dest)``).
 
 Strict means: every object schema with ``properties`` gets ``additionalProperties: false`` (unless it preserves
 unknown fields), ``apiVersion``/``kind`` must name the kind, and a CRD's ``metadata`` is the real ObjectMeta.
 int-or-string fields take a string or an integer, quantities a string or a number, as the apiserver does.
 Nothing is fetched at test time: the modules come from the Go module cache (``go mod download``, which
-needs the proxy only on a cold cache). The directory is cached under ``$SIPFLEET_CACHE/schemas/<key>/``,
-``key`` hashing the module versions, the CRD files and this converter.
+needs the proxy only on a cold cache). The directory is cached under ``$SIPFLEET_CACHE/schemas/k8s-<version>-<key>/``,
+``key`` hashing the module versions and this converter.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,6 +34,7 @@ import yaml
 from .binsets import PROMCRDS_DIR, PROMCRDS_MODULE, SETS, BinarySet, KubebinError, cache_root, module_version
 
 SWAGGER = "api/openapi-spec/swagger.json"
+OBJECT_META_FILE = "objectmeta.json"
 PROM_CRD_DIR = "example/prometheus-operator-crd"
 SCHEMA_LOCATION = "{dir}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json"
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
@@ -195,20 +198,27 @@ def prometheus_crd_files() -> list[Path]:
     return files
 
 
-def cache_key(extra_crds: Iterable[Path]) -> str:
+def cache_key() -> str:
     h = hashlib.sha256()
     h.update(module_version(SETS["kube"].module_dir / "go.mod", SETS["kube"].main_module).encode())
     h.update(module_version(PROMCRDS_DIR / "go.mod", PROMCRDS_MODULE).encode())
     h.update(Path(__file__).read_bytes())
-    for p in extra_crds:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
 
 
-def ensure(extra_crds: Iterable[Path] = ()) -> Path:
-    """The schema directory for kubeconform (built if missing; see the module docstring)."""
-    extra = [Path(p) for p in extra_crds]
-    dest = cache_root() / "schemas" / f"k8s-{SETS['kube'].version()}-{cache_key(extra)}"
+def _schemas_of_crd_files(files: Iterable[Path], object_meta: dict) -> dict[tuple[str, str, str], dict]:
+    out: dict[tuple[str, str, str], dict] = {}
+    for f in files:
+        for doc in load_all(Path(f).read_text()):
+            if doc.get("kind") == "CustomResourceDefinition":
+                out.update(crd_schemas(doc, object_meta))
+    return out
+
+
+def ensure() -> Path:
+    """The cached schema directory of the built-in and monitoring.coreos.com kinds (built if missing), with
+    ``objectmeta.json`` for ``write_crd_schemas``. ``sipfleet cluster build`` makes it, so CI does it once."""
+    dest = cache_root() / "schemas" / f"k8s-{SETS['kube'].version()}-{cache_key()}"
     if (dest / ".complete").exists():
         return dest
     swagger_file = _module_dir(SETS["kube"]) / SWAGGER
@@ -217,22 +227,25 @@ def ensure(extra_crds: Iterable[Path] = ()) -> Path:
     swagger = json.loads(swagger_file.read_text())
     schemas = builtin_schemas(swagger)
     meta = object_meta_schema(swagger)
-    for f in [*prometheus_crd_files(), *extra]:
-        for doc in load_all(f.read_text()):
-            if doc.get("kind") == "CustomResourceDefinition":
-                schemas.update(crd_schemas(doc, meta))
+    schemas.update(_schemas_of_crd_files(prometheus_crd_files(), meta))
     tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
     write_schemas(tmp, schemas)
+    (tmp / OBJECT_META_FILE).write_text(json.dumps(meta, sort_keys=True))
     (tmp / ".complete").write_text(f"{len(schemas)}\n")
     try:
         os.replace(tmp, dest)
     except OSError:  # somebody else finished first
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
-def location(root: Path) -> str:
-    """The ``-schema-location`` argument for a directory made by ``ensure``."""
-    return SCHEMA_LOCATION.format(dir=root)
+def write_crd_schemas(base: Path, crd_files: Iterable[Path], dest: Path) -> int:
+    """Schemas of the CRDs in ``crd_files`` (e.g. the chart's own, read at test time) into ``dest``, with the
+    ObjectMeta of ``base`` (a directory from ``ensure``); returns how many kinds."""
+    meta = json.loads((base / OBJECT_META_FILE).read_text())
+    return write_schemas(dest, _schemas_of_crd_files(crd_files, meta))
+
+
+def locations(*roots: Path) -> list[str]:
+    """``-schema-location`` arguments for directories made by ``ensure`` / ``write_crd_schemas``."""
+    return [arg for root in roots for arg in ("-schema-location", SCHEMA_LOCATION.format(dir=root))]
