@@ -88,3 +88,34 @@ def test_layout_is_what_the_schema_location_template_names(tmp_path: Path):
 
 def test_a_bare_equals_sign_is_a_string():
     assert ks.load_all("enum:\n- =\n- '!='\n") == [{"enum": ["=", "!="]}]
+
+
+def test_no_go_is_one_clear_line(monkeypatch, tmp_path):
+    import shutil
+
+    import pytest
+
+    from sipfleet.localenv import kubebin
+
+    monkeypatch.setenv("SIPFLEET_CACHE", str(tmp_path))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(kubebin.KubebinError) as e:
+        ks.ensure()
+    assert "\n" not in str(e.value) and "Go is needed to fetch k8s.io/kubernetes" in str(e.value)
+
+
+def test_no_module_proxy_is_one_clear_line(monkeypatch, tmp_path):
+    import shutil
+
+    import pytest
+
+    from sipfleet.localenv import kubebin
+
+    if not shutil.which("go"):
+        pytest.fail("this test needs Go (the project builds its binaries with it)")
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "empty-modcache"))  # a cold cache, and no proxy to fill it
+    monkeypatch.setenv("GOPROXY", "off")
+    with pytest.raises(kubebin.KubebinError) as e:
+        ks.prometheus_crd_files()
+    msg = str(e.value)
+    assert "\n" not in msg and "github.com/prometheus-operator/prometheus-operator" in msg and "GOPROXY=off" in msg
