@@ -191,3 +191,14 @@ def test_pod_disruption_budget_only_for_more_than_one_replica(helm, tmp_path):
     assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
     labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_lint_is_clean_with_every_option_on(helm, tmp_path):
+    import yaml
+
+    from tests.unit.test_chart_render import CHART, run_helm
+
+    f = tmp_path / "on.yaml"
+    f.write_text(yaml.safe_dump(all_on()))
+    out = run_helm(helm, "lint", "--strict", str(CHART), "--values", str(f)).stdout
+    assert "0 chart(s) failed" in out and "[ERROR]" not in out and "[WARNING]" not in out, out
