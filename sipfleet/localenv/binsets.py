@@ -6,7 +6,9 @@ flags, so changing either builds anew. Everything here is pure (reads only files
 
 Sets: ``kube`` (control plane, kubectl, kubelet, kube-proxy), ``helm``, ``containerd``, ``runc``, ``cni``
 (CNI plugins, installed together in one directory), ``buildkit`` (image builder), ``crictl``, and ``pause``
-(the pause container's static C binary, compiled from the k8s.io/kubernetes module's ``build/pause``).
+(the pause container's static C binary, compiled from the k8s.io/kubernetes module's ``build/pause``), and the
+chart checkers ``kubeconform`` and ``kube-score``. ``promcrds`` is a source-only pin (nothing is built from it): the
+prometheus-operator module whose CRDs give the chart tests the monitoring.coreos.com schemas (``kubeschemas``).
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ _BUILDKIT_LDFLAGS = (
     " -X github.com/moby/buildkit/version.Package=github.com/moby/buildkit"
 )
 _CRICTL_LDFLAGS = "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={bare}"
+# both print `var version = "development"` of their main package unless stamped (their release builds do the same)
+_KUBECONFORM_LDFLAGS = "-s -w -X main.version={version}"
+_KUBE_SCORE_LDFLAGS = "-s -w -X main.version={bare}"
 # build/pause/Makefile: CFLAGS = -Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV)
 PAUSE_TAG = "3.10.1"
 _PAUSE_CFLAGS = "-Os -Wall -Werror -static -DVERSION=v" + PAUSE_TAG + "-{version}"
@@ -212,7 +217,24 @@ SETS: dict[str, BinarySet] = {
         packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
         ldflags_template=_CRICTL_LDFLAGS,
     ),
+    "kubeconform": BinarySet(
+        name="kubeconform",
+        module_dir=GOMOD_DIR / "kubeconform",
+        main_module="github.com/yannh/kubeconform",
+        packages={"kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform"},
+        ldflags_template=_KUBECONFORM_LDFLAGS,
+    ),
+    "kube-score": BinarySet(
+        name="kube-score",
+        module_dir=GOMOD_DIR / "kube-score",
+        main_module="github.com/zegl/kube-score",
+        packages={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+        ldflags_template=_KUBE_SCORE_LDFLAGS,
+    ),
 }
+#: source-only pin: the prometheus-operator module (its CRDs), read by ``kubeschemas``; nothing is built from it
+PROMCRDS_DIR = GOMOD_DIR / "promcrds"
+PROMCRDS_MODULE = "github.com/prometheus-operator/prometheus-operator"
 
 CONTROL_PLANE: list[str] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 #: BuildKit: builds the images (buildkitd runs as root, buildctl talks to it)
@@ -222,14 +244,17 @@ CNI_PLUGINS: list[str] = ["bridge", "host-local", "loopback"]
 #: what a real node runs: kubelet, kube-proxy, containerd + shim + ctr, runc, the CNI plugins, the pause binary
 NODE: list[str] = ["runc", "containerd", "containerd-shim-runc-v2", "ctr", *CNI_PLUGINS, "pause", "kubelet",
                    "kube-proxy"]
+#: the chart checkers (tests/unit/test_chart_checks.py)
+CHART_CHECK: list[str] = ["kubeconform", "kube-score"]
 #: every component, in build order (cheapest and most needed first)
-ALL: list[str] = [*CONTROL_PLANE, "kubectl", "helm", *IMAGE_BUILD, *NODE, "crictl"]
+ALL: list[str] = [*CONTROL_PLANE, "kubectl", "helm", *IMAGE_BUILD, *NODE, "crictl", *CHART_CHECK]
 #: names accepted by ``sipfleet cluster build`` besides single components
 GROUPS: dict[str, list[str]] = {
     "control-plane": [*CONTROL_PLANE, "kubectl", "helm"],
     "node": NODE,
     "images": IMAGE_BUILD,
     "cni": CNI_PLUGINS,
+    "chart-check": CHART_CHECK,
     "all": ALL,
 }
 #: binaries taken from PATH when a working one is there

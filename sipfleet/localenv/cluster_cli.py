@@ -21,7 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = add("build", "build (or find) the pinned binaries: control plane, kubectl, helm, the node's and BuildKit",
             _build)
     p.add_argument("components", nargs="*",
-                   help="only these components or groups (control-plane, node, images, cni; default: all)")
+                   help="only these components or groups (control-plane, node, images, cni, chart-check; default: all)")
     p = add("up", "start the local cluster (idempotent) and wait until it is ready", _up)
     p.add_argument("--fresh", action="store_true", help="drop etcd data first")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness")
@@ -66,6 +66,13 @@ def _build(args: argparse.Namespace) -> int:
         paths = kubebin.ensure(args.components or kubebin.ALL)
     except kubebin.KubebinError as e:
         return _err(str(e))
+    if set(paths) & set(kubebin.CHART_CHECK):  # kubeconform's schemas, from the pinned modules (kubeschemas)
+        from . import kubeschemas
+
+        try:
+            paths["kubeconform schemas"] = kubeschemas.ensure()
+        except kubebin.KubebinError as e:
+            return _err(str(e))
     for name, path in paths.items():
         print(f"{name:<25} {path}")
     print(f"ready in {time.monotonic() - t0:.2f} s ({', '.join(f'{k} {v}' for k, v in kubebin.versions().items())})")

@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 from . import prereq, procs
 from .binsets import (  # noqa: F401  (re-exported: the rest of sipfleet imports these from kubebin)
     ALL,
+    CHART_CHECK,
     CNI_PLUGINS,
     CONTROL_PLANE,
     GOMOD_DIR,

@@ -104,3 +104,15 @@ otherwise). Why each rule is there:
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* NetworkPolicy egress rules to the API server's endpoints (networkPolicy.apiServer). */}}
+{{- define "sipfleet.apiServerEgress" -}}
+{{- range .Values.networkPolicy.apiServer }}
+- to:
+    - ipBlock:
+        cidr: {{ .cidr }}
+  ports:
+    - port: {{ .port }}
+      protocol: TCP
+{{- end }}
+{{- end -}}
