@@ -20,12 +20,11 @@ import fnmatch
 import hashlib
 import json
 import logging
-import os
 import socket
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Collection, Iterable, Mapping
 
 from pydantic import ValidationError
 
@@ -143,15 +142,23 @@ def namespace_matches(patterns, ns: str) -> bool:
     return included
 
 
+#: kopf index shapes (handlers.py declares the indexes; a unit test passes plain dicts of lists)
+PodsByAgent = Mapping[str, Iterable[cond.PodState]]
+AccountsBySecret = Mapping[tuple[str, str], Collection[str]]
+
+
 class Engine:
-    def __init__(self, settings: Settings, client: Client | None = None):
+    def __init__(self, settings: Settings, client: Client | None = None, *, pods: PodsByAgent | None = None,
+                 accounts_by_secret: AccountsBySecret | None = None):
         self.settings = settings
         self.client = client or Client(on_write=metrics.count_write)
         self.fleet: dict[str, pl.Agent] = {}
         self.accounts: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], SecretInfo] = {}
-        self.pods: dict[str, dict[str, cond.PodState]] = defaultdict(dict)  # agent -> pod name -> state
-        self.ever_ready: set[str] = set()  # pod uids seen Ready once
+        #: kopf's indexes (live, read-only): agent -> its pods' states; (namespace, Secret) -> account names
+        self.pods: PodsByAgent = pods if pods is not None else {}
+        self.accounts_by_secret: AccountsBySecret = accounts_by_secret if accounts_by_secret is not None else {}
+        self.seen_pod: dict[str, cond.PodState | None] = {}  # agent -> the pod its accounts' status was made from
         self.applied: dict[tuple[str, str, str], str] = {}
         self.hosted_names: dict[str, set[str]] = {}  # agent -> accounts its children were last applied for
         self.deployed: dict[str, dict] = {}  # agent -> its Deployment as last applied (its size class)
@@ -166,7 +173,7 @@ class Engine:
         self.loader: Loader[list[dict]] = Loader(scopes_for(settings.namespaces), self._read_scope,
                                                  self._apply_scope, on_error=self._load_failed)
         self._tasks: list[asyncio.Task] = []
-        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self.instance = settings.instance or socket.gethostname()
 
     # ---------------------------------------------------------------------------------------------- start / stop
 
@@ -250,12 +257,6 @@ class Engine:
         self.reconciled.pop((ns, name), None)
         self.synced_generation.pop((ns, name), None)
         self.frozen.pop((ns, name), None)
-
-    def references_secret(self, ns: str, name: str) -> bool:
-        return any(
-            k[0] == ns and ((body.get("spec") or {}).get("credentials") or {}).get("secretName") == name
-            for k, body in list(self.accounts.items())
-        )
 
     async def check_secret(self, ns: str, creds: m.CredentialsRef, refresh: bool = True) -> SecretInfo:
         key = (ns, creds.secret_name)
@@ -468,7 +469,7 @@ class Engine:
         for kind in reversed(CHILD_KINDS):
             await self.client.delete(kind, ns, agent_name)
             self.applied.pop((kind, ns, agent_name), None)
-        self.pods.pop(agent_name, None)
+        self.seen_pod.pop(agent_name, None)
         self.hosted_names.pop(agent_name, None)
         self.deployed.pop(agent_name, None)
 
@@ -484,10 +485,11 @@ class Engine:
 
     async def on_secret(self, event_type: str, secret: dict) -> None:
         ns, sname = _ref(secret)
-        users = [
-            (k, body) for k, body in list(self.accounts.items())
-            if k[0] == ns and ((body.get("spec") or {}).get("credentials") or {}).get("secretName") == sname
-        ]
+        users = []
+        for aname in sorted(self.accounts_by_secret.get((ns, sname), ())):
+            body = await self.account(ns, aname)
+            if body is not None:
+                users.append(((ns, aname), body))
         changed = False
         for i, ((ans, aname), body) in enumerate(users):
             try:
@@ -509,43 +511,33 @@ class Engine:
                 await self.sync_agent(agent)  # new secretVersion: the agent re-reads the credentials
             await self.refresh_status(ans, aname)
 
-    async def on_pod(self, event_type: str, pod: dict) -> None:
-        meta = _meta(pod)
-        agent = (meta.get("labels") or {}).get(b.LABEL_AGENT)
-        name, uid = meta.get("name"), meta.get("uid", "")
-        if not agent or not name:
-            return
-        pods = self.pods[agent]
-        before = self.pod_for(agent)
-        if event_type == "DELETED":
-            pods.pop(name, None)
-            self.ever_ready.discard(uid)
-        else:
-            st = pod_state(pod, uid in self.ever_ready)
-            if st.ready:
-                self.ever_ready.add(uid)
-            pods[name] = st
+    async def on_pod(self, agent: str) -> None:
+        """One of the agent's pods changed (kopf's pod index has it already): when the pod its accounts' status is
+        made from changed, refresh their status."""
         self._count_pods()
-        if self.pod_for(agent) == before:
+        now_pod = self.pod_for(agent)
+        if agent in self.seen_pod and self.seen_pod[agent] == now_pod:
             return
+        self.seen_pod[agent] = now_pod
         a = self.fleet.get(agent)
         if a is not None:
             for n in a.accounts:
                 await self.refresh_status(a.namespace, n)
 
     def pod_for(self, agent: str | None) -> cond.PodState | None:
+        """The agent pod an account's status speaks of: the newest one that is not being deleted."""
         if not agent:
             return None
-        pods = list(self.pods.get(agent, {}).values())
+        pods = list(self.pods.get(agent, ()))
         if not pods:
             return None
         return sorted(pods, key=lambda p: (not p.deleting, p.started_at or "", p.name or ""))[-1]
 
     def _count_pods(self) -> None:
-        ready = sum(1 for pods in self.pods.values() for p in pods.values() if p.ready)
-        total = sum(len(pods) for pods in self.pods.values())
+        states = [p for agent in list(self.pods) for p in self.pods.get(agent, ())]
+        ready = sum(1 for p in states if p.ready)
         metrics.AGENT_PODS.labels(ready="true").set(ready)
-        metrics.AGENT_PODS.labels(ready="false").set(total - ready)
+        metrics.AGENT_PODS.labels(ready="false").set(len(states) - ready)
 
     # ---------------------------------------------------------------------------------------------- status
 

@@ -1,6 +1,11 @@
 """kopf handlers: one small handler per concern, each a thin call into the engine.
 
-Importing this module registers the handlers with kopf's default registry.
+Importing this module registers the handlers with kopf's default registry. The operator's state lives in kopf's
+own containers, none in this module: the engine in the operator ``memo`` (built by the startup handler from the
+settings ``main`` put there; every resource's memo is a copy of it, so handlers find it as ``memo.engine``), and
+two ``@kopf.index``es kopf keeps current from its watch streams before any other handler runs:
+``agent_pods`` (agent name -> its pods' states) and ``accounts_by_secret`` ((namespace, Secret) -> SipAccount
+names, which the Secret handler's filter reads).
 """
 
 from __future__ import annotations
@@ -15,19 +20,19 @@ from sipfleet.api import models as m
 from . import builders as b
 from . import metrics
 from .config import Settings
-from .engine import Engine
+from .engine import Engine, pod_state
 from .k8s import ApiError
 from .loading import NotLoaded
 
 log = logging.getLogger("sipfleet.operator")
 
-ENGINE: Engine | None = None
 AGENT_LABELS = {b.LABEL_MANAGED_BY: b.MANAGED_BY, b.LABEL_COMPONENT: "agent"}
 
 
-def engine() -> Engine:
-    assert ENGINE is not None, "operator not started"
-    return ENGINE
+def engine(memo: kopf.Memo) -> Engine:
+    eng = memo.get("engine")
+    assert eng is not None, "operator not started"
+    return eng
 
 
 def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
@@ -51,19 +56,44 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_) -> None:
-    global ENGINE
-    ours = Settings.from_env()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, agent_pods: kopf.Index,
+                  accounts_by_secret: kopf.Index, **_) -> None:
+    ours = memo.get("settings")
+    if ours is None:  # run by `kopf run` rather than sipfleet-operator: the settings are built here, once
+        ours = memo["settings"] = Settings.from_env()
     configure(settings, ours)
-    ENGINE = Engine(ours)
-    await ENGINE.load()
-    ENGINE.start_background()
+    eng = memo["engine"] = Engine(ours, pods=agent_pods, accounts_by_secret=accounts_by_secret)
+    await eng.load()
+    eng.start_background()
 
 
 @kopf.on.cleanup()
-async def cleanup(**_) -> None:
-    if ENGINE is not None:
-        await ENGINE.stop()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    eng = memo.get("engine")
+    if eng is not None:
+        await eng.stop()
+
+
+# ---- indexes (kopf fills them from its watch streams before any resource handler runs) ------------------------
+
+
+@kopf.index("", "v1", "pods", labels=AGENT_LABELS)
+def agent_pods(body, labels, memo: kopf.Memo, **_):
+    """agent -> the state of each of its pods. Whether a pod was Ready once is kept in that pod's own memo."""
+    agent = labels.get(b.LABEL_AGENT)
+    if not agent:
+        return None
+    st = pod_state(dict(body), bool(memo.get("ever_ready")))
+    if st.ready:
+        memo["ever_ready"] = True
+    return {agent: st}
+
+
+@kopf.index(m.GROUP, m.VERSION, m.PLURAL)
+def accounts_by_secret(namespace, name, spec, **_):
+    """(namespace, Secret name) -> the SipAccounts whose credentials it holds."""
+    secret = (spec.get("credentials") or {}).get("secretName")
+    return {(namespace, secret): name} if secret else None
 
 
 def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
@@ -77,9 +107,9 @@ def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
 @kopf.on.resume(m.GROUP, m.VERSION, m.PLURAL)
 @kopf.on.create(m.GROUP, m.VERSION, m.PLURAL)
 @kopf.on.update(m.GROUP, m.VERSION, m.PLURAL)
-async def reconcile(body, **_) -> None:
+async def reconcile(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine().reconcile_account(dict(body))
+        await engine(memo).reconcile_account(dict(body))
     except NotLoaded as e:  # its namespace's placements are not read yet: nothing may be placed before that
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -95,9 +125,9 @@ async def reconcile(body, **_) -> None:
 # account out of its agent on the DELETED event (below), or here when deletion waits for other finalizers; the
 # periodic sweep catches what both missed. kopf removes the finalizer older versions put on SipAccounts.
 @kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL, optional=True)
-async def delete(body, **_) -> None:
+async def delete(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine().remove_account(dict(body))
+        await engine(memo).remove_account(dict(body))
     except NotLoaded as e:
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -108,8 +138,8 @@ async def delete(body, **_) -> None:
 
 
 @kopf.on.event(m.GROUP, m.VERSION, m.PLURAL)
-async def account_event(event, body, **_) -> None:
-    eng = engine()
+async def account_event(event, body, memo: kopf.Memo, **_) -> None:
+    eng = engine(memo)
     ns, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
     if event.get("type") == "DELETED":
         try:
@@ -139,22 +169,24 @@ async def account_event(event, body, **_) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_LABELS)
-async def pod_event(event, body, **_) -> None:
-    eng = engine()  # the pod cache does not depend on the fleet being read
-    try:
-        await eng.on_pod(event.get("type") or "", dict(body))
+async def pod_event(labels, memo: kopf.Memo, **_) -> None:
+    agent = labels.get(b.LABEL_AGENT)
+    if not agent:
+        return
+    try:  # agent_pods has this event already
+        await engine(memo).on_pod(agent)
     except ApiError as e:
         metrics.RECONCILE_ERRORS.labels(where="pod").inc()
         log.warning("pod event handling failed: %s", e)
 
 
-def _referenced_secret(name, namespace, **_) -> bool:
-    return ENGINE is not None and ENGINE.references_secret(namespace, name)
+def _referenced_secret(name, namespace, accounts_by_secret: kopf.Index, **_) -> bool:
+    return (namespace, name) in accounts_by_secret
 
 
 @kopf.on.event("", "v1", "secrets", when=_referenced_secret)
-async def secret_event(event, body, **_) -> None:
-    eng = engine()
+async def secret_event(event, body, memo: kopf.Memo, **_) -> None:
+    eng = engine(memo)
     try:
         await eng.on_secret(event.get("type") or "", dict(body))
     except ApiError as e:
@@ -164,10 +196,10 @@ async def secret_event(event, body, **_) -> None:
 
 @kopf.on.event("", "v1", "configmaps", labels=AGENT_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=AGENT_LABELS)
-async def child_event(event, body, resource, **_) -> None:
+async def child_event(event, body, resource, memo: kopf.Memo, **_) -> None:
     if event.get("type") != "DELETED":
         return
-    eng = engine()  # acts only on agents already in the fleet
+    eng = engine(memo)  # acts only on agents already in the fleet
     kind = "ConfigMap" if resource.plural == "configmaps" else "Deployment"
     meta = body.get("metadata", {})
     try:
