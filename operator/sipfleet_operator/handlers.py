@@ -20,9 +20,10 @@ from sipfleet.api import models as m
 from . import builders as b
 from . import metrics
 from .config import Settings
-from .engine import Engine, pod_state
+from .engine import Engine
 from .k8s import ApiError
 from .loading import NotLoaded
+from .observed import pod_state
 
 log = logging.getLogger("sipfleet.operator")
 

@@ -7,7 +7,7 @@ import logging
 
 from sipfleet.api import models as m
 from sipfleet_operator.config import Settings
-from sipfleet_operator.engine import pod_state, secret_problem
+from sipfleet_operator.observed import pod_state, secret_problem
 from sipfleet_operator.logs import JsonFormatter
 
 CREDS = m.CredentialsRef(secret_name="creds", password_key="pw")
@@ -118,7 +118,7 @@ def test_agent_overrides_from_env_reach_the_deployment():
 
 
 def test_namespace_patterns():
-    from sipfleet_operator.engine import namespace_matches
+    from sipfleet_operator.observed import namespace_matches
 
     assert namespace_matches((), "anything")
     assert namespace_matches(("op-*",), "op-x") and not namespace_matches(("op-*",), "default")
@@ -127,16 +127,16 @@ def test_namespace_patterns():
 
 
 def test_inputs_digest_sees_user_annotations_and_ladder_token():
-    from sipfleet_operator.engine import Engine
+    from sipfleet_operator.observed import inputs_digest
 
     body = {"metadata": {"annotations": {}}, "spec": {"aor": "sip:a@b"}, "status": {}}
-    d0 = Engine.inputs_digest(body)
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"unrelated": "x"}}}) == d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/reregister": "1"}}}) != d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/repair": "1"}}}) != d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
-    assert Engine.inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
-    assert Engine.inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
+    d0 = inputs_digest(body)
+    assert inputs_digest({**body, "metadata": {"annotations": {"unrelated": "x"}}}) == d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/reregister": "1"}}}) != d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/repair": "1"}}}) != d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
+    assert inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
+    assert inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
 
 
 def test_peering_crds_and_objects(capsys):
