@@ -79,8 +79,9 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
 
 
 @kopf.index("", "v1", "pods", labels=AGENT_LABELS)
-def agent_pods(body, labels, memo: kopf.Memo, **_):
-    """agent -> the state of each of its pods. Whether a pod was Ready once is kept in that pod's own memo."""
+async def agent_pods(body, labels, memo: kopf.Memo, **_):
+    """agent -> the state of each of its pods. Whether a pod was Ready once is kept in that pod's own memo.
+    (async: kopf runs it in its event loop, not in a thread)"""
     agent = labels.get(b.LABEL_AGENT)
     if not agent:
         return None
@@ -91,7 +92,7 @@ def agent_pods(body, labels, memo: kopf.Memo, **_):
 
 
 @kopf.index(m.GROUP, m.VERSION, m.PLURAL)
-def accounts_by_secret(namespace, name, spec, **_):
+async def accounts_by_secret(namespace, name, spec, **_):
     """(namespace, Secret name) -> the SipAccounts whose credentials it holds."""
     secret = (spec.get("credentials") or {}).get("secretName")
     return {(namespace, secret): name} if secret else None
@@ -154,7 +155,10 @@ async def account_event(event, body, memo: kopf.Memo, **_) -> None:
     if not eng.loader.is_loaded(ns):
         return  # its resume handler places it (and refreshes its status) once the namespace is read
     try:
-        if eng.needs_reconcile(dict(body)):  # annotations (repair, reregister, paused) and un-pausing
+        # Our annotations (repair, reregister, paused) reach reconcile here, not through kopf's update handler:
+        # kopf's change detection drops every annotation under its storage prefix (sipfleet.io/, the progress
+        # storage's ``clear``), so it never sees them change.
+        if eng.needs_reconcile(dict(body)):
             await eng.reconcile_account(dict(body))
         else:
             await eng.refresh_status(ns, name)

@@ -199,18 +199,22 @@ def test_settings_are_built_once_from_env_and_options_without_writing_the_env():
 
 
 def test_the_indexes_kopf_keeps():
+    import asyncio
+
     from sipfleet_operator import handlers as h
+
+    run = asyncio.run
 
     pod = {"metadata": {"name": "p1", "uid": "u1", "labels": {"sipfleet.io/agent": "ag"}},
            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     memo: dict = {}
-    (st,) = h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo).values()
+    (st,) = run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo)).values()
     assert st.ready and st.ever_ready and memo["ever_ready"]
     pod["status"]["conditions"][0]["status"] = "False"  # Ready once, not now: remembered in the pod's memo
-    assert h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo)["ag"].ever_ready
-    assert not h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo={})["ag"].ever_ready
-    assert h.agent_pods(body=pod, labels={}, memo={}) is None
-    assert h.accounts_by_secret(namespace="ns", name="a", spec={"credentials": {"secretName": "s"}}) == {
+    assert run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo))["ag"].ever_ready
+    assert not run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo={}))["ag"].ever_ready
+    assert run(h.agent_pods(body=pod, labels={}, memo={})) is None
+    assert run(h.accounts_by_secret(namespace="ns", name="a", spec={"credentials": {"secretName": "s"}})) == {
         ("ns", "s"): "a"}
     assert h._referenced_secret(name="s", namespace="ns", accounts_by_secret={("ns", "s"): ["a"]})
     assert not h._referenced_secret(name="s", namespace="other", accounts_by_secret={("ns", "s"): ["a"]})
