@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from datetime import timedelta
 from typing import Callable
 
 from pydantic import ValidationError
@@ -38,6 +39,7 @@ log = logging.getLogger("sipfleet.operator")
 SLOW_SECONDS = 30
 NAMESPACE_SECONDS = 5
 SWEEP_SECONDS = 300
+RETRY_SECONDS = 5
 
 
 class Background:
@@ -69,9 +71,16 @@ class Background:
                 log.exception("periodic work failed")
 
     async def wake_due(self) -> None:
-        """Refresh the accounts whose wake-up has come (each schedules its next one, if any)."""
-        for ns, name in self.wakeups.due(self.clock()):
-            await self.status.refresh(ns, name)
+        """Refresh the accounts whose wake-up has come (each schedules its next one, if any); one that fails is
+        tried again ``RETRY_SECONDS`` later, the others are not held up."""
+        for key in self.wakeups.due(self.clock()):
+            try:
+                await self.status.refresh(*key)
+            except (ApiError, ValidationError) as e:
+                metrics.RECONCILE_ERRORS.labels(where="ticker").inc()
+                log.warning("%s/%s: the ladder's wake-up failed (again in %d s): %s", *key, RETRY_SECONDS, e)
+                if self.wakeups.get(key) is None:
+                    self.wakeups.schedule(key, self.clock() + timedelta(seconds=RETRY_SECONDS))
 
     async def refresh_unscheduled(self) -> None:
         for key, rec in list(self.state.accounts.items()):

@@ -70,7 +70,6 @@ class Status:
                     drift=spec.drift, route=status.route, ladder=status.ladder, pod=pod, now=t,
                     backoff_cap_seconds=st.settings.degraded_backoff_cap_seconds,
                 ))
-            self.wakeups.schedule((ns, name), step.wake_at if step is not None else None)
             new_ladder = step.ladder if step is not None else status.ladder
             gen = (body.get("metadata") or {}).get("generation")
             conds = cond.compute(
@@ -93,10 +92,12 @@ class Status:
                     fresh = await st.client.merge_patch("SipAccount", ns, name, {"status": patch}, sub="status")
                 except ApiError as e:
                     if e.status == 404:
+                        self.wakeups.schedule((ns, name), None)
                         return
-                    raise
+                    raise  # the ladder's state is not written: its wake-up stays as it was
                 metrics.STATUS_PATCHES.inc()
                 st.remember(fresh)
+            self.wakeups.schedule((ns, name), step.wake_at if step is not None else None)
             if step is not None and step.actions:
                 await self._act(body, placed, step.actions)
 

@@ -269,3 +269,32 @@ def test_wakeups():
         assert loop.time() - started < 5
 
     run(go())
+
+
+def test_a_wake_up_that_fails_is_tried_again_and_holds_up_no_other():
+    async def go():
+        from sipfleet_operator.k8s import ApiError
+
+        f = Fixture("alice", "bob", repairTimeoutSeconds=10, selfHeal=False)
+        await f.eng.load()
+        for n in ("alice", "bob"):
+            await f.eng.reconcile_account(f.body(n))
+            await f.agent_writes_status(n, {"route": {"mode": "prevent", "inSync": False}})
+        assert {f.eng.wakeups.get((NS, n)) for n in ("alice", "bob")} == {T0 + timedelta(seconds=10)}
+
+        failures = {"left": 1}
+
+        def fail(verb, kind, ns):  # the first status patch (alice's: she is due first) fails
+            if verb == "patch" and kind == "SipAccount" and failures["left"]:
+                failures["left"] -= 1
+                raise ApiError(500, {"message": "apiserver away"}, "PATCH")
+
+        f.clock.t = T0 + timedelta(seconds=11)
+        before = len(f.status_writes())
+        f.api.fail = fail
+        await f.eng.background.wake_due()  # alice (first) fails, bob is still refreshed
+        assert len(f.status_writes()) == before + 1 and f.status_writes()[-1][3] == "bob"
+        assert f.eng.wakeups.get((NS, "alice")) == f.clock.t + timedelta(seconds=5)
+        await f.eng.stop()
+
+    run(go())
