@@ -152,7 +152,7 @@ async def account_event(event, body, memo: kopf.Memo, **_) -> None:
             eng.forget(ns, name)
         return
     eng.remember(dict(body))
-    if not eng.loader.is_loaded(ns):
+    if not eng.is_loaded(ns):
         return  # its resume handler places it (and refreshes its status) once the namespace is read
     try:
         # Our annotations (repair, reregister, paused) reach reconcile here, not through kopf's update handler:
