@@ -73,6 +73,8 @@ class Settings:
     server_timeout: int = 300
     client_timeout: int = 330
     connect_timeout: int = 10
+    #: the longest the background task sleeps between looks at its clock (the ladder's wake-ups come at their own
+    #: time, wakeups.py; this bounds how late the periodic sweeps run)
     ladder_tick_seconds: float = 1.0
     degraded_backoff_cap_seconds: int = 600
     log_format: str = "json"

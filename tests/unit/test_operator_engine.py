@@ -298,3 +298,59 @@ def test_a_wake_up_that_fails_is_tried_again_and_holds_up_no_other():
         await f.eng.stop()
 
     run(go())
+
+
+def test_an_annotation_reaches_the_agent_once_and_a_paused_account_keeps_what_its_agent_has():
+    async def go():
+        f = Fixture("alice")
+        await f.eng.load()
+        await f.eng.reconcile_account(f.body("alice"))
+        agent = f.agent_of("alice")
+
+        def assignment() -> dict:
+            cm = f.api.objects[("ConfigMap", NS, agent)]
+            (a,) = json.loads(cm["data"][b.ASSIGNMENT_KEY])["accounts"]
+            return a
+
+        def annotate(**ann) -> dict:
+            body = f.api.put({**f.body("alice"), "metadata": {**f.body("alice")["metadata"], "annotations": ann}})
+            f.eng.remember(body)
+            return body
+
+        body = annotate(**{b.ANNOTATION_REREGISTER: "1"})
+        assert f.eng.needs_reconcile(body)
+        f.api.writes.clear()
+        await f.eng.reconcile_account(body)
+        assert [w[1] for w in f.writes("apply")] == ["ConfigMap"] and assignment()["reregisterToken"] == "user:1"
+        assert not f.eng.needs_reconcile(f.body("alice"))  # the watch event of our own writes: nothing to do
+        # paused: a new token is not handed on, the agent keeps what it has
+        body = annotate(**{b.ANNOTATION_REREGISTER: "2", b.ANNOTATION_PAUSED: "true"})
+        f.api.writes.clear()
+        await f.eng.reconcile_account(body)
+        assert f.writes("apply") == [] and assignment()["reregisterToken"] == "user:1"
+        assert f.condition("alice", "Ready")[1] == "Paused"
+        body = annotate(**{b.ANNOTATION_REREGISTER: "2"})  # un-paused: what changed meanwhile goes through
+        assert f.eng.needs_reconcile(body)
+        await f.eng.reconcile_account(body)
+        assert assignment()["reregisterToken"] == "user:2"
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_the_last_account_leaving_removes_its_agent():
+    async def go():
+        f = Fixture("alice", "bob")
+        await f.eng.load()
+        for n in ("alice", "bob"):
+            await f.eng.reconcile_account(f.body(n))
+        agent = f.agent_of("alice")
+        f.api.writes.clear()
+        await f.eng.remove_account(f.body("alice"))
+        assert {(w[0], w[1]) for w in f.api.writes} <= {("apply", k) for k in CHILDREN}
+        await f.eng.remove_account(f.body("bob"))
+        assert [w for w in f.api.writes if w[0] == "delete"] == [("delete", k, NS, agent) for k in reversed(CHILDREN)]
+        assert agent not in f.eng.state.fleet and not f.api.of_kind("ConfigMap", NS)
+        await f.eng.stop()
+
+    run(go())
