@@ -1,4 +1,7 @@
-"""Operator settings, read from the environment (pure: ``from_env`` takes the mapping)."""
+"""Operator settings, read from the environment (pure: ``from_env`` takes the mapping).
+
+Built once, by ``main`` (command-line options override the environment there), and handed to kopf's operator
+``memo``; nothing in the operator writes the environment."""
 
 from __future__ import annotations
 
@@ -70,10 +73,14 @@ class Settings:
     server_timeout: int = 300
     client_timeout: int = 330
     connect_timeout: int = 10
+    #: the longest the background task sleeps between looks at its clock (the ladder's wake-ups come at their own
+    #: time, wakeups.py; this bounds how late the periodic sweeps run)
     ladder_tick_seconds: float = 1.0
     degraded_backoff_cap_seconds: int = 600
     log_format: str = "json"
     log_level: str = "INFO"
+    #: who posts the operator's events (``reportingInstance``): the pod's name in a cluster (POD_NAME)
+    instance: str = ""
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -113,4 +120,5 @@ class Settings:
             degraded_backoff_cap_seconds=_number(env, "SIPFLEET_DEGRADED_BACKOFF_CAP_SECONDS", d.degraded_backoff_cap_seconds),
             log_format=env.get("SIPFLEET_LOG_FORMAT", d.log_format),
             log_level=env.get("SIPFLEET_LOG_LEVEL", d.log_level).upper(),
+            instance=env.get("POD_NAME", d.instance),
         )

@@ -1,6 +1,11 @@
 """kopf handlers: one small handler per concern, each a thin call into the engine.
 
-Importing this module registers the handlers with kopf's default registry.
+Importing this module registers the handlers with kopf's default registry. The operator's state lives in kopf's
+own containers, none in this module: the engine in the operator ``memo`` (built by the startup handler from the
+settings ``main`` put there; every resource's memo is a copy of it, so handlers find it as ``memo.engine``), and
+two ``@kopf.index``es kopf keeps current from its watch streams before any other handler runs:
+``agent_pods`` (agent name -> its pods' states) and ``accounts_by_secret`` ((namespace, Secret) -> SipAccount
+names, which the Secret handler's filter reads).
 """
 
 from __future__ import annotations
@@ -18,16 +23,17 @@ from .config import Settings
 from .engine import Engine
 from .k8s import ApiError
 from .loading import NotLoaded
+from .observed import pod_state
 
 log = logging.getLogger("sipfleet.operator")
 
-ENGINE: Engine | None = None
 AGENT_LABELS = {b.LABEL_MANAGED_BY: b.MANAGED_BY, b.LABEL_COMPONENT: "agent"}
 
 
-def engine() -> Engine:
-    assert ENGINE is not None, "operator not started"
-    return ENGINE
+def engine(memo: kopf.Memo) -> Engine:
+    eng = memo.get("engine")
+    assert eng is not None, "operator not started"
+    return eng
 
 
 def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
@@ -51,19 +57,45 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_) -> None:
-    global ENGINE
-    ours = Settings.from_env()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, agent_pods: kopf.Index,
+                  accounts_by_secret: kopf.Index, **_) -> None:
+    ours = memo.get("settings")
+    if ours is None:  # run by `kopf run` rather than sipfleet-operator: the settings are built here, once
+        ours = memo["settings"] = Settings.from_env()
     configure(settings, ours)
-    ENGINE = Engine(ours)
-    await ENGINE.load()
-    ENGINE.start_background()
+    eng = memo["engine"] = Engine(ours, pods=agent_pods, accounts_by_secret=accounts_by_secret)
+    await eng.load()
+    eng.start_background()
 
 
 @kopf.on.cleanup()
-async def cleanup(**_) -> None:
-    if ENGINE is not None:
-        await ENGINE.stop()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    eng = memo.get("engine")
+    if eng is not None:
+        await eng.stop()
+
+
+# ---- indexes (kopf fills them from its watch streams before any resource handler runs) ------------------------
+
+
+@kopf.index("", "v1", "pods", labels=AGENT_LABELS)
+async def agent_pods(body, labels, memo: kopf.Memo, **_):
+    """agent -> the state of each of its pods. Whether a pod was Ready once is kept in that pod's own memo.
+    (async: kopf runs it in its event loop, not in a thread)"""
+    agent = labels.get(b.LABEL_AGENT)
+    if not agent:
+        return None
+    st = pod_state(dict(body), bool(memo.get("ever_ready")))
+    if st.ready:
+        memo["ever_ready"] = True
+    return {agent: st}
+
+
+@kopf.index(m.GROUP, m.VERSION, m.PLURAL)
+async def accounts_by_secret(namespace, name, spec, **_):
+    """(namespace, Secret name) -> the SipAccounts whose credentials it holds."""
+    secret = (spec.get("credentials") or {}).get("secretName")
+    return {(namespace, secret): name} if secret else None
 
 
 def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
@@ -77,9 +109,9 @@ def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
 @kopf.on.resume(m.GROUP, m.VERSION, m.PLURAL)
 @kopf.on.create(m.GROUP, m.VERSION, m.PLURAL)
 @kopf.on.update(m.GROUP, m.VERSION, m.PLURAL)
-async def reconcile(body, **_) -> None:
+async def reconcile(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine().reconcile_account(dict(body))
+        await engine(memo).reconcile_account(dict(body))
     except NotLoaded as e:  # its namespace's placements are not read yet: nothing may be placed before that
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -95,9 +127,9 @@ async def reconcile(body, **_) -> None:
 # account out of its agent on the DELETED event (below), or here when deletion waits for other finalizers; the
 # periodic sweep catches what both missed. kopf removes the finalizer older versions put on SipAccounts.
 @kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL, optional=True)
-async def delete(body, **_) -> None:
+async def delete(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine().remove_account(dict(body))
+        await engine(memo).remove_account(dict(body))
     except NotLoaded as e:
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -108,8 +140,8 @@ async def delete(body, **_) -> None:
 
 
 @kopf.on.event(m.GROUP, m.VERSION, m.PLURAL)
-async def account_event(event, body, **_) -> None:
-    eng = engine()
+async def account_event(event, body, memo: kopf.Memo, **_) -> None:
+    eng = engine(memo)
     ns, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
     if event.get("type") == "DELETED":
         try:
@@ -120,10 +152,13 @@ async def account_event(event, body, **_) -> None:
             eng.forget(ns, name)
         return
     eng.remember(dict(body))
-    if not eng.loader.is_loaded(ns):
+    if not eng.is_loaded(ns):
         return  # its resume handler places it (and refreshes its status) once the namespace is read
     try:
-        if eng.needs_reconcile(dict(body)):  # annotations (repair, reregister, paused) and un-pausing
+        # Our annotations (repair, reregister, paused) reach reconcile here, not through kopf's update handler:
+        # kopf's change detection drops every annotation under its storage prefix (sipfleet.io/, the progress
+        # storage's ``clear``), so it never sees them change.
+        if eng.needs_reconcile(dict(body)):
             await eng.reconcile_account(dict(body))
         else:
             await eng.refresh_status(ns, name)
@@ -139,22 +174,24 @@ async def account_event(event, body, **_) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_LABELS)
-async def pod_event(event, body, **_) -> None:
-    eng = engine()  # the pod cache does not depend on the fleet being read
-    try:
-        await eng.on_pod(event.get("type") or "", dict(body))
+async def pod_event(labels, memo: kopf.Memo, **_) -> None:
+    agent = labels.get(b.LABEL_AGENT)
+    if not agent:
+        return
+    try:  # agent_pods has this event already
+        await engine(memo).on_pod(agent)
     except ApiError as e:
         metrics.RECONCILE_ERRORS.labels(where="pod").inc()
         log.warning("pod event handling failed: %s", e)
 
 
-def _referenced_secret(name, namespace, **_) -> bool:
-    return ENGINE is not None and ENGINE.references_secret(namespace, name)
+def _referenced_secret(name, namespace, accounts_by_secret: kopf.Index, **_) -> bool:
+    return (namespace, name) in accounts_by_secret
 
 
 @kopf.on.event("", "v1", "secrets", when=_referenced_secret)
-async def secret_event(event, body, **_) -> None:
-    eng = engine()
+async def secret_event(event, body, memo: kopf.Memo, **_) -> None:
+    eng = engine(memo)
     try:
         await eng.on_secret(event.get("type") or "", dict(body))
     except ApiError as e:
@@ -164,10 +201,10 @@ async def secret_event(event, body, **_) -> None:
 
 @kopf.on.event("", "v1", "configmaps", labels=AGENT_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=AGENT_LABELS)
-async def child_event(event, body, resource, **_) -> None:
+async def child_event(event, body, resource, memo: kopf.Memo, **_) -> None:
     if event.get("type") != "DELETED":
         return
-    eng = engine()  # acts only on agents already in the fleet
+    eng = engine(memo)  # acts only on agents already in the fleet
     kind = "ConfigMap" if resource.plural == "configmaps" else "Deployment"
     meta = body.get("metadata", {})
     try:

@@ -11,9 +11,14 @@ Outside a cluster the operator uses KUBECONFIG.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 PEERING_CRDS = """\
 apiVersion: apiextensions.k8s.io/v1
@@ -63,6 +68,26 @@ def own_identity(env: dict[str, str], uid: int, host: str) -> str:
     return f"{user}@{host}"
 
 
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> "Settings":
+    """The operator's settings: the environment, with the command-line options on top (built once; the
+    environment is read, never written)."""
+    from .config import Settings
+
+    settings = Settings.from_env(env)
+    overrides: dict = {}
+    if args.namespace:
+        overrides["namespaces"] = tuple(dict.fromkeys(args.namespace))
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.liveness is not None:
+        overrides["liveness_endpoint"] = args.liveness or None
+    if args.peering:
+        overrides["standalone"] = False
+    if args.agent_image:
+        overrides["agent_image"] = args.agent_image
+    return dataclasses.replace(settings, **overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sipfleet-operator", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", default="run", choices=["run", "peering-crds"])
@@ -84,26 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(f"---\napiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata: {{name: {name}}}\n")
         return 0
-    if args.namespace:
-        os.environ["SIPFLEET_WATCH_NAMESPACES"] = ",".join(args.namespace)
-    if args.metrics_port is not None:
-        os.environ["SIPFLEET_METRICS_PORT"] = str(args.metrics_port)
-    if args.liveness is not None:
-        os.environ["SIPFLEET_LIVENESS_ENDPOINT"] = args.liveness
-    if args.peering:
-        os.environ["SIPFLEET_STANDALONE"] = "false"
-    if args.agent_image:
-        os.environ["SIPFLEET_AGENT_IMAGE"] = args.agent_image
-
     import kopf
     from prometheus_client import start_http_server
 
     from . import handlers  # noqa: F401  (registers the handlers)
     from . import logs
-    from .config import Settings
 
     try:
-        settings = Settings.from_env()
+        settings = settings_from(args, os.environ)
     except ValueError as e:  # a misconfiguration: one line naming the variable, not a traceback
         print(f"sipfleet-operator: bad setting: {e}", file=sys.stderr)
         return 2
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=list(settings.namespaces),
         clusterwide=not settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint,
+        memo=kopf.Memo(settings=settings),  # the startup handler builds the engine from these (handlers.py)
     )
     return 0
 

@@ -7,7 +7,7 @@ import logging
 
 from sipfleet.api import models as m
 from sipfleet_operator.config import Settings
-from sipfleet_operator.engine import pod_state, secret_problem
+from sipfleet_operator.observed import pod_state, secret_problem
 from sipfleet_operator.logs import JsonFormatter
 
 CREDS = m.CredentialsRef(secret_name="creds", password_key="pw")
@@ -118,7 +118,7 @@ def test_agent_overrides_from_env_reach_the_deployment():
 
 
 def test_namespace_patterns():
-    from sipfleet_operator.engine import namespace_matches
+    from sipfleet_operator.observed import namespace_matches
 
     assert namespace_matches((), "anything")
     assert namespace_matches(("op-*",), "op-x") and not namespace_matches(("op-*",), "default")
@@ -127,16 +127,16 @@ def test_namespace_patterns():
 
 
 def test_inputs_digest_sees_user_annotations_and_ladder_token():
-    from sipfleet_operator.engine import Engine
+    from sipfleet_operator.observed import inputs_digest
 
     body = {"metadata": {"annotations": {}}, "spec": {"aor": "sip:a@b"}, "status": {}}
-    d0 = Engine.inputs_digest(body)
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"unrelated": "x"}}}) == d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/reregister": "1"}}}) != d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/repair": "1"}}}) != d0
-    assert Engine.inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
-    assert Engine.inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
-    assert Engine.inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
+    d0 = inputs_digest(body)
+    assert inputs_digest({**body, "metadata": {"annotations": {"unrelated": "x"}}}) == d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/reregister": "1"}}}) != d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/repair": "1"}}}) != d0
+    assert inputs_digest({**body, "metadata": {"annotations": {"sipfleet.io/paused": "true"}}}) != d0
+    assert inputs_digest({**body, "status": {"ladder": {"token": "t"}}}) != d0
+    assert inputs_digest({**body, "status": {"conditions": [{"type": "Ready"}]}}) == d0
 
 
 def test_peering_crds_and_objects(capsys):
@@ -178,3 +178,43 @@ def test_own_identity_needs_no_passwd_entry():
     assert own_identity({"POD_ID": "explicit", "POD_NAME": "p"}, 65532, "h") == "explicit"
     assert own_identity({}, 65532, "h") == "uid65532@h"  # kopf's default would raise KeyError (getpwuid)
     assert own_identity({"USER": "dev"}, 1000, "laptop") == "dev@laptop"
+
+
+def test_settings_are_built_once_from_env_and_options_without_writing_the_env():
+    import argparse
+    import os
+
+    from sipfleet_operator.main import settings_from
+
+    before = dict(os.environ)
+    args = argparse.Namespace(namespace=["a", "b", "a"], metrics_port=0, liveness="", peering=True,
+                              agent_image="img:1")
+    s = settings_from(args, {"SIPFLEET_WATCH_NAMESPACES": "x", "SIPFLEET_METRICS_PORT": "9999",
+                             "SIPFLEET_AGENT_IMAGE": "img:0", "POD_NAME": "op-0"})
+    assert (s.namespaces, s.metrics_port, s.liveness_endpoint, s.standalone, s.agent_image, s.instance) == (
+        ("a", "b"), 0, None, False, "img:1", "op-0")
+    none = argparse.Namespace(namespace=[], metrics_port=None, liveness=None, peering=False, agent_image=None)
+    assert settings_from(none, {"SIPFLEET_WATCH_NAMESPACES": "x"}).namespaces == ("x",)
+    assert dict(os.environ) == before
+
+
+def test_the_indexes_kopf_keeps():
+    import asyncio
+
+    from sipfleet_operator import handlers as h
+
+    run = asyncio.run
+
+    pod = {"metadata": {"name": "p1", "uid": "u1", "labels": {"sipfleet.io/agent": "ag"}},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    memo: dict = {}
+    (st,) = run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo)).values()
+    assert st.ready and st.ever_ready and memo["ever_ready"]
+    pod["status"]["conditions"][0]["status"] = "False"  # Ready once, not now: remembered in the pod's memo
+    assert run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo=memo))["ag"].ever_ready
+    assert not run(h.agent_pods(body=pod, labels=pod["metadata"]["labels"], memo={}))["ag"].ever_ready
+    assert run(h.agent_pods(body=pod, labels={}, memo={})) is None
+    assert run(h.accounts_by_secret(namespace="ns", name="a", spec={"credentials": {"secretName": "s"}})) == {
+        ("ns", "s"): "a"}
+    assert h._referenced_secret(name="s", namespace="ns", accounts_by_secret={("ns", "s"): ["a"]})
+    assert not h._referenced_secret(name="s", namespace="other", accounts_by_secret={("ns", "s"): ["a"]})

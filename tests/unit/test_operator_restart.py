@@ -143,7 +143,7 @@ def test_a_damaged_configmap_is_reported_and_its_account_placed_again():
         assert {w[1] for w in api.writes if w[0] == "apply"} <= set(("ConfigMap", "ServiceAccount", "Role",
                                                                     "RoleBinding", "Deployment"))
         assert {w[3] for w in api.writes} == {name}  # only that agent was written
-        assert not eng.unreadable
+        assert not eng.state.unreadable
         await eng.stop()
 
     asyncio.run(go())
@@ -195,7 +195,7 @@ def legacy_fleet(api: MemoryApi) -> dict[str, list[str]]:
         hosted = [b.HostedAccount(n, ns, f"uid-{n}", 1, specs[n], secret_version=api.objects[("Secret", ns, "creds")]
                                   ["metadata"]["resourceVersion"]) for n in names]
         for child in b.build_children(agent, hosted, settings_):
-            from sipfleet_operator.engine import _digest
+            from sipfleet_operator.observed import digest as _digest
             child["metadata"].setdefault("annotations", {})[b.ANNOTATION_APPLIED] = _digest(child)
             if child["kind"] == "ConfigMap":
                 child["metadata"]["annotations"][b.ANNOTATION_GROUP_KEY] = olds[agent_name]
