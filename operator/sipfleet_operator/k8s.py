@@ -1,7 +1,9 @@
 """A thin asyncio Kubernetes REST client (aiohttp, which kopf already uses), dicts in and out.
 
 Credentials come from the in-cluster service account or from KUBECONFIG, loaded by the ``kubernetes`` package's
-config loader (client certificates, tokens, CA). Every write is counted in the metrics (``api_writes``).
+config loader (client certificates, tokens, CA). Every write is counted in the metrics (``api_writes``). Failures
+are :mod:`sipfleet.api.kerrors` classes (``ApiError`` is their base); 429 and 5xx answers and lost connections are
+retried here a few times, a 429 after the server's ``Retry-After`` (at most ``MAX_RETRY_AFTER_S``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import ssl
 from typing import Any
 
 import aiohttp
+
+from sipfleet.api import kerrors
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +38,9 @@ _PLURALS = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, body: Any, what: str):
-        self.status = status
-        self.body = body
-        reason = body.get("message") if isinstance(body, dict) else str(body)[:300]
-        super().__init__(f"{what}: {status} {reason}")
+ApiError = kerrors.KubeError
+#: the longest a request waits on a 429's Retry-After before it tries again (longer: the caller's retry decides)
+MAX_RETRY_AFTER_S = 5.0
 
 
 def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
@@ -119,14 +120,17 @@ class Client:
                     except ValueError:
                         payload = text
                     if resp.status >= 400:
-                        if resp.status in (429, 500, 503, 504) and attempt + 1 < retries:
-                            await asyncio.sleep(0.5 * (attempt + 1))
+                        err = kerrors.from_response(resp.status, payload, resp.headers, what=f"{method} {url}")
+                        wait = err.retry_after if err.retry_after is not None else 0.5 * (attempt + 1)
+                        if (isinstance(err, (kerrors.TooManyRequests, kerrors.ServerError)) and attempt + 1 < retries
+                                and wait <= MAX_RETRY_AFTER_S):
+                            await asyncio.sleep(wait)
                             continue
-                        raise ApiError(resp.status, payload, f"{method} {url}")
+                        raise err
                     return payload
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 if attempt + 1 >= retries:
-                    raise ApiError(0, str(e), f"{method} {url}") from e
+                    raise kerrors.ServerError(0, str(e), f"{method} {url}") from e
                 await asyncio.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -135,10 +139,8 @@ class Client:
     async def get(self, kind: str, namespace: str, name: str) -> dict | None:
         try:
             return await self.request("GET", path(kind, namespace, name), kind=kind)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        except kerrors.NotFound:
+            return None
 
     async def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
         params = {"labelSelector": label_selector} if label_selector else None
@@ -166,10 +168,8 @@ class Client:
         try:
             await self.request("DELETE", path(kind, namespace, name), body=body, kind=kind)
             return True
-        except ApiError as e:
-            if e.status in (404, 409):
-                return False
-            raise
+        except (kerrors.NotFound, kerrors.Conflict):  # gone already, or another object under that name (uid)
+            return False
 
     async def create(self, obj: dict) -> dict:
         kind, meta = obj["kind"], obj["metadata"]

@@ -5,6 +5,7 @@ Every object here is created by the test itself (names ``sft*`` and ``sipfleet-t
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import uuid
@@ -120,3 +121,37 @@ def test_nft_tables_of_our_own_in_a_netns(tmp_path, tag):
     assert owned.drop_nft_table("inet", "sft_test", netns=ns)
     assert ("inet", "sft_test") not in hostnet.nft_tables(ns)
     assert owned.teardown() == []
+
+
+def test_a_host_link_answers_arp_only_for_its_own_addresses(tmp_path, tag):
+    """A lab joined to a cluster puts two host links on one L2 segment (the lab bridge, and the cluster's link
+    into its cbr0). The cluster's netns must learn the cluster link's address at that link, not at the lab bridge:
+    otherwise the apiserver answers the host through the lab, and a lab that goes down cuts the host off."""
+    owned = hostnet.Owned(tmp_path / "net.json", "test")
+    lab, host_link, join = f"sft{tag}l", f"sft{tag}c", f"sft{tag}j"
+    ns = owned.netns(f"sipfleet-t-{tag}")
+    try:
+        owned.bridge(lab, cidr="10.213.251.254/24")  # outside every lab and cluster slot
+        owned.bridge("cbr", cidr="10.213.250.1/16", netns=ns)
+        owned.veth(host_link, "hpeer", peer_netns=ns, peer_master="cbr")
+        owned.addr(host_link, "10.213.250.254/24")
+        owned.veth(join, "jpeer", peer_netns=ns, master=lab, peer_master="cbr")
+        want = hostnet.link(host_link)["address"]  # type: ignore[index]
+        for _ in range(5):  # which answer arrives last is a race: ask several times
+            subprocess.run(["ip", "-n", ns, "neigh", "flush", "dev", "cbr"], check=True)
+
+            def send() -> None:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(b"x", ("10.213.250.254", 9))
+
+            hostnet.in_netns(ns, send)
+
+            def learned() -> str | None:
+                out = subprocess.run(["ip", "-n", ns, "-j", "neigh", "show", "10.213.250.254", "dev", "cbr"],
+                                     check=True, capture_output=True, text=True).stdout
+                entries = [e for e in json.loads(out or "[]") if e.get("lladdr")]
+                return entries[0]["lladdr"] if entries else None
+
+            assert wait_for(learned, timeout=5, interval=0.05, message="neighbour entry") == want
+    finally:
+        assert owned.teardown() == []

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from sipfleet.api import kerrors
 from sipfleet.api.models import AgentAssignment
 
 from .. import logs
@@ -106,7 +107,7 @@ class AssignmentSource:
                     logs.log(LOG, logging.INFO, "assignment changed: applying", accounts=len(a.accounts))
                     apply(a)
             except ApiException as e:
-                if e.status == 410:  # resource version too old: re-list and carry on
+                if isinstance(kerrors.from_api_exception(e), kerrors.Gone):  # version too old: re-list, carry on
                     time.sleep(0.5)
                     try:
                         apply(self.read())

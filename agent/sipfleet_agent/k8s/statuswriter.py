@@ -1,5 +1,6 @@
 """Patches the agent-owned ``status.registration/route/agent`` of SipAccounts (JSON merge patches, from its own
-thread, only when something changed against what the server holds)."""
+thread, only when something changed against what the server holds). A failed patch is tried again after a second
+or two, or after the server's own ``Retry-After`` (a 429 from API priority and fairness)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from sipfleet.api import kerrors
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 from ..status import apply_merge_patch, merge_patch
@@ -62,10 +64,11 @@ class StatusWriter:
                 batch = self._pending
                 self._pending = {}
             for (ns, name), doc in batch.items():
-                if not self._write(ns, name, doc):
+                retry_in = self._write(ns, name, doc)
+                if retry_in is not None:
                     with self._cond:
                         self._pending.setdefault((ns, name), doc)
-                    time.sleep(1 + random.random())
+                    time.sleep(retry_in)
 
     def _current(self, ns: str, name: str) -> dict | None:
         from kubernetes.client.exceptions import ApiException
@@ -76,7 +79,7 @@ class StatusWriter:
             obj = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name,
                                                                   _request_timeout=API_TIMEOUT_S)
         except ApiException as e:
-            if e.status == 404:
+            if isinstance(kerrors.from_api_exception(e), kerrors.NotFound):
                 return None
             LOG.warning("cannot read SipAccount %s/%s status: %s", ns, name, e.reason)
             cur: dict = {}
@@ -86,31 +89,33 @@ class StatusWriter:
         self._known[(ns, name)] = cur
         return cur
 
-    def _write(self, ns: str, name: str, doc: dict) -> bool:
+    def _write(self, ns: str, name: str, doc: dict) -> float | None:
+        """Patch one account's status; None when done (or nothing to do), else the seconds to wait before retrying."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             cur = self._current(ns, name)
             if cur is None:
                 LOG.info("SipAccount %s/%s not found: status not written", ns, name)
-                return True
+                return None
             patch = merge_patch(cur, {k: doc[k] for k in OWNED if k in doc} | {k: cur[k] for k in cur if k not in doc})
             if patch is None:
-                return True
+                return None
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ns, PLURAL, name, {"status": patch}, _content_type="application/merge-patch+json",
                 _request_timeout=API_TIMEOUT_S)
             self._known[(ns, name)] = apply_merge_patch(cur, patch)
             self.patches += 1
-            return True
+            return None
         except ApiException as e:
-            if e.status == 404:
+            err = kerrors.from_api_exception(e)
+            if isinstance(err, kerrors.NotFound):
                 self._known.pop((ns, name), None)
-                return True
-            if e.status == 409 or e.status == 422:
+                return None
+            if isinstance(err, (kerrors.Conflict, kerrors.Invalid)):
                 self._known.pop((ns, name), None)  # re-read what the server holds
-            LOG.warning("status patch for %s/%s failed: %s %s", ns, name, e.status, e.reason)
-            return False
+            LOG.warning("status patch for %s/%s failed: %s %s", ns, name, err.status, type(err).__name__)
+            return err.retry_after if err.retry_after is not None else 1 + random.random()
         except Exception as e:  # noqa: BLE001 - connection problems: retry
             LOG.warning("status patch for %s/%s failed: %s", ns, name, e)
-            return False
+            return 1 + random.random()

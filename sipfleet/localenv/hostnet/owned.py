@@ -141,10 +141,18 @@ class Owned:
                 raise HostNetError(f"address {want} is already in use on {dev}{' in ' + netns if netns else ''} (not ours)")
 
     def addr(self, dev: str, cidr: str, *, netns: str | None = None) -> None:
-        """Add ``cidr`` on ``dev`` (a link of this record) and record it."""
+        """Add ``cidr`` on ``dev`` (a link of this record) and record it.
+
+        The link answers ARP only for its own addresses and asks with one of them (``arp_ignore=1``,
+        ``arp_announce=2``): a joined lab puts the host's lab bridge and its cluster link on one L2 segment, and
+        with the kernel's defaults the lab bridge also answered for the cluster link's address, so the apiserver's
+        replies to the host went through the lab (lost whenever the lab went down or had a fault in force). Both
+        settings go with the link, so nothing is recorded for them."""
         self._check()
         if not self.owns_link(dev, netns):
             raise HostNetError(f"refusing to add {cidr} to {dev}: not a link sipfleet created")
+        ob.set_link_sysctl(dev, "arp_ignore", "1", netns=netns)
+        ob.set_link_sysctl(dev, "arp_announce", "2", netns=netns)
         ob.addr_add(dev, cidr, netns=netns)
         self._add({"kind": "addr", "dev": dev, "cidr": cidr, "netns": netns})
 
