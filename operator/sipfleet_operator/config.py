@@ -69,7 +69,13 @@ class Settings:
     liveness_endpoint: str | None = "http://127.0.0.1:8081/healthz"
     standalone: bool = True
     peering_name: str = "sipfleet"
-    priority: int = 0
+    #: kopf peering priority; None: derived from ``identity`` (SIPFLEET_PRIORITY=auto, what the chart sets: two
+    #: replicas of equal priority would both pause)
+    priority: int | None = 0
+    #: seconds after its last keep-alive a replica that stopped is given up (kopf's default is 60)
+    peering_lifetime: int = 15
+    #: this replica's kopf identity (main: the pod's name, else user@host)
+    identity: str = ""
     server_timeout: int = 300
     client_timeout: int = 330
     connect_timeout: int = 10
@@ -112,7 +118,9 @@ class Settings:
             liveness_endpoint=liveness or None,
             standalone=_bool(env.get("SIPFLEET_STANDALONE"), d.standalone),
             peering_name=env.get("SIPFLEET_PEERING_NAME", d.peering_name),
-            priority=_number(env, "SIPFLEET_PRIORITY", d.priority),
+            priority=None if env.get("SIPFLEET_PRIORITY", "").strip().lower() == "auto"
+            else _number(env, "SIPFLEET_PRIORITY", d.priority),
+            peering_lifetime=_number(env, "SIPFLEET_PEERING_LIFETIME_SECONDS", d.peering_lifetime),
             server_timeout=_number(env, "SIPFLEET_WATCH_SERVER_TIMEOUT", d.server_timeout),
             client_timeout=_number(env, "SIPFLEET_WATCH_CLIENT_TIMEOUT", d.client_timeout),
             connect_timeout=_number(env, "SIPFLEET_WATCH_CONNECT_TIMEOUT", d.connect_timeout),

@@ -1,8 +1,9 @@
 """kopf handlers: one small handler per concern, each a thin call into the engine.
 
 Importing this module registers the handlers with kopf's default registry. The operator's state lives in kopf's
-own containers, none in this module: the engine in the operator ``memo`` (built by the startup handler from the
-settings ``main`` put there; every resource's memo is a copy of it, so handlers find it as ``memo.engine``), and
+own containers, none in this module: the engine's holder in the operator ``memo`` (``memo.activation``, built by
+the startup handler from the settings ``main`` put there; every resource's memo is a copy of the operator's, so
+all share the holder; activation.py builds the engine while this replica is the active one), and
 two ``@kopf.index``es kopf keeps current from its watch streams before any other handler runs:
 ``agent_pods`` (agent name -> its pods' states) and ``accounts_by_secret`` ((namespace, Secret) -> SipAccount
 names, which the Secret handler's filter reads).
@@ -11,6 +12,8 @@ names, which the Secret handler's filter reads).
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timezone
 
 import kopf
 from pydantic import ValidationError
@@ -19,21 +22,24 @@ from sipfleet.api import models as m
 
 from . import builders as b
 from . import metrics
+from .activation import Activation
 from .config import Settings
 from .engine import Engine
-from .k8s import ApiError
+from .k8s import ApiError, Client
 from .loading import NotLoaded
 from .observed import pod_state
+from .peering import Leadership
 
 log = logging.getLogger("sipfleet.operator")
 
 AGENT_LABELS = {b.LABEL_MANAGED_BY: b.MANAGED_BY, b.LABEL_COMPONENT: "agent"}
 
 
-def engine(memo: kopf.Memo) -> Engine:
-    eng = memo.get("engine")
-    assert eng is not None, "operator not started"
-    return eng
+async def engine(memo: kopf.Memo) -> Engine:
+    """The active replica's engine (activation.py: built on first use after this replica became active)."""
+    act = memo.get("activation")
+    assert act is not None, "operator not started"
+    return await act.engine()
 
 
 def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
@@ -52,7 +58,8 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
     settings.peering.mandatory = not ours.standalone
     if not ours.standalone:
         settings.peering.name = ours.peering_name
-        settings.peering.priority = ours.priority
+        settings.peering.priority = ours.priority or 0
+        settings.peering.lifetime = ours.peering_lifetime  # a replica that died is given up after this long
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
 
 
@@ -63,16 +70,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, agent_pods: 
     if ours is None:  # run by `kopf run` rather than sipfleet-operator: the settings are built here, once
         ours = memo["settings"] = Settings.from_env()
     configure(settings, ours)
-    eng = memo["engine"] = Engine(ours, pods=agent_pods, accounts_by_secret=accounts_by_secret)
-    await eng.load()
-    eng.start_background()
+    leadership = Leadership(Client(), name=ours.peering_name, namespaces=ours.namespaces,
+                            identity=ours.identity, priority=ours.priority or 0, standalone=ours.standalone,
+                            clock=lambda: datetime.now(timezone.utc), monotonic=time.monotonic)
+    act = memo["activation"] = Activation(
+        lambda: Engine(ours, pods=agent_pods, accounts_by_secret=accounts_by_secret), leadership)
+    await act.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_) -> None:
-    eng = memo.get("engine")
-    if eng is not None:
-        await eng.stop()
+    act = memo.get("activation")
+    if act is not None:
+        await act.stop()
+        await act.leadership.client.close()
 
 
 # ---- indexes (kopf fills them from its watch streams before any resource handler runs) ------------------------
@@ -111,7 +122,7 @@ def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
 @kopf.on.update(m.GROUP, m.VERSION, m.PLURAL)
 async def reconcile(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine(memo).reconcile_account(dict(body))
+        await (await engine(memo)).reconcile_account(dict(body))
     except NotLoaded as e:  # its namespace's placements are not read yet: nothing may be placed before that
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -129,7 +140,7 @@ async def reconcile(body, memo: kopf.Memo, **_) -> None:
 @kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL, optional=True)
 async def delete(body, memo: kopf.Memo, **_) -> None:
     try:
-        await engine(memo).remove_account(dict(body))
+        await (await engine(memo)).remove_account(dict(body))
     except NotLoaded as e:
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:
@@ -141,7 +152,7 @@ async def delete(body, memo: kopf.Memo, **_) -> None:
 
 @kopf.on.event(m.GROUP, m.VERSION, m.PLURAL)
 async def account_event(event, body, memo: kopf.Memo, **_) -> None:
-    eng = engine(memo)
+    eng = await engine(memo)
     ns, name = body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")
     if event.get("type") == "DELETED":
         try:
@@ -179,7 +190,7 @@ async def pod_event(labels, memo: kopf.Memo, **_) -> None:
     if not agent:
         return
     try:  # agent_pods has this event already
-        await engine(memo).on_pod(agent)
+        await (await engine(memo)).on_pod(agent)
     except ApiError as e:
         metrics.RECONCILE_ERRORS.labels(where="pod").inc()
         log.warning("pod event handling failed: %s", e)
@@ -191,7 +202,7 @@ def _referenced_secret(name, namespace, accounts_by_secret: kopf.Index, **_) -> 
 
 @kopf.on.event("", "v1", "secrets", when=_referenced_secret)
 async def secret_event(event, body, memo: kopf.Memo, **_) -> None:
-    eng = engine(memo)
+    eng = await engine(memo)
     try:
         await eng.on_secret(event.get("type") or "", dict(body))
     except ApiError as e:
@@ -204,7 +215,7 @@ async def secret_event(event, body, memo: kopf.Memo, **_) -> None:
 async def child_event(event, body, resource, memo: kopf.Memo, **_) -> None:
     if event.get("type") != "DELETED":
         return
-    eng = engine(memo)  # acts only on agents already in the fleet
+    eng = await engine(memo)  # acts only on agents already in the fleet
     kind = "ConfigMap" if resource.plural == "configmaps" else "Deployment"
     meta = body.get("metadata", {})
     try:

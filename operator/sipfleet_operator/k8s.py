@@ -35,6 +35,8 @@ _PLURALS = {
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
     "Deployment": ("apps/v1", "deployments"),
     "SipAccount": ("sipfleet.io/v1alpha1", "sipaccounts"),
+    "KopfPeering": ("kopf.dev/v1", "kopfpeerings"),
+    "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings"),
 }
 
 

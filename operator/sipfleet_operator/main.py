@@ -3,7 +3,9 @@
 Environment (all optional): SIPFLEET_AGENT_IMAGE (default sipfleet/agent:0.1.0), SIPFLEET_WATCH_NAMESPACES
 (comma-separated; empty = cluster-wide), SIPFLEET_METRICS_PORT (9090; 0 = off), SIPFLEET_LIVENESS_ENDPOINT
 (http://127.0.0.1:8081/healthz; empty = off), SIPFLEET_STANDALONE (true; false enables kopf peering, which needs
-kopf's KopfPeering/ClusterKopfPeering CRDs: see `sipfleet-operator peering-crds`), SIPFLEET_LOG_FORMAT
+kopf's KopfPeering/ClusterKopfPeering CRDs: see `sipfleet-operator peering-crds`; the peering objects are created
+at start), SIPFLEET_PRIORITY (an integer, or auto: derived from the pod's name, so replicas differ),
+SIPFLEET_PEERING_LIFETIME_SECONDS (15: a replica that stopped is given up after this long), SIPFLEET_LOG_FORMAT
 (json|text), SIPFLEET_LOG_LEVEL, SIPFLEET_WATCH_SERVER_TIMEOUT/CLIENT_TIMEOUT/CONNECT_TIMEOUT.
 Outside a cluster the operator uses KUBECONFIG.
 """
@@ -120,11 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a misconfiguration: one line naming the variable, not a traceback
         print(f"sipfleet-operator: bad setting: {e}", file=sys.stderr)
         return 2
+    from .peering import auto_priority
+
+    identity = own_identity(dict(os.environ), os.getuid(), socket.gethostname())
+    settings = dataclasses.replace(settings, identity=identity, priority=(
+        auto_priority(identity) if settings.priority is None else settings.priority))
     logs.setup(settings.log_format, settings.log_level)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     kopf.run(
-        identity=own_identity(dict(os.environ), os.getuid(), socket.gethostname()),
+        identity=identity,
         standalone=settings.standalone,
         peering_name=None if settings.standalone else settings.peering_name,
         priority=None if settings.standalone else settings.priority,

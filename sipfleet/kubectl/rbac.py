@@ -26,6 +26,7 @@ NAMESPACED = (
     Rule("", "pods", ("get", "list", "watch", "delete")),
     Rule("", "events", ("create", "patch")),
     Rule("events.k8s.io", "events", ("create", "patch")),
+    Rule("kopf.dev", "kopfpeerings", ("get", "list", "watch", "create", "patch")),
 )
 
 #: needed cluster-wide when the operator watches every namespace; optional (rbac.clusterDiscovery) otherwise

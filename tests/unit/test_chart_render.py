@@ -279,3 +279,26 @@ def test_agent_defaults_match_the_operator_defaults(helm):
     assert json.loads(env["SIPFLEET_AGENT_POD_SECURITY_CONTEXT"]) == pod["securityContext"]
     chart_sc = json.loads(env["SIPFLEET_AGENT_SECURITY_CONTEXT"])
     assert {k: v for k, v in agent["securityContext"].items() if k != "runAsNonRoot"} == chart_sc
+
+
+def test_ha_render_peers_with_distinct_priorities(helm, tmp_path):
+    docs = render(helm, values={"replicaCount": 2, "peering": {"lifetimeSeconds": 20}}, tmp_path=tmp_path)
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"] == {"type": "RollingUpdate"}
+    env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+    assert (env["SIPFLEET_STANDALONE"], env["SIPFLEET_PRIORITY"], env["SIPFLEET_PEERING_LIFETIME_SECONDS"]) == (
+        "false", "auto", "20")
+    rules = one(docs, "ClusterRole")["rules"]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+            "verbs": ["get", "list", "watch", "create", "patch"]} in rules
+    ns_docs = render(helm, values={"replicaCount": 2, "watchNamespaces": ["a"]}, tmp_path=tmp_path)
+    role_rules = [r for d in by_kind(ns_docs, "Role") for r in d["rules"]]
+    assert any(r["resources"] == ["kopfpeerings"] and "create" in r["verbs"] for r in role_rules)
+
+
+def test_the_charts_peering_crds_are_the_operators():
+    from sipfleet_operator.main import PEERING_CRDS
+
+    chart = [d for d in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()) if d]
+    assert chart == [d for d in yaml.safe_load_all(PEERING_CRDS) if d]
+    assert sorted(d["spec"]["names"]["kind"] for d in chart) == ["ClusterKopfPeering", "KopfPeering"]

@@ -11,7 +11,8 @@ from tests.unit.test_chart_render import CHART, helm, render  # noqa: F401  (hel
 BAD = [
     # (values, the path helm must name, a phrase from the reason)
     ({"replicaCount": -1}, "/replicaCount", "minimum"),
-    ({"replicaCount": 2}, "/replicaCount", "maximum"),
+    ({"replicaCount": 6}, "/replicaCount", "maximum"),
+    ({"peering": {"lifetimeSeconds": 1}}, "/peering/lifetimeSeconds", "minimum"),
     ({"replicaCount": "one"}, "/replicaCount", "want integer"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "must be one of"),
     ({"agent": {"image": {"pullPolicy": "always"}}}, "/agent/image/pullPolicy", "must be one of"),

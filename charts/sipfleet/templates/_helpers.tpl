@@ -103,6 +103,11 @@ otherwise). Why each rule is there:
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# kopf peering of a namespaced operator (replicaCount > 1): a KopfPeering per watched namespace, created by the
+# operator at start when missing
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 {{- end -}}
 
 {{/* NetworkPolicy egress rules to the API server's endpoints (networkPolicy.apiServer). */}}
