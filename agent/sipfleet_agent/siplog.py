@@ -58,6 +58,7 @@ class RxResponse:
     source: str
     call_id: str
     service_route: tuple[str, ...] = field(default_factory=tuple)
+    from_uri: str = ""
 
 
 def scrub(text: str) -> str:
@@ -196,7 +197,7 @@ def parse_rx_response(msg: str) -> RxResponse | None:
     if not m:
         return None
     lines = _body_lines(msg)
-    hdrs = _headers(lines[1:], {"call-id", "service-route"})
+    hdrs = _headers(lines[1:], {"call-id", "service-route", "from"})
     return RxResponse(
         code=int(m.group("code")),
         method=m.group("method").upper(),
@@ -205,6 +206,7 @@ def parse_rx_response(msg: str) -> RxResponse | None:
         source=m.group("src").rstrip(":"),
         call_id=hdrs.get("call-id", [""])[0],
         service_route=tuple(service_route_values(hdrs.get("service-route", []))),
+        from_uri=_from_uri(hdrs.get("from", [""])[0]),
     )
 
 

@@ -219,3 +219,42 @@ def test_a_rekeyed_account_moves_to_another_worker_and_the_rest_stay():
     assert edge.events == []
     sup.request_stop(0)
     assert sup.wait(10)
+
+
+def test_a_rejected_answer_quarantines_its_account_and_the_worker_restarts_with_the_others():
+    from sipfleet_agent.supervisor.quarantine import QuarantinePolicy
+
+    launcher, edge = FakeLauncher(), Edge()
+    sup = Supervisor(AgentSettings(), edge, name="t", pod="pod", launcher=launcher,
+                     policy=RestartPolicy(base_s=0.1, max_s=1.0, stable_s=60.0), grace_s=2.0,
+                     quarantine=QuarantinePolicy(base_s=1.0, max_s=8.0, forget_s=60.0))
+    sup.start([res(f"a{i}") for i in range(3)])
+    until(lambda: len(launcher.live()) == 1 and sup.ready())
+    victim = launcher.live()[0]
+    # what a worker does: the message, then it ends itself with the rejected exit code
+    victim.send(p.Rejected(None, "a1", "RegistrarResponseRejected", "10 Service-Route URIs; at most 8", 10, 8))
+    victim.handle.returncode = p.REJECTED_EXIT_CODE
+    victim.sock.close()
+    until(lambda: len(launcher.workers) == 2 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a2"]], "restarted with its other accounts only"
+    failed = [d for n, d in edge.statuses if n == "a1" and d["registration"]["state"] == "Failed"]
+    assert failed[-1]["registration"]["failureReason"] == "RegistrarResponseRejected"
+    assert "quarantined for 1 s" in failed[-1]["registration"]["reason"]
+    assert ("a1", "Warning", "RegistrarResponseRejected") in [e[:3] for e in edge.events]
+    restarted = [e for e in edge.events if e[2] == "WorkerRestarted"]
+    assert sorted(e[0] for e in restarted) == ["a0", "a2"] and "a1" in restarted[0][3]
+    # released after its quarantine: into a worker of its own, the others are not touched
+    until(lambda: len(launcher.live()) == 2 and sup.ready(), timeout=10)
+    alone = next(w for w in launcher.live().values() if w.applied[-1] == ["a1"])
+    assert alone.init.transport == "udp" and alone.init.route == ["sip:127.0.0.1:5060;lr"]
+    assert launcher.live()[0].applied == [["a0", "a2"]]
+    # a second rejection: twice as long, and only its own worker ended
+    alone.send(p.Rejected(None, "a1", "RegistrarResponseRejected", "again", 10, 8))
+    alone.handle.returncode = p.REJECTED_EXIT_CODE
+    alone.sock.close()
+    until(lambda: any("quarantined for 2 s (rejection 2)" in (d["registration"].get("reason") or "")
+                      for n, d in edge.statuses if n == "a1"))
+    assert [e for e in edge.events if e[2] == "WorkerRestarted"] == restarted
+    assert len(launcher.workers) == 3
+    sup.request_stop(0)
+    assert sup.wait(10)

@@ -12,6 +12,7 @@ to pjsua (:mod:`.endpoint`, :mod:`.accounts`, :mod:`.calls`, :mod:`.netwatch`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -22,6 +23,7 @@ import pjsua2 as pj
 from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_CALLS_PER_WORKER, AgentRef, AgentSettings
 
 from .. import __version__
+from ..protocol import REJECTED_EXIT_CODE
 from ..config import ResolvedAccount
 from ..logs import log
 from ..metrics import Metrics
@@ -82,6 +84,8 @@ class Agent:
         self.pjsip_log_level = 2  # pjsip log lines up to this level (besides errors/warnings) go to the JSON log
         self.tx_hook: Callable[[TxRequest], None] | None = None  # benchmarks
         self.reg_hook: Callable[[AccountRuntime, int, int], None] | None = None  # benchmarks: (rt, code, expires)
+        #: tells the supervisor about a refused answer (worker.main); the process ends right after it either way
+        self.reject_hook: Callable[[AccountRuntime | None, Any], None] | None = None
 
     # ---------------------------------------------------------------- thread-safe API
 
@@ -298,6 +302,19 @@ class Agent:
 
     def on_log(self, level: int, msg: str) -> None:
         self.observer.on_log(level, msg)
+
+    def on_rejected(self, rt: AccountRuntime | None, verdict: Any) -> None:
+        """An answer pjsua must not process is in its receive path (:mod:`.responseguard`): report it and end this
+        process now, on the pjsua thread, before the registration layer gets the answer. Never returns."""
+        try:
+            log(LOG, logging.ERROR, "registrar answer refused: ending the worker before pjsua processes it",
+                account=rt.name if rt else None, reason=verdict.reason, detail=verdict.message)
+            if self.reject_hook is not None:
+                self.reject_hook(rt, verdict)
+            for h in logging.getLogger().handlers:
+                h.flush()
+        finally:
+            os._exit(REJECTED_EXIT_CODE)
 
     def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
         self.observer.on_reg_state(rt, prm)

@@ -1,5 +1,6 @@
 """The pjsua callbacks that observe: pjsip's message log (TX/RX lines -> :mod:`.routemeter` -> route status,
-drift, repairs), ``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
+drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it),
+``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
 re-registers when pjsua does not retry by itself. Runs on the worker's event thread only.
 """
 
@@ -15,7 +16,7 @@ import pjsua2 as pj
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
-from . import regstate
+from . import regstate, responseguard
 from .accounts import AccountRuntime
 from .routemeter import aor_key
 
@@ -42,6 +43,10 @@ class Observer:
                 self._on_tx(req)
             return
         if msg.startswith("RX "):
+            if responseguard.is_register_2xx(msg):
+                verdict = responseguard.check_log_entry(msg)
+                if verdict is not None:
+                    self.a.on_rejected(self._rt_for_from(verdict.from_uri), verdict)  # does not return
             if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
                     rt.meter.retiring for rt in self.a.accounts.values()):
                 resp = parse_rx_response(msg)

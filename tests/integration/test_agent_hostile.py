@@ -1,0 +1,78 @@
+"""Hostile registrars against the real agent (standalone, pjsua2 2.15.1) and the lab's scripted registrar S,
+checked on the wire (every REGISTER S, P and R received). Issue 13 item 2.
+
+- A 200 with 10 Service-Route URIs (pjsua 2.15.1 writes past an 8-entry array on 9 or more): the worker refuses it
+  from its receive log and ends itself before pjsua processes it; the account is quarantined with
+  RegistrarResponseRejected, its worker's other accounts register again and stay so, no crash loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fixtures.agent import registers
+
+pytestmark = pytest.mark.lab
+
+
+def _at_s(lab, user: str, since: float) -> list:
+    return [r for r in lab.scripted.requests(since=since) if f":{user}@" in r.from_uri]
+
+
+def _registered_throughout(agent, users, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for u in users:
+            st = agent.latest(u)
+            assert st["registration"]["state"] == "Registered", (u, st["registration"], agent.stderr_tail())
+        assert agent.proc.poll() is None
+        time.sleep(0.25)
+
+
+def test_ten_service_route_uris_quarantine_the_account_not_its_worker(clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    lab.scripted.script("200 sr=10")
+    victim_acc, victim = agent_account("srv", registrar=lab.scripted.uri())
+    good = [agent_account(f"srg{i}") for i in range(2)]
+    t0 = time.time()
+    agent = agent_factory([victim_acc] + [a for a, _ in good], expires=5)
+    users = [u for _, u in good]
+
+    st = agent.wait_status(victim, lambda s: s["registration"].get("failureReason") == "RegistrarResponseRejected",
+                           60, "RegistrarResponseRejected")
+    reg = st["registration"]
+    assert reg["state"] == "Failed" and "10 Service-Route URIs" in reg["reason"] and "at most 8" in reg["reason"]
+    assert "quarantined for 30 s" in reg["reason"]
+    t_rejected = time.time()
+    for u in users:
+        agent.wait_registered(u, timeout=60)
+    # the wire: S answered the victim's REGISTER once with the hostile 200 (it came through P), nothing since
+    at_s = _at_s(lab, victim, t0)
+    assert [r.answer for r in at_s] == ["200"], [(r.at, r.answer) for r in at_s]
+    assert at_s[0].src.startswith(lab.ip("P") + ":")
+    assert lab.scripted.state()["answers"] == {"200": 1}
+    # the others keep refreshing at R (expires 5) and stay Registered; the victim sends nothing while quarantined
+    _registered_throughout(agent, users, 12)
+    for u in users:
+        assert len([r for r in registers(lab, u, node="R", since=t_rejected) if r.expires != "0"]) >= 2, u
+    assert registers(lab, victim, since=t_rejected) == []
+    assert agent.latest(victim)["registration"]["failureReason"] == "RegistrarResponseRejected"
+    err = agent.stderr_text()
+    assert "SIGSEGV" not in err and "exited with code 75" in err and "account quarantined" in err
+    snap = agent.snapshot()
+    assert [w["restarts"] for w in snap["workers"]] == [1], snap["workers"]
+    assert sorted(a["name"] for a in snap["accounts"]) == sorted(users)
+    shared_pid = snap["workers"][0]["pid"]
+
+    # released after 30 s into a worker of its own: the registrar kills only that one, quarantine doubles
+    st = agent.wait_status(victim, lambda s: "rejection 2" in (s["registration"].get("reason") or ""), 60,
+                           "second rejection")
+    assert "quarantined for 60 s" in st["registration"]["reason"]
+    assert [r.answer for r in _at_s(lab, victim, t0)] == ["200", "200"]
+    snap = agent.snapshot()
+    assert [(w["pid"], w["restarts"]) for w in snap["workers"]] == [(shared_pid, 1)], snap["workers"]
+    _registered_throughout(agent, users, 3)
+    assert agent.stderr_text().count("WorkerRestarted") == 2  # the two good accounts, once
+    assert agent.stop() == 0

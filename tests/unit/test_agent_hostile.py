@@ -1,0 +1,78 @@
+"""Hostile registrar answers, pure parts: Service-Route URIs counted on pjsip receive-log entries (the format of
+``logging_on_rx_msg()`` in pjsua_core.c, 2.15.1) and the quarantine back-off."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipfleet.api.reasons import PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_REJECTED
+from sipfleet_agent.supervisor.quarantine import QuarantinePolicy, forget, held, isolate, on_reject
+from sipfleet_agent.worker import responseguard as g
+
+
+def rx(service_routes: list[str], code: str = "200 OK", method: str = "REGISTER", compact_from: bool = False) -> str:
+    srs = "".join(f"Service-Route: {v}\r\n" for v in service_routes)
+    frm = "f" if compact_from else "From"
+    msg = (f"SIP/2.0 {code}\r\n"
+           "Via: SIP/2.0/UDP 10.213.201.100:5070;rport=5070;received=10.213.201.100;branch=z9hG4bKPj1\r\n"
+           f"{frm}: <sip:alice@lab.sipfleet.test>;tag=abc\r\n"
+           "To: <sip:alice@lab.sipfleet.test>;tag=s1\r\n"
+           "Call-ID: 5d3c2b1a\r\n"
+           f"CSeq: 4711 {method}\r\n"
+           "Contact: <sip:alice@10.213.201.100:5070;ob>;expires=300\r\n"
+           f"{srs}Expires: 300\r\nContent-Length: 0\r\n\r\n")
+    n = code.split()[0]
+    return (f"RX {len(msg)} bytes Response msg {n}/{method}/cseq=4711 (rdata0x7f4c2c000b58) from UDP "
+            f"10.213.201.4:5060:\n{msg}\n--end msg--")
+
+
+def sr(i: int) -> str:
+    return f"<sip:10.213.201.3:5060;lr;srn={i}>"
+
+
+@pytest.mark.parametrize("n", [0, 1, 8])
+def test_up_to_eight_service_route_uris_pass(n):
+    assert g.check_log_entry(rx([sr(i) for i in range(n)])) is None
+
+
+@pytest.mark.parametrize("n", [9, 10, 16])
+def test_more_than_eight_in_separate_headers_are_refused(n):
+    v = g.check_log_entry(rx([sr(i) for i in range(n)]))
+    assert v is not None and v.count == n and v.limit == PJSUA_MAX_SERVICE_ROUTE_URIS == 8
+    assert v.reason == REGISTRAR_RESPONSE_REJECTED and f"{n} Service-Route URIs" in v.message and "8" in v.message
+    assert v.from_uri == "sip:alice@lab.sipfleet.test" and v.call_id == "5d3c2b1a"
+
+
+def test_uris_are_counted_across_headers_and_comma_separated_values():
+    five = ", ".join(sr(i) for i in range(5))
+    four = ", ".join(sr(i) for i in range(5, 9))
+    v = g.check_log_entry(rx([five, four], compact_from=True))
+    assert v is not None and v.count == 9 and v.from_uri == "sip:alice@lab.sipfleet.test"
+    assert g.check_log_entry(rx([five, ", ".join(sr(i) for i in range(5, 8))])) is None
+    # a comma inside <...> or quotes is no separator
+    assert g.check_log_entry(rx(['"a, b" <sip:x;lr>'] * 8)) is None
+
+
+def test_only_2xx_to_register_is_checked():
+    many = [sr(i) for i in range(10)]
+    assert g.check_log_entry(rx(many, code="401 Unauthorized")) is None
+    assert g.check_log_entry(rx(many, method="INVITE")) is None
+    assert g.check_log_entry(rx(many, code="202 Accepted")) is not None
+    tx = rx(many).replace("RX ", "TX ", 1)
+    assert g.check_log_entry(tx) is None
+
+
+def test_quarantine_doubles_is_capped_and_is_forgotten_after_a_clean_stretch():
+    pol = QuarantinePolicy(base_s=30, max_s=100, forget_s=600)
+    e1 = on_reject(pol, None, 1000.0, "R", "m")
+    assert (e1.strikes, e1.until) == (1, 1030.0)
+    assert held({"k": e1}, 1029.9) == {"k"} and held({"k": e1}, 1030.0) == set()
+    assert not isolate(e1, 1029.0) and isolate(e1, 1030.0) and not isolate(None, 1030.0)
+    e2 = on_reject(pol, e1, 1040.0, "R", "m")
+    e3 = on_reject(pol, e2, 1200.0, "R", "m")
+    e4 = on_reject(pol, e3, 1400.0, "R", "m")
+    assert [e.until - t for e, t in ((e2, 1040.0), (e3, 1200.0), (e4, 1400.0))] == [60.0, 100.0, 100.0]
+    assert e4.strikes == 4
+    assert forget(pol, {"k": e4}, e4.until + 599) == {"k": e4} and forget(pol, {"k": e4}, e4.until + 600) == {}
+    fresh = on_reject(pol, e4, e4.until + 600, "R", "m")
+    assert fresh.strikes == 1 and fresh.until - (e4.until + 600) == 30.0
