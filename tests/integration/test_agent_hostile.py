@@ -76,3 +76,45 @@ def test_ten_service_route_uris_quarantine_the_account_not_its_worker(clean_lab,
     _registered_throughout(agent, users, 3)
     assert agent.stderr_text().count("WorkerRestarted") == 2  # the two good accounts, once
     assert agent.stop() == 0
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.parametrize("granted", [1, 4])
+def test_a_grant_below_pjsips_refresh_margin_is_refreshed_by_the_agent(clean_lab, agent_factory, agent_account,
+                                                                       granted):
+    # requested 300 s (no override): pjsip's refresh delay is 5 s, so a grant of 1 or 4 s wraps (no refresh ever)
+    lab = clean_lab
+    lab.scripted.script(f"200 expires={granted}")
+    acc, user = agent_account("short", registrar=lab.scripted.uri())
+    agent = agent_factory([acc], expires=None)
+    agent.wait_registered(user, timeout=60)
+    t0 = time.time()
+    samples = 0
+    while time.time() - t0 < 10:
+        now = time.time()
+        st = agent.latest(user)["registration"]
+        assert st["state"] == "Registered" and st["expiresSeconds"] == granted, st
+        assert now - 0.5 < _epoch(st["expiresAt"]) <= now + granted + 0.5, (now, st)
+        samples += 1
+        time.sleep(0.2)
+    t1 = time.time()
+    sent = [r for r in _at_s(lab, user, t0) if r.expires != "0" and r.at <= t1]
+    assert len(sent) >= 10 / granted, f"{len(sent)} REGISTERs in 10 s for a {granted} s grant"
+    assert all(r.answer == "200" for r in sent) and samples >= 20
+    # every refresh went through P (the registration client was not rebuilt: no route drift)
+    assert all(r.src.startswith(lab.ip("P") + ":") for r in sent)
+    assert agent.latest(user)["route"]["inSync"] is True
+
+    # the registrar goes silent: the binding lapses and the status says so (no Registered for a lapsed binding)
+    lab.scripted.script("silence")
+    t_silent = time.time()
+    st = agent.wait_status(user, lambda s: s["registration"]["state"] != "Registered", granted + 10, "not Registered")
+    assert st["registration"]["state"] == "Failed" and st["registration"]["failureReason"] == "RegistrationLapsed"
+    assert _epoch(agent.statuses(user)[-2]["registration"]["expiresAt"]) <= time.time()
+    assert time.time() - t_silent <= granted + 10
+    assert agent.stop() == 0

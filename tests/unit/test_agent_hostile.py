@@ -76,3 +76,32 @@ def test_quarantine_doubles_is_capped_and_is_forgotten_after_a_clean_stretch():
     assert forget(pol, {"k": e4}, e4.until + 599) == {"k": e4} and forget(pol, {"k": e4}, e4.until + 600) == {}
     fresh = on_reject(pol, e4, e4.until + 600, "R", "m")
     assert fresh.strikes == 1 and fresh.until - (e4.until + 600) == 30.0
+
+
+# ---------------------------------------------------------------------------------------------- short expiries
+
+from datetime import datetime, timezone  # noqa: E402
+
+from sipfleet_agent.worker import refreshplan as rp  # noqa: E402
+
+
+def test_pjsip_refresh_delay_wraps_below_the_accounts_delay_and_is_at_least_five_seconds():
+    assert rp.pjsip_refresh_delay(300, 5) == 295
+    assert rp.pjsip_refresh_delay(1, 5) is None and rp.pjsip_refresh_delay(4, 5) is None  # 2**32 - 4: ~136 years
+    assert rp.pjsip_refresh_delay(5, 5) == 5 and rp.pjsip_refresh_delay(1, 1) == 5 and rp.pjsip_refresh_delay(4, 1) == 5
+    assert rp.delay_before_refresh(300) == 5 and rp.delay_before_refresh(5) == 1 and rp.delay_before_refresh(12) == 3
+
+
+@pytest.mark.parametrize("granted,dbr,own", [
+    (1, 5, 0.5), (4, 5, 2.0), (5, 5, 2.5), (1, 1, 0.5), (4, 1, 2.0), (5, 1, 2.5),  # at or below the 5 s margin
+    (6, 5, None), (10, 1, None), (300, 5, None), (3600, 5, None),  # pjsip refreshes before the expiry
+    (0, 5, None),  # nothing granted
+])
+def test_own_refresh_at_half_the_grant_when_pjsip_would_be_late_or_never(granted, dbr, own):
+    assert rp.own_refresh_delay(granted, dbr) == own
+
+
+def test_expires_at_is_the_grant_time_plus_the_granted_expiry_and_lapse_needs_the_same_grant():
+    t = datetime(2026, 12, 2, 16, 0, 0, 250000, tzinfo=timezone.utc)
+    assert rp.expires_at(t, 4) == "2026-12-02T16:00:04.250Z"
+    assert rp.lapsed("Registered", 7, 7) and not rp.lapsed("Registered", 8, 7) and not rp.lapsed("Failed", 7, 7)

@@ -35,6 +35,7 @@ from .calls import CallRegistry
 from .eventloop import EventLoop, TaskGen, Wait
 from .netwatch import NetWatch
 from .observe import Observer
+from .refresher import Refresher
 from .repairs import Repairs
 
 LOG = logging.getLogger("sipfleet_agent")
@@ -72,6 +73,7 @@ class Agent:
                             call_later=self.loop.call_later, stopping=lambda: self.stopping, metrics=self.metrics)
         self.repairs = Repairs(self)
         self.observer = Observer(self)
+        self.refresher = Refresher(self)
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -246,8 +248,9 @@ class Agent:
     def create_account(self, rt: AccountRuntime) -> None:
         if rt.acc is not None:
             return
+        self.refresher.cancel(rt)
         rt.status.set_registration(state="Registering", code=None, reason=None, registered_since=None,
-                                   expires_seconds=None)
+                                   expires_seconds=None, expires_at=None, failure_reason=None)
         err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids)
         if err is not None:
             log(LOG, logging.ERROR, err, account=rt.name)
@@ -271,6 +274,7 @@ class Agent:
         self.accounts.pop(rt.key, None)
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
+        self.refresher.cancel(rt)
 
     def recreate(self, rt: AccountRuntime) -> TaskGen:
         """shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
@@ -351,6 +355,7 @@ class Agent:
         waiting = []
         for rt in self.accounts.values():
             self.loop.cancel(rt.retry_timer)
+            self.refresher.cancel(rt)
             if rt.acc is not None and rt.status.registration.state == "Registered":
                 try:
                     rt.acc.setRegistration(False)

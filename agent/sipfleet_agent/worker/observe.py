@@ -6,6 +6,7 @@ re-registers when pjsua does not retry by itself. Runs on the worker's event thr
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import random
 import time
@@ -16,7 +17,7 @@ import pjsua2 as pj
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
-from . import regstate, responseguard
+from . import refreshplan, regstate, responseguard
 from .accounts import AccountRuntime
 from .routemeter import aor_key
 
@@ -117,9 +118,16 @@ class Observer:
             pass
         st = rt.status
         before = st.registration.state
+        at = _dt.datetime.now(_dt.timezone.utc)
+        granted = expiration if 200 <= code < 300 and expiration > 0 else 0
         out = regstate.on_reg_state(st.registration, st.route, code=code, reason=reason, expiration=expiration, src=src,
                                     service_route=service_route_from_message(whole) if whole and 200 <= code < 300 else [],
-                                    configured_route=list(rt.res.spec.route), now=now_iso())
+                                    configured_route=list(rt.res.spec.route), now=now_iso(),
+                                    expires_at=refreshplan.expires_at(at, granted) if granted else None)
+        if granted:
+            self.a.refresher.on_grant(rt, granted)
+        else:
+            self.a.refresher.cancel(rt)
         if out.route:
             st.set_route(**out.route)
         if out.registration:
