@@ -23,4 +23,7 @@ REGISTRAR_RESPONSE_REJECTED = "RegistrarResponseRejected"
 #: The granted binding expired without a successful refresh: no longer registered.
 REGISTRATION_LAPSED = "RegistrationLapsed"
 
-ALL = (REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED)
+#: The registrar answered, but pjsip dropped the answer as unparsable (e.g. a Contact with a syntax error).
+REGISTRAR_RESPONSE_UNPARSABLE = "RegistrarResponseUnparsable"
+
+ALL = (REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE)

@@ -118,3 +118,22 @@ def test_a_grant_below_pjsips_refresh_margin_is_refreshed_by_the_agent(clean_lab
     assert _epoch(agent.statuses(user)[-2]["registration"]["expiresAt"]) <= time.time()
     assert time.time() - t_silent <= granted + 10
     assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_unparsable_200_is_reported_as_what_it_is(clean_lab, agent_factory, agent_account, transport):
+    lab = clean_lab
+    lab.scripted.script("200 bad-contact")
+    acc, user = agent_account("unp", registrar=lab.scripted.uri(transport), transport=transport)
+    t0 = time.time()
+    agent = agent_factory([acc], expires=None)
+    st = agent.wait_status(user, lambda s: s["registration"].get("failureReason") == "RegistrarResponseUnparsable",
+                           20, "RegistrarResponseUnparsable")
+    reg = st["registration"]
+    assert reg["state"] == "Failed" and reg["code"] == 200 and "'Contact' header" in reg["reason"]
+    assert [r.answer for r in _at_s(lab, user, t0)][:1] == ["200"]  # S did answer, on the wire
+    if transport == "udp":  # pjsua's own timeout (Timer F, 32 s) keeps the cause, not just "Request Timeout"
+        st = agent.wait_status(user, lambda s: s["registration"].get("code") == 408, 60, "408")
+        assert st["registration"]["failureReason"] == "RegistrarResponseUnparsable"
+        assert "unparsable" in st["registration"]["reason"]
+    assert agent.stop() == 0

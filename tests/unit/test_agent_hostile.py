@@ -105,3 +105,27 @@ def test_expires_at_is_the_grant_time_plus_the_granted_expiry_and_lapse_needs_th
     t = datetime(2026, 12, 2, 16, 0, 0, 250000, tzinfo=timezone.utc)
     assert rp.expires_at(t, 4) == "2026-12-02T16:00:04.250Z"
     assert rp.lapsed("Registered", 7, 7) and not rp.lapsed("Registered", 8, 7) and not rp.lapsed("Failed", 7, 7)
+
+
+# ---------------------------------------------------------------------------------------------- unparsable answers
+
+# the two entries pjsip 2.15.1 (sip_transport.c) logged for S's "200 bad-contact" in the lab (level 2, then 4)
+DROPPING = ("Dropping 456 bytes packet from UDP 10.213.201.1:5060 : PJSIP syntax error exception when parsing "
+            "'Contact' header on line 7 col 0\n")
+DROPPED = ("Dropped packet:SIP/2.0 200 OK\r\n"
+           "Via: SIP/2.0/UDP 10.213.201.100:57433;rport=57433;received=10.213.201.100;branch=z9hG4bKPj2\r\n"
+           "From: <sip:probe1@lab.sipfleet.test>;tag=t1\r\nTo: <sip:probe1@lab.sipfleet.test>;tag=s1\r\n"
+           "Call-ID: c-1\r\nCSeq: 2 REGISTER\r\n"
+           "Contact: <sip:siplab-bad-contact@10.213.201.4:5060;expires=300\r\nContent-Length: 0\r\n\r\n"
+           "\n-- end of packet.")
+
+
+def test_a_dropped_answer_to_register_names_its_account_and_pjsips_reason():
+    src_why = g.parse_dropping(DROPPING)
+    assert src_why == ("UDP 10.213.201.1:5060", "PJSIP syntax error exception when parsing 'Contact' header on line 7 col 0")
+    d = g.dropped_register_answer(DROPPED, src_why)
+    assert d is not None and (d.code, d.from_uri, d.call_id) == (200, "sip:probe1@lab.sipfleet.test", "c-1")
+    assert "answered 200 to REGISTER (from UDP 10.213.201.1:5060)" in d.message and "'Contact' header" in d.message
+    assert g.dropped_register_answer(DROPPED.replace("2 REGISTER", "2 INVITE"), src_why) is None
+    assert g.dropped_register_answer(DROPPED.replace("SIP/2.0 200 OK", "INVITE sip:x SIP/2.0"), src_why) is None
+    assert g.dropped_register_answer(DROPPING, None) is None and g.parse_dropping(DROPPED) is None

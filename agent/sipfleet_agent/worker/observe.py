@@ -14,6 +14,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from sipfleet.api.reasons import REGISTRAR_RESPONSE_UNPARSABLE
+
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
@@ -23,12 +25,15 @@ from .routemeter import aor_key
 
 LOG = logging.getLogger("sipfleet_agent")
 PJ_LOG = logging.getLogger("sipfleet_agent.pjsip")
+#: a failure this long after pjsip dropped an answer is that answer's timeout (Timer F is 32 s)
+DROPPED_MEMORY_S = 64.0
 
 
 class Observer:
     def __init__(self, agent: Any):
         self.a = agent
         self._from_cache: dict[str, tuple] = {}
+        self._dropping: tuple[str, str] | None = None  # pjsip's last "Dropping N bytes packet" (source, why)
 
     def on_transport_state(self, state: int, last_error: int) -> None:
         if state == pj.PJSIP_TP_STATE_DISCONNECTED:
@@ -55,10 +60,34 @@ class Observer:
                     for rt in self.a.accounts.values():
                         rt.meter.observe_rx(resp)
             return
+        if msg.startswith("Dropped packet:"):
+            dropped = responseguard.dropped_register_answer(msg, self._dropping)
+            self._dropping = None
+            if dropped is not None:
+                self._on_dropped(dropped)
+            return
+        if msg.startswith("Dropping "):
+            self._dropping = responseguard.parse_dropping(msg)
         if level <= 2:
             PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
         elif level <= self.a.pjsip_log_level:
             PJ_LOG.info(scrub(msg.strip()))
+
+    def _on_dropped(self, d: "responseguard.Dropped") -> None:
+        """pjsip dropped an answer to this account's REGISTER as unparsable: say so instead of a silent timeout."""
+        rt = self._rt_for_from(d.from_uri)
+        if rt is None:
+            return
+        first = rt.dropped_answer is None or rt.dropped_answer[2] != d.call_id
+        rt.dropped_answer = (d.message, time.monotonic(), d.call_id)
+        if first:
+            log(LOG, logging.WARNING, "registrar answer dropped by pjsip as unparsable", account=rt.name,
+                code=d.code, source=d.source, error=d.why)
+        if rt.status.registration.state != "Registered":
+            rt.status.set_registration(state="Failed", code=d.code, reason=d.message[:1024],
+                                       failure_reason=REGISTRAR_RESPONSE_UNPARSABLE, last_failure=now_iso())
+            self.a._update_gauges()
+            self.a.mark(rt)
 
     def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
         cached = self._from_cache.get(from_uri)
@@ -130,8 +159,15 @@ class Observer:
             self.a.refresher.cancel(rt)
         if out.route:
             st.set_route(**out.route)
-        if out.registration:
-            st.set_registration(**out.registration)
+        reg = out.registration
+        if reg and out.failed and rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S:
+            # the timeout of a REGISTER whose answer pjsip dropped: the answer is the news, not the 408
+            reg = {**reg, "reason": f"{reason}: {rt.dropped_answer[0]}"[:1024],
+                   "failure_reason": REGISTRAR_RESPONSE_UNPARSABLE}
+        elif reg and not out.failed:
+            rt.dropped_answer = None
+        if reg:
+            st.set_registration(**reg)
         if out.failed:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()

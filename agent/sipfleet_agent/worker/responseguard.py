@@ -8,15 +8,23 @@ into an array of ``PJSUA_ACC_MAX_PROXIES`` (8) entries. Nine or more URIs over s
 array (SIGSEGV); more than 8 in one header make it log an error and keep a stale route. Either way such an answer
 is refused: :func:`check_register_response` returns a :class:`Verdict` for a 2xx to REGISTER carrying more than
 8 Service-Route URIs, counted across all Service-Route headers, comma-separated values included.
+
+An answer pjsip cannot parse never reaches that log: ``sip_transport.c`` logs ``Dropping N bytes packet from
+PROTO ip:port : <syntax error>`` (level 2), then ``Dropped packet:<the packet>-- end of packet.`` (level 4) and
+drops it; the REGISTER then times out (408 after 32 s). :func:`parse_dropping` and :func:`dropped_register_answer`
+turn those two entries into a :class:`Dropped` naming the account, so the status can say what really happened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from sipfleet.api.reasons import PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_REJECTED
 
-from ..siplog import RxResponse, parse_rx_response
+from ..siplog import RxResponse, _from_uri, _headers, parse_rx_response
+
+_DROPPING_RE = re.compile(r"^Dropping \d+ bytes packet from (?P<src>\S+ \S+)\s+:\s*(?P<why>.*?)\s*$", re.S)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,3 +61,42 @@ def check_log_entry(entry: str, limit: int = PJSUA_MAX_SERVICE_ROUTE_URIS) -> Ve
         return None
     resp = parse_rx_response(entry)
     return check_register_response(resp, limit) if resp is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropped:
+    code: int
+    from_uri: str
+    call_id: str
+    source: str  # "UDP ip:port"
+    why: str  # pjsip's syntax error text
+
+    @property
+    def message(self) -> str:
+        return (f"the registrar answered {self.code} to REGISTER (from {self.source}) but pjsip dropped the answer "
+                f"as unparsable: {self.why}")
+
+
+def parse_dropping(entry: str) -> tuple[str, str] | None:
+    """(source, why) of pjsip's ``Dropping N bytes packet from ...`` entry, else None."""
+    m = _DROPPING_RE.match(entry) if entry.startswith("Dropping ") else None
+    return (m.group("src"), m.group("why")) if m else None
+
+
+def dropped_register_answer(entry: str, dropping: tuple[str, str] | None) -> Dropped | None:
+    """A :class:`Dropped` when ``entry`` is pjsip's ``Dropped packet:`` dump of a response to REGISTER;
+    ``dropping``: what :func:`parse_dropping` made of the entry just before it."""
+    if not entry.startswith("Dropped packet:"):
+        return None
+    pkt = entry[len("Dropped packet:"):]
+    end = pkt.rfind("-- end of packet.")
+    lines = [ln.rstrip("\r") for ln in (pkt[:end] if end >= 0 else pkt).split("\n")]
+    start = lines[0].split(" ") if lines else []
+    if len(start) < 2 or not start[0].startswith("SIP/") or not start[1].isdigit():
+        return None
+    hdrs = _headers(lines[1:], {"cseq", "from", "call-id"})
+    cseq = hdrs.get("cseq", [""])[0].split()
+    if len(cseq) != 2 or cseq[1].upper() != "REGISTER":
+        return None
+    src, why = dropping or ("?", "unparsable")
+    return Dropped(int(start[1]), _from_uri(hdrs.get("from", [""])[0]), hdrs.get("call-id", [""])[0], src, why)
