@@ -51,6 +51,8 @@ class Init:
     #: a restarted worker binds its predecessor's port if it can: the same Contact, so REGISTERs refresh (and the
     #: final un-REGISTER removes) the binding the dead process left at the registrar
     sip_port: int = 0
+    #: send an :class:`Answer` before pjsua processes each 2xx to REGISTER (a worker after a crash of its predecessor)
+    breadcrumbs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +118,19 @@ class Rejected:
     limit: int = 0
 
 
-Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected]
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """Breadcrumb (only with ``Init.breadcrumbs``): pjsua is about to process a 2xx to this account's REGISTER; sent
+    when the account differs from the previous breadcrumb's. Names the suspect when the worker dies right after."""
+
+    namespace: str | None
+    name: str
+
+
+Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer]
 TYPES: dict[str, type] = {
     "init": Init, "apply": Apply, "request": Request, "stop": Stop,
-    "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply, "rejected": Rejected,
+    "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply, "rejected": Rejected, "answer": Answer,
 }
 NAMES = {cls: name for name, cls in TYPES.items()}
 

@@ -26,4 +26,8 @@ REGISTRATION_LAPSED = "RegistrationLapsed"
 #: The registrar answered, but pjsip dropped the answer as unparsable (e.g. a Contact with a syntax error).
 REGISTRAR_RESPONSE_UNPARSABLE = "RegistrarResponseUnparsable"
 
-ALL = (REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE)
+#: Without detection: the worker died by a crash signal right after receiving a 2xx to this account's REGISTER,
+#: in a crash loop (the supervisor's attribution, :mod:`sipfleet_agent.supervisor.runtime`).
+REGISTRAR_RESPONSE_CRASHED_WORKER = "RegistrarResponseCrashedWorker"
+
+ALL = (REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)

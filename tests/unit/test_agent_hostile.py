@@ -129,3 +129,19 @@ def test_a_dropped_answer_to_register_names_its_account_and_pjsips_reason():
     assert g.dropped_register_answer(DROPPED.replace("2 REGISTER", "2 INVITE"), src_why) is None
     assert g.dropped_register_answer(DROPPED.replace("SIP/2.0 200 OK", "INVITE sip:x SIP/2.0"), src_why) is None
     assert g.dropped_register_answer(DROPPING, None) is None and g.parse_dropping(DROPPED) is None
+
+
+# ---------------------------------------------------------------------------------------------- crash attribution
+
+from sipfleet_agent.supervisor.attribution import suspect  # noqa: E402
+
+
+def test_a_crash_is_blamed_only_in_a_loop_on_a_fresh_breadcrumb_and_a_crash_signal():
+    crumb = (("ns", "a1"), 100.0)
+    assert suspect(-11, crumb, 100.5, failures=2) == ("ns", "a1")
+    assert suspect(-6, crumb, 101.9, failures=5) == ("ns", "a1")
+    assert suspect(-11, crumb, 100.5, failures=1) is None  # not a loop yet
+    assert suspect(-11, crumb, 102.5, failures=2) is None  # the breadcrumb is stale
+    assert suspect(-9, crumb, 100.5, failures=2) is None and suspect(-15, crumb, 100.5, failures=2) is None
+    assert suspect(1, crumb, 100.5, failures=2) is None and suspect(None, crumb, 100.5, failures=2) is None
+    assert suspect(-11, None, 100.5, failures=2) is None

@@ -258,3 +258,39 @@ def test_a_rejected_answer_quarantines_its_account_and_the_worker_restarts_with_
     assert len(launcher.workers) == 3
     sup.request_stop(0)
     assert sup.wait(10)
+
+
+def test_repeated_crashes_right_after_one_accounts_answer_quarantine_that_account():
+    sup, launcher, edge = make()
+    sup.start([res(f"a{i}") for i in range(3)])
+    until(lambda: len(launcher.live()) == 1 and sup.ready())
+    first = launcher.live()[0]
+    assert first.init.breadcrumbs is False  # no cost while nothing went wrong
+    first.handle.returncode = -11  # the first crash: nobody to blame yet
+    first.sock.close()
+    until(lambda: len(launcher.workers) == 2 and sup.ready())
+    second = launcher.live()[0]
+    assert second.init.breadcrumbs is True and second.applied == [["a0", "a1", "a2"]]
+    assert not [e for e in edge.events if e[2] != "WorkerRestarted"]
+    second.send(p.Answer(None, "a0"))
+    second.send(p.Answer(None, "a2"))  # the last breadcrumb before the crash
+    time.sleep(0.2)
+    second.handle.returncode = -11
+    second.sock.close()
+    until(lambda: len(launcher.workers) == 3 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a1"]]
+    blamed = [e for e in edge.events if e[2] == "RegistrarResponseCrashedWorker"]
+    assert [e[0] for e in blamed] == ["a2"] and "SIGSEGV" in blamed[0][3] and "a2" in blamed[0][3]
+    reg = [d for n, d in edge.statuses if n == "a2"][-1]["registration"]
+    assert reg["failureReason"] == "RegistrarResponseCrashedWorker" and "quarantined" in reg["reason"]
+    # SIGKILL is someone else's doing: never blamed on an account
+    third = launcher.live()[0]
+    third.send(p.Answer(None, "a1"))
+    time.sleep(0.2)
+    third.handle.returncode = -9
+    third.sock.close()
+    until(lambda: len(launcher.workers) == 4 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a1"]]
+    assert len([e for e in edge.events if e[2] == "RegistrarResponseCrashedWorker"]) == 1
+    sup.request_stop(0)
+    assert sup.wait(10)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 from prometheus_client import CollectorRegistry
 
 from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_WORKERS_PER_AGENT, AgentSettings
+from sipfleet.api.reasons import REGISTRAR_RESPONSE_CRASHED_WORKER
 
 from .. import protocol as p
 from ..config import ResolvedAccount
@@ -30,6 +31,7 @@ from .launch import default_launcher
 from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import WorkerMetrics
 from .plan import WorkerSlot, diff, plan_workers
+from .attribution import suspect
 from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject
 from .workerproc import WorkerProc, describe_exit
 
@@ -226,7 +228,7 @@ class Supervisor:
         return p.Init(worker=slot.plan.id, agent=self.name, pod=self.pod,
                       settings=self.settings.model_dump(mode="json"), self_heal=self.self_heal,
                       pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode,
-                      sip_port=slot.sip_port)
+                      sip_port=slot.sip_port, breadcrumbs=slot.restart.failures >= 1)
 
     def _spawn(self, slot: Slot) -> None:
         proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level,
@@ -347,9 +349,9 @@ class Supervisor:
             proc.join_reader(1.0)  # its last messages (a Rejected, statuses) first: the reader takes the lock
             with self._lock:
                 if slot.proc is proc:
-                    self._failed(slot, describe_exit(rc), self.clock())
+                    self._failed(slot, describe_exit(rc), self.clock(), rc)
 
-    def _failed(self, slot: Slot, cause: str, now: float) -> None:
+    def _failed(self, slot: Slot, cause: str, now: float, returncode: int | None = None) -> None:
         proc = slot.proc
         assert proc is not None
         proc.close_input()
@@ -357,6 +359,11 @@ class Supervisor:
         slot.restart, delay = on_failure(self.policy, slot.restart, proc.started_at, now)
         slot.proc, slot.restart_at = None, now + delay
         rej = proc.rejected
+        blamed = suspect(returncode, proc.last_answer, now, slot.restart.failures) if rej is None else None
+        if blamed is not None and blamed in self.accounts:
+            rej = p.Rejected(blamed[0], blamed[1], REGISTRAR_RESPONSE_CRASHED_WORKER,
+                             f"worker {slot.plan.id} was {cause} right after receiving the registrar's 2xx to "
+                             f"{blamed[1]}'s REGISTER, {slot.restart.failures} quick failures in a row")
         if rej is not None and (rej.namespace, rej.name) in self.accounts:
             cause = f"{cause}: {self._quarantine((rej.namespace, rej.name), rej, now)}"
             if self.slots.get(slot.plan.id) is not slot:

@@ -51,6 +51,7 @@ class WorkerProc:
         self.metrics: list = []
         self.retiring = False  # told to stop: its exit is not a failure
         self.rejected: p.Rejected | None = None  # its last word before it ended itself (set by the reader thread)
+        self.last_answer: tuple | None = None  # (account key, clock) of its last breadcrumb (p.Answer)
         self._out = None
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -83,6 +84,8 @@ class WorkerProc:
                         self.metrics = msg.metrics
                 elif isinstance(msg, p.Rejected):
                     self.rejected = msg
+                elif isinstance(msg, p.Answer):
+                    self.last_answer = ((msg.namespace, msg.name), self.clock())
                 elif isinstance(msg, p.Hello):
                     self.hello = msg
                     self.last_heartbeat = self.clock()

@@ -88,6 +88,7 @@ class Agent:
         self.reg_hook: Callable[[AccountRuntime, int, int], None] | None = None  # benchmarks: (rt, code, expires)
         #: tells the supervisor about a refused answer (worker.main); the process ends right after it either way
         self.reject_hook: Callable[[AccountRuntime | None, Any], None] | None = None
+        self.answer_hook: Callable[[AccountRuntime], None] | None = None  # breadcrumbs (worker.main)
 
     # ---------------------------------------------------------------- thread-safe API
 

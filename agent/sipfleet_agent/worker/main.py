@@ -101,6 +101,8 @@ def serve(fd_in: int, fd_out: int) -> int:
                            verdict.message, verdict.count, verdict.limit))
 
     agent.reject_hook = rejected
+    if init.breadcrumbs:
+        agent.answer_hook = lambda rt: ch.send(p.Answer(rt.key[0], rt.key[1]))
     ch.send(p.Hello(init.worker, os.getpid(), agent.sip_port, __version__))
     interval = min(1.0, settings.heartbeat_timeout_seconds / 3.0)
     seq = [0]

@@ -33,6 +33,7 @@ class Observer:
     def __init__(self, agent: Any):
         self.a = agent
         self._from_cache: dict[str, tuple] = {}
+        self._last_crumb: tuple | None = None  # the account of the last breadcrumb (engine.answer_hook)
         self._dropping: tuple[str, str] | None = None  # pjsip's last "Dropping N bytes packet" (source, why)
 
     def on_transport_state(self, state: int, last_error: int) -> None:
@@ -50,9 +51,15 @@ class Observer:
             return
         if msg.startswith("RX "):
             if responseguard.is_register_2xx(msg):
-                verdict = responseguard.check_log_entry(msg)
+                resp = parse_rx_response(msg)
+                verdict = responseguard.check_register_response(resp) if resp is not None else None
                 if verdict is not None:
                     self.a.on_rejected(self._rt_for_from(verdict.from_uri), verdict)  # does not return
+                if resp is not None and self.a.answer_hook is not None:
+                    rt = self._rt_for_from(resp.from_uri)
+                    if rt is not None and rt.key != self._last_crumb:
+                        self._last_crumb = rt.key
+                        self.a.answer_hook(rt)
             if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
                     rt.meter.retiring for rt in self.a.accounts.values()):
                 resp = parse_rx_response(msg)
