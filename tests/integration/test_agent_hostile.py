@@ -137,3 +137,28 @@ def test_an_unparsable_200_is_reported_as_what_it_is(clean_lab, agent_factory, a
         assert st["registration"]["failureReason"] == "RegistrarResponseUnparsable"
         assert "unparsable" in st["registration"]["reason"]
     assert agent.stop() == 0
+
+
+def test_without_detection_the_crash_loop_is_blamed_on_the_right_account(clean_lab, agent_factory, agent_account,
+                                                                           monkeypatch):
+    # the worker's guard off (a test-only switch): pjsua really processes the 10 URIs and dies with SIGSEGV
+    monkeypatch.setenv("SIPFLEET_AGENT_TEST_NO_RESPONSE_GUARD", "1")
+    lab = clean_lab
+    lab.scripted.script("200 sr=10")
+    victim_acc, victim = agent_account("crv", registrar=lab.scripted.uri())
+    good = [agent_account(f"crg{i}") for i in range(2)]
+    t0 = time.time()
+    agent = agent_factory([victim_acc] + [a for a, _ in good], expires=5)
+    st = agent.wait_status(victim, lambda s: s["registration"].get("failureReason")
+                           == "RegistrarResponseCrashedWorker", 60, "RegistrarResponseCrashedWorker")
+    assert "SIGSEGV" in st["registration"]["reason"] and "quarantined for 30 s" in st["registration"]["reason"]
+    for _, u in good:
+        agent.wait_registered(u, timeout=60)
+    t_blamed = time.time()
+    _registered_throughout(agent, [u for _, u in good], 8)
+    assert registers(lab, victim, since=t_blamed) == []
+    # two crashes (the first one unattributed), then no more
+    assert [r.answer for r in _at_s(lab, victim, t0)] == ["200", "200"]
+    assert [w["restarts"] for w in agent.snapshot()["workers"]] == [2]
+    assert agent.stderr_text().count("SIGSEGV") >= 2
+    assert agent.stop() == 0
