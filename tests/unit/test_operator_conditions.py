@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from sipfleet.api import models as m
 from sipfleet_operator import conditions as c
 
@@ -129,3 +131,14 @@ def test_an_unschedulable_pod_says_why_on_the_account():
     # once scheduled it is an ordinary starting pod again
     started = c.PodState(name="sipfleet-agent-x-0-abc", phase="Pending")
     assert by_type(c.compute(inputs(status(agent_pod=None), pod=started), T0))["Ready"].reason == "AgentPending"
+
+
+def test_the_agents_failure_reason_becomes_the_registered_conditions_reason():
+    reg = m.RegistrationStatus(state="Failed", reason="10 Service-Route URIs; pjsua holds at most 8",
+                               failure_reason="RegistrarResponseRejected")
+    st = status("Failed").model_copy(update={"registration": reg})
+    conds = by_type(c.compute(inputs(st), T0))
+    assert (conds["Registered"].status, conds["Registered"].reason) == ("False", "RegistrarResponseRejected")
+    assert "at most 8" in conds["Registered"].message and conds["Ready"].reason == "RegistrarResponseRejected"
+    with pytest.raises(ValueError):
+        m.RegistrationStatus(state="Failed", failure_reason="not a reason")
