@@ -162,3 +162,17 @@ def test_without_detection_the_crash_loop_is_blamed_on_the_right_account(clean_l
     assert [w["restarts"] for w in agent.snapshot()["workers"]] == [2]
     assert agent.stderr_text().count("SIGSEGV") >= 2
     assert agent.stop() == 0
+
+
+def test_a_200_too_large_for_pjsip_over_tcp_is_reported_as_oversized(clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    lab.scripted.script("200 pad=4100 expires=60")
+    acc, user = agent_account("big", registrar=lab.scripted.uri("tcp"), transport="tcp", route=[])
+    t0 = time.time()
+    agent = agent_factory([acc], expires=None)
+    st = agent.wait_status(user, lambda s: s["registration"].get("failureReason") == "RegistrarResponseOversized",
+                           20, "RegistrarResponseOversized")
+    assert st["registration"]["state"] == "Failed" and st["registration"]["code"] == 200
+    assert "PJSIP_ERXOVERFLOW" in st["registration"]["reason"]
+    assert [r.answer for r in _at_s(lab, user, t0)][:1] == ["200"]
+    assert agent.stop() == 0

@@ -145,3 +145,21 @@ def test_a_crash_is_blamed_only_in_a_loop_on_a_fresh_breadcrumb_and_a_crash_sign
     assert suspect(-9, crumb, 100.5, failures=2) is None and suspect(-15, crumb, 100.5, failures=2) is None
     assert suspect(1, crumb, 100.5, failures=2) is None and suspect(None, crumb, 100.5, failures=2) is None
     assert suspect(-11, None, 100.5, failures=2) is None
+
+
+# pjsip 2.15.1's report (sip_endpoint.c, level 1) of S's "200 pad=4100" over TCP in the lab
+OVERFLOW = ("Error processing packet from 10.213.203.4:5060: Rx buffer overflow (PJSIP_ERXOVERFLOW)  [code 171062]:\n"
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.213.203.100:57743;rport=57743;branch=z9hG4bKPjn8;alias\r\n"
+            "From: <sip:probe2@lab.sipfleet.test>;tag=Y1\r\nTo: <sip:probe2@lab.sipfleet.test>;tag=s2\r\n"
+            "Call-ID: c-2\r\nCSeq: 7 REGISTER\r\nX-Siplab-Pad: xxxxxxxx\n-- end of packet.")
+
+
+def test_an_answer_too_large_for_pjsips_buffer_is_oversized_not_a_timeout():
+    d = g.error_processing_answer(OVERFLOW)
+    assert d is not None and d.reason == "RegistrarResponseOversized" and (d.code, d.call_id) == (200, "c-2")
+    assert d.from_uri == "sip:probe2@lab.sipfleet.test" and d.source == "10.213.203.4:5060"
+    assert "too large for its receive buffer" in d.message and "PJSIP_ERXOVERFLOW" in d.message
+    other = OVERFLOW.replace("Rx buffer overflow (PJSIP_ERXOVERFLOW)", "Missing required header(s) (PJSIP_EMISSINGHDR)")
+    assert g.error_processing_answer(other).reason == "RegistrarResponseUnparsable"
+    assert g.error_processing_answer(OVERFLOW.replace("7 REGISTER", "7 OPTIONS")) is None
+    assert g.error_processing_answer(DROPPING) is None

@@ -15,8 +15,6 @@ from typing import Any
 
 import pjsua2 as pj
 
-from sipfleet.api.reasons import REGISTRAR_RESPONSE_UNPARSABLE
-
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
@@ -78,6 +76,10 @@ class Observer:
             return
         if msg.startswith("Dropping "):
             self._dropping = responseguard.parse_dropping(msg)
+        elif msg.startswith("Error processing packet from "):
+            dropped = responseguard.error_processing_answer(msg)
+            if dropped is not None:
+                self._on_dropped(dropped)
         if level <= 2:
             PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
         elif level <= self.a.pjsip_log_level:
@@ -89,13 +91,13 @@ class Observer:
         if rt is None:
             return
         first = rt.dropped_answer is None or rt.dropped_answer[2] != d.call_id
-        rt.dropped_answer = (d.message, time.monotonic(), d.call_id)
+        rt.dropped_answer = (d.message, time.monotonic(), d.call_id, d.reason)
         if first:
-            log(LOG, logging.WARNING, "registrar answer dropped by pjsip as unparsable", account=rt.name,
+            log(LOG, logging.WARNING, "registrar answer dropped by pjsip", account=rt.name, reason=d.reason,
                 code=d.code, source=d.source, error=d.why)
         if rt.status.registration.state != "Registered":
             rt.status.set_registration(state="Failed", code=d.code, reason=d.message[:1024],
-                                       failure_reason=REGISTRAR_RESPONSE_UNPARSABLE, last_failure=now_iso())
+                                       failure_reason=d.reason, last_failure=now_iso())
             self.a._update_gauges()
             self.a.mark(rt)
 
@@ -173,7 +175,7 @@ class Observer:
         if reg and out.failed and rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S:
             # the timeout of a REGISTER whose answer pjsip dropped: the answer is the news, not the 408
             reg = {**reg, "reason": f"{reason}: {rt.dropped_answer[0]}"[:1024],
-                   "failure_reason": REGISTRAR_RESPONSE_UNPARSABLE}
+                   "failure_reason": rt.dropped_answer[3]}
         elif reg and not out.failed:
             rt.dropped_answer = None
         if reg:

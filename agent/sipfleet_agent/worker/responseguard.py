@@ -13,6 +13,9 @@ An answer pjsip cannot parse never reaches that log: ``sip_transport.c`` logs ``
 PROTO ip:port : <syntax error>`` (level 2), then ``Dropped packet:<the packet>-- end of packet.`` (level 4) and
 drops it; the REGISTER then times out (408 after 32 s). :func:`parse_dropping` and :func:`dropped_register_answer`
 turn those two entries into a :class:`Dropped` naming the account, so the status can say what really happened.
+An answer larger than pjsip's receive buffer (``PJSIP_MAX_PKT_LEN``, 4000 bytes) over TCP ends in
+``endpt_on_rx_msg()`` (``sip_endpoint.c``): ``Error processing packet from ip:port: Rx buffer overflow
+(PJSIP_ERXOVERFLOW) [code N]:`` and the packet (level 1); :func:`error_processing_answer` reads that one.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from sipfleet.api.reasons import PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_REJECTED
+from sipfleet.api.reasons import (PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_OVERSIZED,
+                                  REGISTRAR_RESPONSE_REJECTED, REGISTRAR_RESPONSE_UNPARSABLE)
 
 from ..siplog import RxResponse, _from_uri, _headers, parse_rx_response
 
+_ERROR_RE = re.compile(r"^Error processing packet from (?P<src>\S+?): (?P<why>[^\n]*?)\s*\[code -?\d+\]:\n")
 _DROPPING_RE = re.compile(r"^Dropping \d+ bytes packet from (?P<src>\S+ \S+)\s+:\s*(?P<why>.*?)\s*$", re.S)
 
 
@@ -70,11 +75,13 @@ class Dropped:
     call_id: str
     source: str  # "UDP ip:port"
     why: str  # pjsip's syntax error text
+    reason: str = REGISTRAR_RESPONSE_UNPARSABLE
 
     @property
     def message(self) -> str:
+        what = "too large for its receive buffer" if self.reason == REGISTRAR_RESPONSE_OVERSIZED else "unparsable"
         return (f"the registrar answered {self.code} to REGISTER (from {self.source}) but pjsip dropped the answer "
-                f"as unparsable: {self.why}")
+                f"as {what}: {self.why}")
 
 
 def parse_dropping(entry: str) -> tuple[str, str] | None:
@@ -88,7 +95,21 @@ def dropped_register_answer(entry: str, dropping: tuple[str, str] | None) -> Dro
     ``dropping``: what :func:`parse_dropping` made of the entry just before it."""
     if not entry.startswith("Dropped packet:"):
         return None
-    pkt = entry[len("Dropped packet:"):]
+    src, why = dropping or ("?", "unparsable")
+    return _register_answer(entry[len("Dropped packet:"):], src, why, REGISTRAR_RESPONSE_UNPARSABLE)
+
+
+def error_processing_answer(entry: str) -> Dropped | None:
+    """A :class:`Dropped` when ``entry`` is pjsip's ``Error processing packet`` report of a response to REGISTER."""
+    m = _ERROR_RE.match(entry) if entry.startswith("Error processing packet from ") else None
+    if m is None:
+        return None
+    why = m.group("why").strip()
+    reason = REGISTRAR_RESPONSE_OVERSIZED if "ERXOVERFLOW" in why else REGISTRAR_RESPONSE_UNPARSABLE
+    return _register_answer(entry[m.end():], m.group("src"), why, reason)
+
+
+def _register_answer(pkt: str, src: str, why: str, reason: str) -> Dropped | None:
     end = pkt.rfind("-- end of packet.")
     lines = [ln.rstrip("\r") for ln in (pkt[:end] if end >= 0 else pkt).split("\n")]
     start = lines[0].split(" ") if lines else []
@@ -98,5 +119,4 @@ def dropped_register_answer(entry: str, dropping: tuple[str, str] | None) -> Dro
     cseq = hdrs.get("cseq", [""])[0].split()
     if len(cseq) != 2 or cseq[1].upper() != "REGISTER":
         return None
-    src, why = dropping or ("?", "unparsable")
-    return Dropped(int(start[1]), _from_uri(hdrs.get("from", [""])[0]), hdrs.get("call-id", [""])[0], src, why)
+    return Dropped(int(start[1]), _from_uri(hdrs.get("from", [""])[0]), hdrs.get("call-id", [""])[0], src, why, reason)
