@@ -34,6 +34,12 @@ def on_reject(policy: QuarantinePolicy, prev: Entry | None, now: float, reason: 
     return Entry(strikes, now + delay, reason, message)
 
 
+def status_message(entry: Entry, now: float) -> str:
+    """The account's status reason while quarantined (at most 1024 characters)."""
+    return (f"{entry.message}; account quarantined for {entry.until - now:.0f} s (rejection {entry.strikes}), "
+            f"its worker's other accounts are restarted without it")[:1024]
+
+
 def held(entries: Mapping, now: float) -> set:
     """The keys still quarantined at ``now``."""
     return {k for k, e in entries.items() if now < e.until}

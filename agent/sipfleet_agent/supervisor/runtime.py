@@ -32,7 +32,7 @@ from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import WorkerMetrics
 from .plan import WorkerSlot, diff, plan_workers
 from .attribution import suspect
-from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject
+from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject, status_message
 from .workerproc import WorkerProc, describe_exit
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
@@ -380,15 +380,15 @@ class Supervisor:
     def _quarantine(self, key: tuple, rej: p.Rejected, now: float) -> str:
         """Keep ``key`` out of every worker for a while (lock held); returns the cause for the worker's message."""
         entry = self.quarantine[key] = on_reject(self.qpolicy, self.quarantine.get(key), now, rej.reason, rej.message)
-        delay = entry.until - now
-        message = (f"{rej.message}; account quarantined for {delay:.0f} s (rejection {entry.strikes}), "
-                   f"its worker's other accounts are restarted without it")[:1024]
+        message = status_message(entry, now)
         log(LOG, logging.WARNING, "account quarantined", account=key[1], reason=rej.reason, detail=rej.message,
-            quarantined_s=delay, strikes=entry.strikes)
+            quarantined_s=entry.until - now, strikes=entry.strikes)
         self._synthetic(key, {"state": "Failed", "reason": message, "failureReason": rej.reason,
                               "lastFailure": now_iso()})
         self.edge.event(key, key[1], "Warning", rej.reason, message)
         self._replan()
+        if rej.reason == REGISTRAR_RESPONSE_CRASHED_WORKER:
+            return f"blamed on {key[1]} ({rej.reason})"
         return f"it refused a registrar's answer to {key[1]} ({rej.reason}) and ended itself"
 
     def _stop(self, exit_code: int) -> None:
