@@ -131,6 +131,16 @@ def _headers(lines: list[str], wanted: set[str]) -> dict[str, list[str]]:
     return found
 
 
+def header_values(lines: list[str], wanted: set[str]) -> dict[str, list[str]]:
+    """Header values by lower-case name of a message's header lines (after the start line)."""
+    return _headers(lines, wanted)
+
+
+def from_header_uri(value: str) -> str:
+    """The URI of a From (or To) header value."""
+    return _from_uri(value)
+
+
 def _body_lines(msg: str) -> list[str]:
     nl = msg.find("\n")
     body = msg[nl + 1 :] if nl >= 0 else ""

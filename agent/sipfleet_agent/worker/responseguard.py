@@ -26,7 +26,7 @@ import re
 from sipfleet.api.reasons import (PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_OVERSIZED,
                                   REGISTRAR_RESPONSE_REJECTED, REGISTRAR_RESPONSE_UNPARSABLE)
 
-from ..siplog import RxResponse, _from_uri, _headers, parse_rx_response
+from ..siplog import RxResponse, from_header_uri, header_values, parse_rx_response
 
 _ERROR_RE = re.compile(r"^Error processing packet from (?P<src>\S+?): (?P<why>[^\n]*?)\s*\[code -?\d+\]:\n")
 _DROPPING_RE = re.compile(r"^Dropping \d+ bytes packet from (?P<src>\S+ \S+)\s+:\s*(?P<why>.*?)\s*$", re.S)
@@ -115,8 +115,8 @@ def _register_answer(pkt: str, src: str, why: str, reason: str) -> Dropped | Non
     start = lines[0].split(" ") if lines else []
     if len(start) < 2 or not start[0].startswith("SIP/") or not start[1].isdigit():
         return None
-    hdrs = _headers(lines[1:], {"cseq", "from", "call-id"})
+    hdrs = header_values(lines[1:], {"cseq", "from", "call-id"})
     cseq = hdrs.get("cseq", [""])[0].split()
     if len(cseq) != 2 or cseq[1].upper() != "REGISTER":
         return None
-    return Dropped(int(start[1]), _from_uri(hdrs.get("from", [""])[0]), hdrs.get("call-id", [""])[0], src, why, reason)
+    return Dropped(int(start[1]), from_header_uri(hdrs.get("from", [""])[0]), hdrs.get("call-id", [""])[0], src, why, reason)
