@@ -6,7 +6,8 @@ inside :class:`Apply` (``WireAccount.password``), are never part of a ``repr`` a
 :func:`describe` of a message, never the line.
 
 Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`.
-Worker -> supervisor: :class:`Hello` (endpoint started), :class:`Heartbeat`, :class:`Status`, :class:`Reply`.
+Worker -> supervisor: :class:`Hello` (endpoint started), :class:`Heartbeat`, :class:`Status`, :class:`Reply`,
+:class:`Rejected` (the last message of a worker that ends itself with :data:`REJECTED_EXIT_CODE`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 from typing import Any, Union
 
 VERSION = 1
+#: The exit code of a worker that ended itself after a :class:`Rejected` (before pjsua could process the answer).
+REJECTED_EXIT_CODE = 75
 
 
 class ProtocolError(ValueError):
@@ -48,6 +51,8 @@ class Init:
     #: a restarted worker binds its predecessor's port if it can: the same Contact, so REGISTERs refresh (and the
     #: final un-REGISTER removes) the binding the dead process left at the registrar
     sip_port: int = 0
+    #: send an :class:`Answer` before pjsua processes each 2xx to REGISTER (a worker after a crash of its predecessor)
+    breadcrumbs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +105,32 @@ class Reply:
     error: str | None = None
 
 
-Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply]
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """A registrar's answer to ``name``'s REGISTER that pjsua would mishandle fatally: the worker ends itself right
+    after this message. ``reason``: a :mod:`sipfleet.api.reasons` constant; ``message``: for status and events."""
+
+    namespace: str | None
+    name: str | None
+    reason: str
+    message: str
+    count: int = 0
+    limit: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """Breadcrumb (only with ``Init.breadcrumbs``): pjsua is about to process a 2xx to this account's REGISTER; sent
+    when the account differs from the previous breadcrumb's. Names the suspect when the worker dies right after."""
+
+    namespace: str | None
+    name: str
+
+
+Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer]
 TYPES: dict[str, type] = {
     "init": Init, "apply": Apply, "request": Request, "stop": Stop,
-    "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply,
+    "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply, "rejected": Rejected, "answer": Answer,
 }
 NAMES = {cls: name for name, cls in TYPES.items()}
 

@@ -58,6 +58,7 @@ class RxResponse:
     source: str
     call_id: str
     service_route: tuple[str, ...] = field(default_factory=tuple)
+    from_uri: str = ""
 
 
 def scrub(text: str) -> str:
@@ -130,6 +131,16 @@ def _headers(lines: list[str], wanted: set[str]) -> dict[str, list[str]]:
     return found
 
 
+def header_values(lines: list[str], wanted: set[str]) -> dict[str, list[str]]:
+    """Header values by lower-case name of a message's header lines (after the start line)."""
+    return _headers(lines, wanted)
+
+
+def from_header_uri(value: str) -> str:
+    """The URI of a From (or To) header value."""
+    return _from_uri(value)
+
+
 def _body_lines(msg: str) -> list[str]:
     nl = msg.find("\n")
     body = msg[nl + 1 :] if nl >= 0 else ""
@@ -196,7 +207,7 @@ def parse_rx_response(msg: str) -> RxResponse | None:
     if not m:
         return None
     lines = _body_lines(msg)
-    hdrs = _headers(lines[1:], {"call-id", "service-route"})
+    hdrs = _headers(lines[1:], {"call-id", "service-route", "from"})
     return RxResponse(
         code=int(m.group("code")),
         method=m.group("method").upper(),
@@ -205,6 +216,7 @@ def parse_rx_response(msg: str) -> RxResponse | None:
         source=m.group("src").rstrip(":"),
         call_id=hdrs.get("call-id", [""])[0],
         service_route=tuple(service_route_values(hdrs.get("service-route", []))),
+        from_uri=_from_uri(hdrs.get("from", [""])[0]),
     )
 
 

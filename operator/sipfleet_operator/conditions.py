@@ -131,7 +131,7 @@ def _registered(i: Inputs, agent_ready: C) -> C:
     if reg.state == "Failed":
         if i.credentials_problem:
             return C("Registered", "False", i.credentials_reason, i.credentials_problem)
-        return C("Registered", "False", "RegistrationFailed", detail or "registration failed")
+        return C("Registered", "False", reg.failure_reason or "RegistrationFailed", detail or "registration failed")
     if reg.state == "Registering":
         return C("Registered", "False", "Registering", detail or "registering")
     return C("Registered", "False", "Unregistered", detail or "not registered")

@@ -281,6 +281,11 @@ class RegistrationStatus(ApiModel):
     expires_seconds: int | None = Field(None, description="Expiry granted by the registrar.")
     registered_since: str | None = Field(None, description="When the current registration was first granted.")
     last_failure: str | None = Field(None, description="When the last failed attempt ended.")
+    failure_reason: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64,
+        description="Machine-readable reason of the failure (sipfleet.api.reasons), e.g. RegistrarResponseRejected.")
+    expires_at: str | None = Field(
+        None, description="When the binding granted by the last 2xx lapses unless refreshed (from the granted expiry).")
 
 
 class SentRequest(ApiModel):

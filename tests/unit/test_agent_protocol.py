@@ -21,6 +21,8 @@ SAMPLES = [
     p.Status("ns", "x", {"registration": {"state": "Registered"}}),
     p.Reply(9, True, 1),
     p.Reply(11, False, error="boom"),
+    p.Rejected("ns", "x", "RegistrarResponseRejected", "10 Service-Route URIs", 10, 8),
+    p.Answer("ns", "x"),
 ]
 
 

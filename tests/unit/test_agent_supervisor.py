@@ -237,5 +237,78 @@ def test_self_heals_reported_by_a_worker_become_counted_events():
     heals = [e for e in edge.events if e[2] == "RouteSelfHealed"]
     assert len(heals) == 2 and edge.counts == [1, 3], edge.events
     assert all(e[1] == "Normal" for e in heals) and "in 4 ms" in heals[0][3] and "4 self-heals" in heals[1][3]
+
+
+def test_a_rejected_answer_quarantines_its_account_and_the_worker_restarts_with_the_others():
+    from sipfleet_agent.supervisor.quarantine import QuarantinePolicy
+
+    launcher, edge = FakeLauncher(), Edge()
+    sup = Supervisor(AgentSettings(), edge, name="t", pod="pod", launcher=launcher,
+                     policy=RestartPolicy(base_s=0.1, max_s=1.0, stable_s=60.0), grace_s=2.0,
+                     quarantine=QuarantinePolicy(base_s=1.0, max_s=8.0, forget_s=60.0))
+    sup.start([res(f"a{i}") for i in range(3)])
+    until(lambda: len(launcher.live()) == 1 and sup.ready())
+    victim = launcher.live()[0]
+    # what a worker does: the message, then it ends itself with the rejected exit code
+    victim.send(p.Rejected(None, "a1", "RegistrarResponseRejected", "10 Service-Route URIs; at most 8", 10, 8))
+    victim.handle.returncode = p.REJECTED_EXIT_CODE
+    victim.sock.close()
+    until(lambda: len(launcher.workers) == 2 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a2"]], "restarted with its other accounts only"
+    failed = [d for n, d in edge.statuses if n == "a1" and d["registration"]["state"] == "Failed"]
+    assert failed[-1]["registration"]["failureReason"] == "RegistrarResponseRejected"
+    assert "quarantined for 1 s" in failed[-1]["registration"]["reason"]
+    assert ("a1", "Warning", "RegistrarResponseRejected") in [e[:3] for e in edge.events]
+    restarted = [e for e in edge.events if e[2] == "WorkerRestarted"]
+    assert sorted(e[0] for e in restarted) == ["a0", "a2"] and "a1" in restarted[0][3]
+    # released after its quarantine: into a worker of its own, the others are not touched
+    until(lambda: len(launcher.live()) == 2 and sup.ready(), timeout=10)
+    alone = next(w for w in launcher.live().values() if w.applied[-1] == ["a1"])
+    assert alone.init.transport == "udp" and alone.init.route == ["sip:127.0.0.1:5060;lr"]
+    assert launcher.live()[0].applied == [["a0", "a2"]]
+    # a second rejection: twice as long, and only its own worker ended
+    alone.send(p.Rejected(None, "a1", "RegistrarResponseRejected", "again", 10, 8))
+    alone.handle.returncode = p.REJECTED_EXIT_CODE
+    alone.sock.close()
+    until(lambda: any("quarantined for 2 s (rejection 2)" in (d["registration"].get("reason") or "")
+                      for n, d in edge.statuses if n == "a1"))
+    assert [e for e in edge.events if e[2] == "WorkerRestarted"] == restarted
+    assert len(launcher.workers) == 3
+    sup.request_stop(0)
+    assert sup.wait(10)
+
+
+def test_repeated_crashes_right_after_one_accounts_answer_quarantine_that_account():
+    sup, launcher, edge = make()
+    sup.start([res(f"a{i}") for i in range(3)])
+    until(lambda: len(launcher.live()) == 1 and sup.ready())
+    first = launcher.live()[0]
+    assert first.init.breadcrumbs is False  # no cost while nothing went wrong
+    first.handle.returncode = -11  # the first crash: nobody to blame yet
+    first.sock.close()
+    until(lambda: len(launcher.workers) == 2 and sup.ready())
+    second = launcher.live()[0]
+    assert second.init.breadcrumbs is True and second.applied == [["a0", "a1", "a2"]]
+    assert not [e for e in edge.events if e[2] != "WorkerRestarted"]
+    second.send(p.Answer(None, "a0"))
+    second.send(p.Answer(None, "a2"))  # the last breadcrumb before the crash
+    time.sleep(0.2)
+    second.handle.returncode = -11
+    second.sock.close()
+    until(lambda: len(launcher.workers) == 3 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a1"]]
+    blamed = [e for e in edge.events if e[2] == "RegistrarResponseCrashedWorker"]
+    assert [e[0] for e in blamed] == ["a2"] and "SIGSEGV" in blamed[0][3] and "a2" in blamed[0][3]
+    reg = [d for n, d in edge.statuses if n == "a2"][-1]["registration"]
+    assert reg["failureReason"] == "RegistrarResponseCrashedWorker" and "quarantined" in reg["reason"]
+    # SIGKILL is someone else's doing: never blamed on an account
+    third = launcher.live()[0]
+    third.send(p.Answer(None, "a1"))
+    time.sleep(0.2)
+    third.handle.returncode = -9
+    third.sock.close()
+    until(lambda: len(launcher.workers) == 4 and sup.ready())
+    assert launcher.live()[0].applied == [["a0", "a1"]]
+    assert len([e for e in edge.events if e[2] == "RegistrarResponseCrashedWorker"]) == 1
     sup.request_stop(0)
     assert sup.wait(10)

@@ -174,22 +174,26 @@ def test_aor_key_ignores_display_and_default_port():
 def test_registration_state_machine():
     reg, route = RegistrationStatus(state="Registering"), RouteStatus(mode="account", desired=[P])
     ok = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=60, src="127.0.20.1:5060",
-                               service_route=["sip:e;lr"], configured_route=[P], now="T1")
+                               service_route=["sip:e;lr"], configured_route=[P], now="T1", expires_at="X1")
     assert ok.registration == {"state": "Registered", "code": 200, "reason": "OK", "expires_seconds": 60,
-                               "registered_since": "T1"}
+                               "registered_since": "T1", "expires_at": "X1", "failure_reason": None}
     assert ok.route == {"service_route": ["sip:e;lr"], "response_from": "127.0.20.1:5060", "desired": [P, "sip:e;lr"]}
     assert not ok.failed
     reg = reg.model_copy(update=ok.registration)
     route = route.model_copy(update=ok.route)
     refresh = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=60, src="127.0.20.1:5060",
-                                    service_route=["sip:e;lr"], configured_route=[P], now="T2")
-    assert refresh.registration is None and refresh.route is None  # a refresh changes nothing
+                                    service_route=["sip:e;lr"], configured_route=[P], now="T2", expires_at="X1")
+    assert refresh.registration is None and refresh.route is None  # the same grant changes nothing
+    moved = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=60, src="127.0.20.1:5060",
+                                  service_route=["sip:e;lr"], configured_route=[P], now="T2", expires_at="X2")
+    assert moved.registration["expires_at"] == "X2" and moved.registration["registered_since"] == "T1"
     longer = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=120, src="127.0.20.1:5060",
                                    service_route=["sip:e;lr"], configured_route=[P], now="T3")
     assert longer.registration["registered_since"] == "T1"
     bad = regstate.on_reg_state(reg, route, code=403, reason="Forbidden", expiration=0, src="127.0.20.1:5060",
                                 service_route=[], configured_route=[P], now="T4")
     assert bad.failed and bad.registration["state"] == "Failed" and bad.registration["last_failure"] == "T4"
+    assert bad.registration["expires_at"] is None
     gone = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="", service_route=[],
                                  configured_route=[P], now="T5")
     assert gone.registration["state"] == "Unregistered" and not gone.failed

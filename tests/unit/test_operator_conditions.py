@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from sipfleet.api import models as m
 from sipfleet_operator import conditions as c
 
@@ -141,3 +143,14 @@ def test_route_flapping_is_its_own_condition_and_ready_does_not_hang_on_it():
     assert conds["Ready"].status == "True" and conds["Degraded"].status == "False"
     calm = by_type(c.compute(inputs(status("Registered", True, ladder=ladder.model_copy(update={"flapping": False}))), T0))
     assert calm["RouteFlapping"].status == "False" and calm["RouteFlapping"].reason == "Stable"
+
+
+def test_the_agents_failure_reason_becomes_the_registered_conditions_reason():
+    reg = m.RegistrationStatus(state="Failed", reason="10 Service-Route URIs; pjsua holds at most 8",
+                               failure_reason="RegistrarResponseRejected")
+    st = status("Failed").model_copy(update={"registration": reg})
+    conds = by_type(c.compute(inputs(st), T0))
+    assert (conds["Registered"].status, conds["Registered"].reason) == ("False", "RegistrarResponseRejected")
+    assert "at most 8" in conds["Registered"].message and conds["Ready"].reason == "RegistrarResponseRejected"
+    with pytest.raises(ValueError):
+        m.RegistrationStatus(state="Failed", failure_reason="not a reason")

@@ -3,7 +3,10 @@
 Promise: :meth:`Supervisor.apply` changes only the workers whose accounts changed (:mod:`.plan`); a worker that
 exits unasked or misses heartbeats for ``settings.heartbeat_timeout_seconds`` is killed by PID and restarted after
 :mod:`.backoff`'s delay with its own accounts only, and its accounts' status and a Warning event (reason
-``WorkerRestarted``) name the cause; :meth:`stop` tells every worker to un-REGISTER and exit, waits at most
+``WorkerRestarted``) name the cause. A worker that ended itself after refusing a registrar's answer
+(:class:`~sipfleet_agent.protocol.Rejected`) gets that account quarantined (:mod:`.quarantine`: in no worker for a
+growing back-off, its status Failed with the worker's reason, a Warning event with that reason), and is restarted
+with its other accounts only; once released, an account with strikes runs in a worker of its own. :meth:`stop` tells every worker to un-REGISTER and exit, waits at most
 ``grace_s`` and kills what is left. No pjsua2 here. Status and events go to an :class:`Edge`.
 """
 
@@ -19,15 +22,19 @@ from prometheus_client import CollectorRegistry
 
 from sipfleet.api.keys import EVENT_ROUTE_SELF_HEALED
 from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_WORKERS_PER_AGENT, AgentSettings
+from sipfleet.api.reasons import REGISTRAR_RESPONSE_CRASHED_WORKER
 
 from .. import protocol as p
 from ..config import ResolvedAccount
 from ..logs import log
 from ..status import now_iso, self_heals_between
 from .launch import default_launcher
+from .messages import self_heal_message, wire
 from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import WorkerMetrics
 from .plan import WorkerSlot, diff, plan_workers
+from .attribution import suspect
+from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject, status_message
 from .workerproc import WorkerProc, describe_exit
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
@@ -53,24 +60,11 @@ class Slot:
         self.sip_port = 0  # the last worker's, for its successor
 
 
-def _self_heal_message(doc: dict) -> str:
-    route = doc.get("route") or {}
-    last = route.get("lastRepair") or {}
-    ms = last.get("durationMs")
-    took = f" in {ms:.0f} ms" if isinstance(ms, (int, float)) else ""
-    return (f"the route drifted and the agent re-created the account{took}, back via {route.get('firstHop') or '?'} "
-            f"({route.get('selfHealCount', 0)} self-heals, {route.get('driftCount', 0)} drifts since this agent took it)")
-
-
-def wire(res: ResolvedAccount) -> p.WireAccount:
-    return p.WireAccount(spec=res.spec.to_api(), username=res.creds.username, password=res.creds.password, realm=res.creds.realm,
-                         expires_override=res.expires_override)
-
-
 class Supervisor:
     def __init__(self, settings: AgentSettings, edge: Edge, *, name: str, pod: str | None, self_heal: bool = False,
                  pjsip_log_level: int = 2, log_level: str = "INFO", policy: RestartPolicy | None = None,
-                 grace_s: float | None = None, launcher: Any = None, clock: Callable[[], float] = time.monotonic):
+                 grace_s: float | None = None, launcher: Any = None, clock: Callable[[], float] = time.monotonic,
+                 quarantine: QuarantinePolicy | None = None):
         self.settings = settings
         self.edge = edge
         self.name = name
@@ -79,6 +73,9 @@ class Supervisor:
         self.pjsip_log_level = pjsip_log_level
         self.log_level = log_level
         self.policy = policy or RestartPolicy()
+        self.qpolicy = quarantine or QuarantinePolicy()
+        self.quarantine: dict[tuple, Entry] = {}
+        self._held: set = set()
         self.grace_s = grace_s if grace_s is not None else settings.unregister_timeout_seconds + 5.0
         self.clock = clock
         self.launcher = launcher or default_launcher(log_level)
@@ -112,9 +109,27 @@ class Supervisor:
                 return []
             self.accounts = {a.key: a for a in accounts}
             self.docs = {k: v for k, v in self.docs.items() if k in self.accounts}
-            wanted = {a.key: a.spec.worker_key() for a in accounts}
+            self.quarantine = {k: e for k, e in self.quarantine.items() if k in self.accounts}
+            return self._replan()
+
+    def _replan(self) -> list[tuple]:
+        """Place ``self.accounts`` minus the quarantined ones (lock held); released accounts with strikes alone."""
+        with self._lock:
+            now = self.clock()
+            self.quarantine = forget(self.qpolicy, self.quarantine, now)
+            self._held = held(self.quarantine, now)
+            alone = {k for k in self.accounts if k not in self._held and isolate(self.quarantine.get(k), now)}
             prev = {wid: s.plan for wid, s in self.slots.items()}
-            new = plan_workers(prev, wanted, max_workers=MAX_WORKERS_PER_AGENT, max_per_worker=MAX_ACCOUNTS_PER_WORKER)
+
+            def wanted(isolated: set) -> dict:
+                return {k: (a.spec.worker_key() + (("alone",) + k if k in isolated else ()))
+                        for k, a in self.accounts.items() if k not in self._held}
+
+            new = plan_workers(prev, wanted(alone), max_workers=MAX_WORKERS_PER_AGENT,
+                               max_per_worker=MAX_ACCOUNTS_PER_WORKER)
+            if alone and new.unplaced:  # not enough workers to isolate them: share as usual
+                new = plan_workers(prev, wanted(set()), max_workers=MAX_WORKERS_PER_AGENT,
+                                   max_per_worker=MAX_ACCOUNTS_PER_WORKER)
             for ch in diff(prev, new.workers):
                 if ch.action in ("stop", "restart"):
                     self._retire(self.slots.pop(ch.id))
@@ -206,11 +221,11 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
 
     def _init(self, slot: Slot) -> p.Init:
-        transport, route, mode = slot.plan.key
+        transport, route, mode = slot.plan.key[:3]  # (..., "alone", ns, name): an isolated account's own worker
         return p.Init(worker=slot.plan.id, agent=self.name, pod=self.pod,
                       settings=self.settings.model_dump(mode="json"), self_heal=self.self_heal,
                       pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode,
-                      sip_port=slot.sip_port)
+                      sip_port=slot.sip_port, breadcrumbs=slot.restart.failures >= 1)
 
     def _spawn(self, slot: Slot) -> None:
         proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level,
@@ -258,7 +273,7 @@ class Supervisor:
                 self.docs[key] = msg.doc
                 self.edge.status(key, msg.name, msg.doc)
                 if healed > 0:
-                    self.edge.event(key, msg.name, "Normal", EVENT_ROUTE_SELF_HEALED, _self_heal_message(msg.doc), healed)
+                    self.edge.event(key, msg.name, "Normal", EVENT_ROUTE_SELF_HEALED, self_heal_message(msg.doc), healed)
         elif isinstance(msg, p.Reply):
             with self._lock:
                 slot = self.slots.get(proc.id)
@@ -305,6 +320,7 @@ class Supervisor:
     def _tick(self) -> None:
         now = self.clock()
         self._last_tick = now
+        ended: list = []
         with self._lock:
             for slot in list(self.slots.values()):
                 proc = slot.proc
@@ -315,7 +331,7 @@ class Supervisor:
                     continue
                 rc = proc.poll()
                 if rc is not None:
-                    self._failed(slot, describe_exit(rc), now)
+                    ended.append((slot, proc, rc))
                 elif hung(proc.last_heartbeat, now, self.settings.heartbeat_timeout_seconds):
                     age = now - proc.last_heartbeat
                     proc.kill()
@@ -327,14 +343,31 @@ class Supervisor:
                     proc.join_reader(0.5)
                 elif now - proc.last_heartbeat > self.grace_s + self.settings.heartbeat_timeout_seconds:
                     proc.kill()
+            if held(self.quarantine, now) != self._held:
+                self._replan()  # a quarantine ended
+        for slot, proc, rc in ended:
+            proc.join_reader(1.0)  # its last messages (a Rejected, statuses) first: the reader takes the lock
+            with self._lock:
+                if slot.proc is proc:
+                    self._failed(slot, describe_exit(rc), self.clock(), rc)
 
-    def _failed(self, slot: Slot, cause: str, now: float) -> None:
+    def _failed(self, slot: Slot, cause: str, now: float, returncode: int | None = None) -> None:
         proc = slot.proc
         assert proc is not None
         proc.close_input()
         self.metrics.retire(proc.metrics)
         slot.restart, delay = on_failure(self.policy, slot.restart, proc.started_at, now)
         slot.proc, slot.restart_at = None, now + delay
+        rej = proc.rejected
+        blamed = suspect(returncode, proc.last_answer, now, slot.restart.failures) if rej is None else None
+        if blamed is not None and blamed in self.accounts:
+            rej = p.Rejected(blamed[0], blamed[1], REGISTRAR_RESPONSE_CRASHED_WORKER,
+                             f"worker {slot.plan.id} was {cause} right after receiving the registrar's 2xx to "
+                             f"{blamed[1]}'s REGISTER, {slot.restart.failures} quick failures in a row")
+        if rej is not None and (rej.namespace, rej.name) in self.accounts:
+            cause = f"{cause}: {self._quarantine((rej.namespace, rej.name), rej, now)}"
+            if self.slots.get(slot.plan.id) is not slot:
+                return  # it hosted only that account
         names = sorted(a[1] for a in slot.plan.accounts)
         message = (f"worker {slot.plan.id} (pid {proc.pid}) {cause}; restarting it in {delay:.1f} s "
                    f"(restart {slot.restart.restarts}); its accounts re-register: {', '.join(names)}")
@@ -343,6 +376,20 @@ class Supervisor:
         for key in sorted(slot.plan.accounts, key=lambda k: (k[0] or "", k[1])):
             self._synthetic(key, {"state": "Failed", "code": None, "reason": message[:1024], "lastFailure": now_iso()})
             self.edge.event(key, key[1], "Warning", "WorkerRestarted", message[:1024])
+
+    def _quarantine(self, key: tuple, rej: p.Rejected, now: float) -> str:
+        """Keep ``key`` out of every worker for a while (lock held); returns the cause for the worker's message."""
+        entry = self.quarantine[key] = on_reject(self.qpolicy, self.quarantine.get(key), now, rej.reason, rej.message)
+        message = status_message(entry, now)
+        log(LOG, logging.WARNING, "account quarantined", account=key[1], reason=rej.reason, detail=rej.message,
+            quarantined_s=entry.until - now, strikes=entry.strikes)
+        self._synthetic(key, {"state": "Failed", "reason": message, "failureReason": rej.reason,
+                              "lastFailure": now_iso()})
+        self.edge.event(key, key[1], "Warning", rej.reason, message)
+        self._replan()
+        if rej.reason == REGISTRAR_RESPONSE_CRASHED_WORKER:
+            return f"blamed on {key[1]} ({rej.reason})"
+        return f"it refused a registrar's answer to {key[1]} ({rej.reason}) and ended itself"
 
     def _stop(self, exit_code: int) -> None:
         with self._lock:

@@ -50,6 +50,8 @@ class WorkerProc:
         self.hello: p.Hello | None = None
         self.metrics: list = []
         self.retiring = False  # told to stop: its exit is not a failure
+        self.rejected: p.Rejected | None = None  # its last word before it ended itself (set by the reader thread)
+        self.last_answer: tuple | None = None  # (account key, clock) of its last breadcrumb (p.Answer)
         self._out = None
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -80,6 +82,10 @@ class WorkerProc:
                     self.last_heartbeat = self.clock()
                     if msg.metrics:  # most beats carry none (worker.main.METRICS_EVERY)
                         self.metrics = msg.metrics
+                elif isinstance(msg, p.Rejected):
+                    self.rejected = msg
+                elif isinstance(msg, p.Answer):
+                    self.last_answer = ((msg.namespace, msg.name), self.clock())
                 elif isinstance(msg, p.Hello):
                     self.hello = msg
                     self.last_heartbeat = self.clock()

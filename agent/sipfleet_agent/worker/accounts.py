@@ -20,6 +20,7 @@ from ..config import ResolvedAccount
 from ..siplog import TxRequest
 from ..status import AccountStatus
 from .pjbind import Account, release
+from .refreshplan import delay_before_refresh
 from .repair import SelfHealGate
 from .routemeter import RouteMeter, aor_key
 
@@ -44,6 +45,10 @@ class AccountRuntime:
         self.last_failure_mono = 0.0
         self.last_register: tuple[TxRequest, str] | None = None
         self.retry_timer: Any = None
+        self.refresh_timer: Any = None  # the agent's own refresh (a grant pjsip would not refresh in time)
+        self.lapse_timer: Any = None  # the granted binding's expiry
+        self.dropped_answer: tuple | None = None  # (message, monotonic, call-id): pjsip dropped an answer
+        self.grant_seq = 0  # 2xx grants seen, so a lapse timer knows whether a newer grant came
         self.status = AccountStatus(mode=res.spec.route_mode, desired=list(res.spec.route), agent=agent)
 
     @property
@@ -78,7 +83,7 @@ def account_config(rt: AccountRuntime, settings: AgentSettings, global_proxy: li
     cfg.regConfig.retryIntervalSec = spec.registration.retry_interval_seconds
     cfg.regConfig.firstRetryIntervalSec = spec.registration.first_retry_interval_seconds
     cfg.regConfig.randomRetryIntervalSec = spec.registration.jitter_seconds
-    cfg.regConfig.delayBeforeRefreshSec = min(5, max(1, res.expires // 4))
+    cfg.regConfig.delayBeforeRefreshSec = delay_before_refresh(res.expires)
     cfg.regConfig.unregWaitMsec = int(settings.unregister_timeout_seconds * 1000)
     # routeMode account: the route per account. In a worker started with a global outbound proxy (prevent
     # mode) the proxy is already there for every account: adding it again would put it twice into the Route set.

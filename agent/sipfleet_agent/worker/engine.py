@@ -12,6 +12,7 @@ to pjsua (:mod:`.endpoint`, :mod:`.accounts`, :mod:`.calls`, :mod:`.netwatch`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -22,6 +23,7 @@ import pjsua2 as pj
 from sipfleet.api.models import MAX_ACCOUNTS_PER_WORKER, MAX_CALLS_PER_WORKER, AgentRef, AgentSettings
 
 from .. import __version__
+from ..protocol import REJECTED_EXIT_CODE
 from ..config import ResolvedAccount
 from ..logs import log
 from ..metrics import Metrics
@@ -33,6 +35,7 @@ from .calls import CallRegistry
 from .eventloop import EventLoop, TaskGen, Wait
 from .netwatch import NetWatch
 from .observe import Observer
+from .refresher import Refresher
 from .repairs import Repairs
 
 LOG = logging.getLogger("sipfleet_agent")
@@ -70,6 +73,7 @@ class Agent:
                             call_later=self.loop.call_later, stopping=lambda: self.stopping, metrics=self.metrics)
         self.repairs = Repairs(self)
         self.observer = Observer(self)
+        self.refresher = Refresher(self)
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -82,6 +86,9 @@ class Agent:
         self.pjsip_log_level = 2  # pjsip log lines up to this level (besides errors/warnings) go to the JSON log
         self.tx_hook: Callable[[TxRequest], None] | None = None  # benchmarks
         self.reg_hook: Callable[[AccountRuntime, int, int], None] | None = None  # benchmarks: (rt, code, expires)
+        #: tells the supervisor about a refused answer (worker.main); the process ends right after it either way
+        self.reject_hook: Callable[[AccountRuntime | None, Any], None] | None = None
+        self.answer_hook: Callable[[AccountRuntime], None] | None = None  # breadcrumbs (worker.main)
 
     # ---------------------------------------------------------------- thread-safe API
 
@@ -246,8 +253,9 @@ class Agent:
     def create_account(self, rt: AccountRuntime) -> None:
         if rt.acc is not None:
             return
+        self.refresher.cancel(rt)
         rt.status.set_registration(state="Registering", code=None, reason=None, registered_since=None,
-                                   expires_seconds=None)
+                                   expires_seconds=None, expires_at=None, failure_reason=None)
         err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids)
         if err is not None:
             log(LOG, logging.ERROR, err, account=rt.name)
@@ -272,6 +280,7 @@ class Agent:
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
         self.loop.cancel(rt.heal_timer)
+        self.refresher.cancel(rt)
 
     def recreate(self, rt: AccountRuntime) -> TaskGen:
         """shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
@@ -304,6 +313,19 @@ class Agent:
 
     def on_log(self, level: int, msg: str) -> None:
         self.observer.on_log(level, msg)
+
+    def on_rejected(self, rt: AccountRuntime | None, verdict: Any) -> None:
+        """An answer pjsua must not process is in its receive path (:mod:`.responseguard`): report it and end this
+        process now, on the pjsua thread, before the registration layer gets the answer. Never returns."""
+        try:
+            log(LOG, logging.ERROR, "registrar answer refused: ending the worker before pjsua processes it",
+                account=rt.name if rt else None, reason=verdict.reason, detail=verdict.message)
+            if self.reject_hook is not None:
+                self.reject_hook(rt, verdict)
+            for h in logging.getLogger().handlers:
+                h.flush()
+        finally:
+            os._exit(REJECTED_EXIT_CODE)
 
     def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
         self.observer.on_reg_state(rt, prm)
@@ -340,6 +362,7 @@ class Agent:
         waiting = []
         for rt in self.accounts.values():
             self.loop.cancel(rt.retry_timer)
+            self.refresher.cancel(rt)
             if rt.acc is not None and rt.status.registration.state == "Registered":
                 try:
                     rt.acc.setRegistration(False)

@@ -95,6 +95,14 @@ def serve(fd_in: int, fd_out: int) -> int:
     if agent is None:
         return 1
     signal.signal(signal.SIGTERM, lambda s, f: agent.request_stop(0))
+
+    def rejected(rt, verdict) -> None:  # noqa: ANN001 - on the pjsua thread, right before the worker ends itself
+        ch.send(p.Rejected(rt.key[0] if rt else None, rt.key[1] if rt else None, verdict.reason,
+                           verdict.message, verdict.count, verdict.limit))
+
+    agent.reject_hook = rejected
+    if init.breadcrumbs:
+        agent.answer_hook = lambda rt: ch.send(p.Answer(rt.key[0], rt.key[1]))
     ch.send(p.Hello(init.worker, os.getpid(), agent.sip_port, __version__))
     interval = min(1.0, settings.heartbeat_timeout_seconds / 3.0)
     seq = [0]

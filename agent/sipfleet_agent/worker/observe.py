@@ -1,11 +1,14 @@
 """The pjsua callbacks that observe: pjsip's message log (TX/RX lines -> :mod:`.routemeter` -> route status,
-drift, repairs), ``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
+drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it),
+``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
 re-registers when pjsua does not retry by itself. Runs on the worker's event thread only.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -15,18 +18,24 @@ import pjsua2 as pj
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
-from . import regstate
+from . import refreshplan, regstate, responseguard
 from .accounts import AccountRuntime
 from .routemeter import aor_key
 
 LOG = logging.getLogger("sipfleet_agent")
 PJ_LOG = logging.getLogger("sipfleet_agent.pjsip")
+#: a failure this long after pjsip dropped an answer is that answer's timeout (Timer F is 32 s)
+DROPPED_MEMORY_S = 64.0
 
 
 class Observer:
     def __init__(self, agent: Any):
         self.a = agent
         self._from_cache: dict[str, tuple] = {}
+        #: tests only: prove the supervisor's crash attribution against pjsua's real crash (never set in production)
+        self._guard = os.environ.get("SIPFLEET_AGENT_TEST_NO_RESPONSE_GUARD") != "1"
+        self._last_crumb: tuple | None = None  # the account of the last breadcrumb (engine.answer_hook)
+        self._dropping: tuple[str, str] | None = None  # pjsip's last "Dropping N bytes packet" (source, why)
 
     def on_transport_state(self, state: int, last_error: int) -> None:
         if state == pj.PJSIP_TP_STATE_DISCONNECTED:
@@ -42,6 +51,16 @@ class Observer:
                 self._on_tx(req)
             return
         if msg.startswith("RX "):
+            if responseguard.is_register_2xx(msg):
+                resp = parse_rx_response(msg)
+                verdict = responseguard.check_register_response(resp) if resp is not None and self._guard else None
+                if verdict is not None:
+                    self.a.on_rejected(self._rt_for_from(verdict.from_uri), verdict)  # does not return
+                if resp is not None and self.a.answer_hook is not None:
+                    rt = self._rt_for_from(resp.from_uri)
+                    if rt is not None and rt.key != self._last_crumb:
+                        self._last_crumb = rt.key
+                        self.a.answer_hook(rt)
             if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
                     rt.meter.retiring for rt in self.a.accounts.values()):
                 resp = parse_rx_response(msg)
@@ -49,10 +68,38 @@ class Observer:
                     for rt in self.a.accounts.values():
                         rt.meter.observe_rx(resp)
             return
+        if msg.startswith("Dropped packet:"):
+            dropped = responseguard.dropped_register_answer(msg, self._dropping)
+            self._dropping = None
+            if dropped is not None:
+                self._on_dropped(dropped)
+            return
+        if msg.startswith("Dropping "):
+            self._dropping = responseguard.parse_dropping(msg)
+        elif msg.startswith("Error processing packet from "):
+            dropped = responseguard.error_processing_answer(msg)
+            if dropped is not None:
+                self._on_dropped(dropped)
         if level <= 2:
             PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
         elif level <= self.a.pjsip_log_level:
             PJ_LOG.info(scrub(msg.strip()))
+
+    def _on_dropped(self, d: "responseguard.Dropped") -> None:
+        """pjsip dropped an answer to this account's REGISTER as unparsable: say so instead of a silent timeout."""
+        rt = self._rt_for_from(d.from_uri)
+        if rt is None:
+            return
+        first = rt.dropped_answer is None or rt.dropped_answer[2] != d.call_id
+        rt.dropped_answer = (d.message, time.monotonic(), d.call_id, d.reason)
+        if first:
+            log(LOG, logging.WARNING, "registrar answer dropped by pjsip", account=rt.name, reason=d.reason,
+                code=d.code, source=d.source, error=d.why)
+        if rt.status.registration.state != "Registered":
+            rt.status.set_registration(state="Failed", code=d.code, reason=d.message[:1024],
+                                       failure_reason=d.reason, last_failure=now_iso())
+            self.a._update_gauges()
+            self.a.mark(rt)
 
     def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
         cached = self._from_cache.get(from_uri)
@@ -113,13 +160,27 @@ class Observer:
             pass
         st = rt.status
         before = st.registration.state
+        at = _dt.datetime.now(_dt.timezone.utc)
+        granted = expiration if 200 <= code < 300 and expiration > 0 else 0
         out = regstate.on_reg_state(st.registration, st.route, code=code, reason=reason, expiration=expiration, src=src,
                                     service_route=service_route_from_message(whole) if whole and 200 <= code < 300 else [],
-                                    configured_route=list(rt.res.spec.route), now=now_iso())
+                                    configured_route=list(rt.res.spec.route), now=now_iso(),
+                                    expires_at=refreshplan.expires_at(at, granted) if granted else None)
+        if granted:
+            self.a.refresher.on_grant(rt, granted)
+        else:
+            self.a.refresher.cancel(rt)
         if out.route:
             st.set_route(**out.route)
-        if out.registration:
-            st.set_registration(**out.registration)
+        reg = out.registration
+        if reg and out.failed and rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S:
+            # the timeout of a REGISTER whose answer pjsip dropped: the answer is the news, not the 408
+            reg = {**reg, "reason": f"{reason}: {rt.dropped_answer[0]}"[:1024],
+                   "failure_reason": rt.dropped_answer[3]}
+        elif reg and not out.failed:
+            rt.dropped_answer = None
+        if reg:
+            st.set_registration(**reg)
         if out.failed:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()

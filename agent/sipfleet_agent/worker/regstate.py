@@ -3,7 +3,7 @@
 Promise: :func:`on_reg_state` turns one pjsua ``onRegState`` outcome (final code, reason, granted expiry, where
 the answer came from, the Service-Route it carried) into the registration and route status updates: 2xx with an
 expiry is ``Registered`` (``registeredSince`` kept across refreshes), 2xx without is ``Unregistered``, anything
-else ``Failed`` (with ``lastFailure``) and a retry check to schedule. :func:`retry_delay` says when to check that
+else ``Failed`` (with ``lastFailure``); ``expiresAt`` is the granted binding's end (every 2xx moves it) and a retry check to schedule. :func:`retry_delay` says when to check that
 pjsua retried on its own (it does not for e.g. 401/403/404); :func:`retry_needed` whether we must re-register.
 """
 
@@ -24,8 +24,10 @@ class RegOutcome:
 
 
 def on_reg_state(reg: Any, route: Any, *, code: int, reason: str, expiration: int, src: str,
-                 service_route: list[str], configured_route: list[str], now: str) -> RegOutcome:
-    """``reg``/``route``: the current RegistrationStatus / RouteStatus; ``now``: an ISO timestamp."""
+                 service_route: list[str], configured_route: list[str], now: str,
+                 expires_at: str | None = None) -> RegOutcome:
+    """``reg``/``route``: the current RegistrationStatus / RouteStatus; ``now``: an ISO timestamp; ``expires_at``:
+    when the granted binding lapses (2xx with an expiry)."""
     before = reg.state
     if 200 <= code < 300:
         desired = list(configured_route) + list(service_route)
@@ -33,15 +35,17 @@ def on_reg_state(reg: Any, route: Any, *, code: int, reason: str, expiration: in
         if route.service_route != service_route or route.response_from != (src or None) or route.desired != desired:
             route_upd = {"service_route": service_route, "response_from": src or None, "desired": desired}
         if expiration > 0:
-            if before == "Registered" and reg.code == code and reg.reason == reason and reg.expires_seconds == expiration:
+            if (before == "Registered" and reg.code == code and reg.reason == reason
+                    and reg.expires_seconds == expiration and reg.expires_at == expires_at):
                 return RegOutcome(None, route_upd, False)
             since = reg.registered_since if before == "Registered" else now
             return RegOutcome({"state": "Registered", "code": code, "reason": reason, "expires_seconds": expiration,
-                               "registered_since": since}, route_upd, False)
+                               "registered_since": since, "expires_at": expires_at, "failure_reason": None},
+                              route_upd, False)
         return RegOutcome({"state": "Unregistered", "code": code, "reason": reason, "expires_seconds": None,
-                           "registered_since": None}, route_upd, False)
+                           "registered_since": None, "expires_at": None, "failure_reason": None}, route_upd, False)
     return RegOutcome({"state": "Failed", "code": code, "reason": reason or None, "expires_seconds": None,
-                       "registered_since": None, "last_failure": now},
+                       "registered_since": None, "last_failure": now, "expires_at": None, "failure_reason": None},
                       {"response_from": src} if src else None, True)
 
 

@@ -1,0 +1,36 @@
+"""Machine-readable reasons the agent reports in ``status.registration.failureReason`` (and the operator carries
+into the ``Registered`` condition), and the pjsua 2.15.1 limits they are about.
+
+The limits are facts of the wheel we cannot patch (pjproject 2.15.1, see docs/hostile-registrars.md):
+
+* ``PJSUA_ACC_MAX_PROXIES`` (8): ``update_service_route()`` in ``pjsip/src/pjsua-lib/pjsua_acc.c`` copies the
+  Service-Route URIs of a 2xx into an array of this size; more URIs across several headers write past it and the
+  process dies (SIGSEGV).
+* ``PJSIP_REGISTER_CLIENT_DELAY_BEFORE_REFRESH`` (5 s): ``schedule_registration()`` in
+  ``pjsip/src/pjsip-ua/sip_reg.c`` refreshes at ``expiry - delay`` in unsigned arithmetic, at least 5 s after the
+  answer: a granted expiry at or below the margin is never refreshed in time (or at all).
+"""
+
+from __future__ import annotations
+
+#: Service-Route URIs pjsua 2.15.1 holds per account (PJSUA_ACC_MAX_PROXIES).
+PJSUA_MAX_SERVICE_ROUTE_URIS = 8
+#: pjsip's refresh margin and minimum refresh delay in seconds (PJSIP_REGISTER_CLIENT_DELAY_BEFORE_REFRESH).
+PJSIP_REFRESH_MARGIN_SECONDS = 5
+
+#: A 2xx to REGISTER that pjsua would mishandle fatally was refused; the account is quarantined for a while.
+REGISTRAR_RESPONSE_REJECTED = "RegistrarResponseRejected"
+#: The granted binding expired without a successful refresh: no longer registered.
+REGISTRATION_LAPSED = "RegistrationLapsed"
+
+#: The registrar answered, but pjsip dropped the answer as unparsable (e.g. a Contact with a syntax error).
+REGISTRAR_RESPONSE_UNPARSABLE = "RegistrarResponseUnparsable"
+
+#: Without detection: the worker died by a crash signal right after receiving a 2xx to this account's REGISTER,
+#: in a crash loop (the supervisor's attribution, :mod:`sipfleet_agent.supervisor.runtime`).
+REGISTRAR_RESPONSE_CRASHED_WORKER = "RegistrarResponseCrashedWorker"
+
+#: The registrar's answer did not fit pjsip's receive buffer (PJSIP_MAX_PKT_LEN, 4000 bytes): dropped (TCP).
+REGISTRAR_RESPONSE_OVERSIZED = "RegistrarResponseOversized"
+
+ALL = (REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)
