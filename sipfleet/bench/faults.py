@@ -11,8 +11,9 @@ Faults (``--faults``, comma-separated; default all): control plane (``apiserver-
 deleted at once), sipfleet (``operator-kill``: SIGKILL then started again, ``supervisor-kill``, ``worker-kill``:
 SIGKILL of an agent's supervisor or one of its pjsua2 workers), network (``link-down``: an agent pod's eth0 down
 for --outage s, ``partition-p``: the proxy P cut off), registrar (``registrar-down``: R stopped for --outage s,
-``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s, ``hostile-registrar``: the scripted
-registrar S grants with 10 Service-Route URIs).
+``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s; through the scripted registrar S:
+``registrar-403``, ``registrar-503-retry-after``, ``registrar-500``, and the hostile answers ``hostile-registrar``
+(10 Service-Route URIs), ``hostile-big-header`` (8 KB), ``hostile-bad-contact``, ``hostile-expires-1``).
 """
 
 from __future__ import annotations
@@ -174,14 +175,15 @@ def _registrar_down(env: Env) -> str:
         ", every account asked to re-register at its start"
 
 
-def _hostile_registrar(env: Env) -> str:
-    """P and E send REGISTERs to the scripted registrar S, which grants them with 10 Service-Route URIs (pjsua
-    2.15.1 holds 8 and writes past them: docs/hostile-registrars.md); then R again."""
-    def start(e: Env) -> None:
-        e.lab.scripted.script("200 sr=10")
-        e.lab.set_registrar("S")
-    return _hold(env, lambda: _with_reregister(start)(env), lambda: env.lab.set_registrar("R")) + \
-        ", S granted every REGISTER with 10 Service-Route URIs, every account asked to re-register at its start"
+def _scripted(answer: str, what: str):
+    """P and E send REGISTERs to the scripted registrar S, which gives every one ``answer``; then R again."""
+    def run(env: Env) -> str:
+        def start(e: Env) -> None:
+            e.lab.scripted.script(answer)
+            e.lab.set_registrar("S")
+        return _hold(env, lambda: _with_reregister(start)(env), lambda: env.lab.set_registrar("R")) + \
+            f", S answered every REGISTER {what} ({answer!r}), every account asked to re-register at its start"
+    return run
 
 
 FAULTS: dict[str, Callable[[Env], str]] = {
@@ -199,7 +201,14 @@ FAULTS: dict[str, Callable[[Env], str]] = {
     "registrar-down": _registrar_down,
     "registrar-503": _inject("R", "503"),
     "registrar-slow": _inject("R", "delay:5000"),
-    "hostile-registrar": _hostile_registrar,
+    "registrar-403": _scripted("403", "with 403"),
+    "registrar-503-retry-after": _scripted("503 retry-after=20", "with 503 and Retry-After: 20"),
+    "registrar-500": _scripted("500", "with 500"),
+    # hostile answers (docs/hostile-registrars.md); pjsua 2.15.1 holds 8 Service-Route URIs and writes past them
+    "hostile-registrar": _scripted("200 sr=10", "with a 200 carrying 10 Service-Route URIs"),
+    "hostile-big-header": _scripted("200 big-header=8192", "with a 200 carrying an 8 KB header"),
+    "hostile-bad-contact": _scripted("200 bad-contact", "with a 200 whose Contact does not parse"),
+    "hostile-expires-1": _scripted("200 expires=1", "with a 200 granting 1 s"),
 }
 
 
