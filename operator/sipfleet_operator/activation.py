@@ -59,11 +59,11 @@ class Activation:
                 log.info("engine started: the fleet is read and the background work runs")
             return self._engine
 
-    async def _drop(self) -> None:
+    async def _drop(self, why: str) -> None:
         async with self._lock:
             eng, self._engine = self._engine, None
         if eng is not None:
-            log.info("standing by: the engine is stopped (another replica is active)")
+            log.info("engine stopped: %s", why)
             await eng.stop()
 
     async def check(self) -> None:
@@ -72,7 +72,7 @@ class Activation:
             if self._engine is None:
                 await self.engine()
         elif self._engine is not None:
-            await self._drop()
+            await self._drop("standing by, another replica is active")
 
     async def _watch(self) -> None:
         while True:
@@ -91,4 +91,4 @@ class Activation:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        await self._drop()
+        await self._drop("the operator is stopping")

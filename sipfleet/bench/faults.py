@@ -11,7 +11,9 @@ Faults (``--faults``, comma-separated; default all): control plane (``apiserver-
 deleted at once), sipfleet (``operator-kill``: SIGKILL then started again, ``supervisor-kill``, ``worker-kill``:
 SIGKILL of an agent's supervisor or one of its pjsua2 workers), network (``link-down``: an agent pod's eth0 down
 for --outage s, ``partition-p``: the proxy P cut off), registrar (``registrar-down``: R stopped for --outage s,
-``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s).
+``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s; through the scripted registrar S:
+``registrar-403``, ``registrar-503-retry-after``, ``registrar-500``, and the hostile answers ``hostile-registrar``
+(10 Service-Route URIs), ``hostile-big-header`` (8 KB), ``hostile-bad-contact``, ``hostile-expires-1``).
 """
 
 from __future__ import annotations
@@ -173,6 +175,17 @@ def _registrar_down(env: Env) -> str:
         ", every account asked to re-register at its start"
 
 
+def _scripted(answer: str, what: str):
+    """P and E send REGISTERs to the scripted registrar S, which gives every one ``answer``; then R again."""
+    def run(env: Env) -> str:
+        def start(e: Env) -> None:
+            e.lab.scripted.script(answer)
+            e.lab.set_registrar("S")
+        return _hold(env, lambda: _with_reregister(start)(env), lambda: env.lab.set_registrar("R")) + \
+            f", S answered every REGISTER {what} ({answer!r}), every account asked to re-register at its start"
+    return run
+
+
 FAULTS: dict[str, Callable[[Env], str]] = {
     "apiserver-restart": _restart("kube-apiserver"),
     "etcd-restart": _restart("etcd"),
@@ -188,6 +201,14 @@ FAULTS: dict[str, Callable[[Env], str]] = {
     "registrar-down": _registrar_down,
     "registrar-503": _inject("R", "503"),
     "registrar-slow": _inject("R", "delay:5000"),
+    "registrar-403": _scripted("403", "with 403"),
+    "registrar-503-retry-after": _scripted("503 retry-after=20", "with 503 and Retry-After: 20"),
+    "registrar-500": _scripted("500", "with 500"),
+    # hostile answers (docs/hostile-registrars.md); pjsua 2.15.1 holds 8 Service-Route URIs and writes past them
+    "hostile-registrar": _scripted("200 sr=10", "with a 200 carrying 10 Service-Route URIs"),
+    "hostile-big-header": _scripted("200 big-header=8192", "with a 200 carrying an 8 KB header"),
+    "hostile-bad-contact": _scripted("200 bad-contact", "with a 200 whose Contact does not parse"),
+    "hostile-expires-1": _scripted("200 expires=1", "with a 200 granting 1 s"),
 }
 
 
@@ -216,23 +237,9 @@ def _fleet_state(env: Env) -> tuple[list[dict], dict[str, list[str]], list[str]]
     return accounts, assignments, deps
 
 
-def run_fault(env: Env, name: str, users: dict[str, str], specs: dict[str, str]) -> fm.Row:
-    row = fm.Row(fault=name, accounts=len(specs))
-    writes0 = sum(env.apiserver_writes().values())
-    t0 = time.time()
-    result: dict[str, Any] = {}
-
-    def act() -> None:
-        try:
-            result["note"] = FAULTS[name](env)
-        except Exception as e:  # noqa: BLE001 - reported in the row
-            result["note"] = f"the fault itself failed: {type(e).__name__}: {e}"
-        result["end"] = time.time()
-
-    th = threading.Thread(target=act, name=f"fault-{name}", daemon=True)
-    th.start()
-    affected: set[str] = set()
-    last_bad: float | None = None
+def _watch(env: Env, specs: dict[str, str], result: dict[str, Any], seen: dict[str, Any]) -> None:
+    """Look at the fleet every half second until it has been healthy for ``--settle`` s after the fault ended
+    (``result["end"]``), or the deadline; ``seen``: affected names, the last time anything was bad, timed out."""
     healthy_since: float | None = None
     deadline = time.monotonic() + env.args.outage + env.args.timeout + 120
     while time.monotonic() < deadline:
@@ -244,21 +251,35 @@ def run_fault(env: Env, name: str, users: dict[str, str], specs: dict[str, str])
         if objs is not None:
             bad = {o["metadata"]["name"] for o in objs if not fm.healthy(o)} | (set(specs) - {
                 o["metadata"]["name"] for o in objs})
-            affected |= bad
+            seen["affected"] |= bad
             if bad or not _agents_ready(env):  # an agent restarting may not have shown in status yet
-                last_bad, healthy_since = now, None
+                seen["last_bad"], healthy_since = now, None
             elif "end" in result:
                 healthy_since = healthy_since or now
                 if now - healthy_since >= env.args.settle:
-                    break
+                    return
         time.sleep(0.5)
-    else:
-        row.recovery_s = None
-    th.join(timeout=5)
-    end = result.get("end", time.time())
-    if row.recovery_s is not None:
-        row.recovery_s = max(0.0, (last_bad or end) - end)
-    row.affected = len(affected)
+    seen["timed_out"] = True
+
+
+def run_fault(env: Env, name: str, users: dict[str, str], specs: dict[str, str]) -> fm.Row:
+    """One fault, carried out on this (the main) thread: processes it starts again (the operator) get the
+    parent-death signal of the thread that started them, so a fault thread ending would SIGTERM them."""
+    row = fm.Row(fault=name, accounts=len(specs))
+    writes0 = sum(env.apiserver_writes().values())
+    t0 = time.time()
+    result: dict[str, Any] = {}
+    seen: dict[str, Any] = {"affected": set(), "last_bad": None, "timed_out": False}
+    watcher = threading.Thread(target=_watch, args=(env, specs, result, seen), name=f"watch-{name}", daemon=True)
+    watcher.start()
+    try:
+        result["note"] = FAULTS[name](env)
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        result["note"] = f"the fault itself failed: {type(e).__name__}: {e}"
+    end = result["end"] = time.time()
+    watcher.join()
+    row.recovery_s = None if seen["timed_out"] else max(0.0, (seen["last_bad"] or end) - end)
+    row.affected = len(seen["affected"])
     wanted = set(users.values())
     fleet_regs = [r for r in env.lab.wire(since=t0, method="REGISTER") if r.node in ("P", "E")
                   and any(f":{u}@" in r.from_uri for u in wanted)]

@@ -1,6 +1,6 @@
 """The CI subset of ``sipfleet bench faults`` (issue 13): a fleet in both route modes goes through a control
-plane restart, operator and agent kills (supervisor and worker), the registrar down and an agent pod's link down,
-on the session's cluster; nothing may be lost (specs intact, every account hosted once, agents whole, all Ready
+plane restart, operator and agent kills (supervisor and worker), the registrar down, an agent pod's link down and
+a hostile registrar (10 Service-Route URIs), on the session's cluster; nothing may be lost (specs intact, every account hosted once, agents whole, all Ready
 and in sync again). The matrix is printed; its timings are not asserted.
 """
 
@@ -14,7 +14,8 @@ import pytest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab, pytest.mark.slow]
 
-SUBSET = ["apiserver-restart", "operator-kill", "supervisor-kill", "worker-kill", "registrar-down", "link-down"]
+SUBSET = ["apiserver-restart", "operator-kill", "supervisor-kill", "worker-kill", "registrar-down", "link-down",
+          "hostile-registrar"]
 
 
 def test_the_fault_subset_loses_nothing(cluster, tmp_path):
@@ -31,4 +32,7 @@ def test_the_fault_subset_loses_nothing(cluster, tmp_path):
         assert r["lost"] == [] and r["recovery_s"] is not None, r
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the faults did something: the worker's and supervisor's accounts registered again
-    assert {r["fault"]: r["registers_total"] for r in rows}["worker-kill"] > 0
+    by = {r["fault"]: r for r in rows}
+    assert by["worker-kill"]["registers_total"] > 0
+    # the hostile answers were contained: every account was taken out of Ready (quarantined), none was lost
+    assert by["hostile-registrar"]["affected"] == by["hostile-registrar"]["accounts"]
