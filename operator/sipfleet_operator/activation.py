@@ -2,7 +2,8 @@
 
 It promises (with kopf peering, ``replicaCount`` > 1):
 
-* a standby reads nothing and writes nothing: its engine (placements read from the assignment ConfigMaps, the
+* a standby reads nothing and writes nothing (two replicas starting at once may each see itself alone for a
+  moment, as kopf does, and stop again when they see the other): its engine (placements read from the assignment ConfigMaps, the
   background wake-ups and sweeps) exists only while it is the active replica (peering.Leadership);
 * a replica that was paused and becomes active again starts from a fresh read of the ConfigMaps, never from
   what it read before the pause (the other replica changed the fleet meanwhile);
