@@ -13,12 +13,12 @@ import logging
 
 from pydantic import ValidationError
 
+from sipfleet.api import kerrors
 from sipfleet.api import models as m
 
 from . import placement as pl
 from .children import Children
-from .k8s import ApiError
-from .observed import inputs_digest, is_deleting, is_paused, namespace_terminating, ref, secret_problem
+from .observed import inputs_digest, is_deleting, is_paused, ref, secret_problem
 from .restore import Restore
 from .state import State
 from .status import Status
@@ -98,9 +98,7 @@ class Accounts:
                 await self.children.delete_agent(gone, ns)
             for agent in sorted(plan.changed):
                 await self.children.sync_agent(agent)
-        except ApiError as e:
-            if not namespace_terminating(e):
-                raise
+        except kerrors.NamespaceTerminating:
             # the namespace is going away with everything in it: nothing left to update
             log.info("%s/%s removed while namespace %s terminates", ns, name, ns)
 

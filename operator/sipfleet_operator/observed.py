@@ -21,7 +21,6 @@ from sipfleet.api import models as m
 
 from . import builders as b
 from . import conditions as cond
-from .k8s import ApiError
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -113,17 +112,6 @@ def pod_state(pod: dict, ever_ready: bool) -> cond.PodState:
 def current_pod(pods: Iterable[cond.PodState]) -> cond.PodState | None:
     """The agent pod an account's status speaks of: the newest one that is not being deleted (else the newest)."""
     return max(pods, key=lambda p: (not p.deleting, p.started_at or "", p.name or ""), default=None)
-
-
-def namespace_terminating(e: ApiError) -> bool:
-    """The apiserver refuses new objects in a namespace that is being deleted."""
-    body = e.body if isinstance(e.body, dict) else {}
-    details = body.get("details") or {}
-    causes = " ".join(c.get("reason", "") for c in details.get("causes") or [])
-    return e.status == 403 and (
-        "NamespaceTerminating" in causes or "being terminated" in str(body.get("message", ""))
-        or "unable to create new content" in str(body.get("message", ""))
-    )
 
 
 def namespace_matches(patterns, ns: str) -> bool:
