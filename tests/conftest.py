@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.cluster",
+    "tests.fixtures.hostpath",
     "tests.fixtures.lab",
     "tests.fixtures.agent",
     "tests.fixtures.operator",

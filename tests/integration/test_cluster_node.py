@@ -7,7 +7,8 @@ running sipfleet's own images.
 * ``kubectl logs`` and ``kubectl exec`` reach the kubelet through the apiserver;
 * Pod Security Admission ``restricted`` refuses a root pod and admits a compliant one;
 * a container over its memory limit is OOM-killed by the kernel (cgroups) and restarted by the kubelet;
-* a second cluster runs next to the session's one, and its ``down`` leaves the host as it found it.
+* a second cluster runs next to the session's one, and its ``down`` leaves the host as it found it, even after
+  its kubelet and containerd were killed under a running pod (the shims they leave are stopped by PID).
 
 Test pods run the agent image (Python and the kubernetes client in it) with their own command.
 """
@@ -15,13 +16,17 @@ Test pods run the agent image (Python and the kubernetes client in it) with thei
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sipfleet.localenv import hoststate
+from sipfleet.localenv import hoststate, procs
+from sipfleet.localenv.cluster import hostside
+from sipfleet.localenv.pauseimage import DEFAULT_REF
 from sipfleet.localenv.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -147,9 +152,27 @@ def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(clus
         assert [n["metadata"]["name"] for n in nodes] == ["sipfleet-node-0"]
         during = hoststate.diff(before, hoststate.snapshot(exclude=(cluster.dir,)))
         assert any(other.netns in d for d in during)
+        # a run killed before its own down: a pod runs, then containerd and the kubelet die (their shims do not)
+        core = client.CoreV1Api(other.api_client())
+        sleeper = pod("left", ["/pause"])
+        sleeper["spec"]["containers"][0]["image"] = DEFAULT_REF
+        wait_for(lambda: core.read_namespaced_service_account("default", "default"), timeout=60,
+                 interval=0.5, ignore=(ApiException,), message="ServiceAccount default")
+        core.create_namespaced_pod("default", sleeper)
+        wait_for(lambda: phase(core, "default", "left") == "Running", timeout=60, message="pod left Running")
+        shims = hostside.shim_pids(other.layout.containerd_socket)
+        assert shims
+        for r in other.records():
+            if r.name in ("kubelet", "containerd"):
+                os.kill(r.pid, signal.SIGKILL)
+        wait_for(lambda: not any(procs.is_alive(r) for r in other.records() if r.name in ("kubelet", "containerd")),
+                 timeout=20, message="kubelet and containerd gone")
+        assert hostside.shim_pids(other.layout.containerd_socket) == shims  # they outlive containerd
     finally:
         problems = other.down(purge=True)
-    assert problems == []
+    assert problems and all(p.startswith(("processes left in the cluster's cgroups", "containerd shims outlived"))
+                            for p in problems), problems
+    assert hostside.shim_pids(other.layout.containerd_socket) == []
     assert hoststate.diff(before, hoststate.snapshot(exclude=(cluster.dir,))) == []
     assert cluster.node_ready()  # the session's cluster did not notice
 

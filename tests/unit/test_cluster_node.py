@@ -146,3 +146,14 @@ def test_archive_image_names(tmp_path):
     assert archive_image_names(archive("b.tar", {"manifests": [{"digest": "sha256:3"}]})) == []
     assert archive_image_names(archive("c.tar", None)) == []
     assert archive_image_names(tmp_path / "missing.tar") == []
+
+
+def test_a_shim_is_ours_only_when_it_serves_our_containerd_socket():
+    sock = "/tmp/x/clusters/a/containerd/containerd.sock"
+    ours = ["/root/.cache/sipfleet/bin/node/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "abc",
+            "-address", sock]
+    assert hostside.is_shim_of(ours, sock)
+    assert not hostside.is_shim_of(ours[:-1] + ["/run/containerd/containerd.sock"], sock)
+    assert not hostside.is_shim_of(["/usr/bin/containerd-shim-runc-v2", "-address"], sock)
+    assert not hostside.is_shim_of(["/usr/bin/sleep", "-address", sock], sock)
+    assert not hostside.is_shim_of([], sock)

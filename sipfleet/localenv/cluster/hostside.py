@@ -165,6 +165,32 @@ def cgroup_pids(record: HostRecord) -> list[int]:
     return sorted(pids)
 
 
+SHIM = "containerd-shim-runc-v2"
+
+
+def is_shim_of(argv: list[str], socket: str) -> bool:
+    """Whether ``argv`` (a process's command line) is a runc shim serving the containerd at ``socket``. Pure."""
+    if not argv or os.path.basename(argv[0]) != SHIM:
+        return False
+    return any(a == "-address" and i + 1 < len(argv) and argv[i + 1] == socket for i, a in enumerate(argv))
+
+
+def shim_pids(socket: Path) -> list[int]:
+    """PIDs of the shims our containerd at ``socket`` started: they are daemons of their own, so they outlive a
+    containerd that was killed with the test run that started it (they are in no cgroup of the cluster's)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path("/proc", d, "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if is_shim_of(argv, str(socket)):
+            found.append(int(d))
+    return sorted(found)
+
+
 def remove_cgroups(record: HostRecord) -> list[str]:
     """rmdir the cluster's cgroup subtrees, deepest first; returns what could not be removed."""
     left = []

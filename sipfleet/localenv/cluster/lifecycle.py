@@ -208,6 +208,8 @@ def down_locked(c: "LocalCluster", *, purge: bool, grace: float = 10.0) -> list[
             problems += stop_pods(c, recs, grace)
         else:
             problems += [f"{n} needed SIGKILL" for n in procs.stop([r for r in recs if r.name in stage], grace)]
+        if stage == ["containerd"]:
+            problems += stop_orphan_shims(c, grace)
     problems += [f"{n} needed SIGKILL" for n in procs.stop([r for r in recs if r.name not in COMPONENTS], grace)]
     c.layout.pids_file.unlink(missing_ok=True)
     problems += hostside.unmount_under(c.dir)
@@ -247,6 +249,21 @@ def stop_pods(c: "LocalCluster", recs: list[procs.ProcRecord], grace: float) -> 
         while hostside.cgroup_pids(record) and time.monotonic() < end:
             time.sleep(0.1)
     return problems
+
+
+def stop_orphan_shims(c: "LocalCluster", grace: float) -> list[str]:
+    """With containerd stopped: SIGKILL (by PID) the shims it started that are still running, e.g. after a run
+    killed before its own ``down`` (they hold the network namespace and the pods' mounts)."""
+    left = hostside.shim_pids(c.layout.containerd_socket)
+    if not left:
+        return []
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    end = time.monotonic() + grace
+    while hostside.shim_pids(c.layout.containerd_socket) and time.monotonic() < end:
+        time.sleep(0.1)
+    return [f"containerd shims outlived containerd, SIGKILLed: {left[:10]}"]
 
 
 def _etcd_healthy() -> bool:
