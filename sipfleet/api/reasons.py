@@ -33,4 +33,12 @@ REGISTRAR_RESPONSE_CRASHED_WORKER = "RegistrarResponseCrashedWorker"
 #: The registrar's answer did not fit pjsip's receive buffer (PJSIP_MAX_PKT_LEN, 4000 bytes): dropped (TCP).
 REGISTRAR_RESPONSE_OVERSIZED = "RegistrarResponseOversized"
 
-ALL = (REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)
+#: TLS (transport tls): the server's certificate did not verify against spec.tls.caRef, or did not name the first
+#: hop (pjsip's PJSIP_TLS_ECERTVERIF; the message carries pjsip's verification result).
+TLS_VERIFY_FAILED = "TlsVerifyFailed"
+#: TLS: the handshake failed for another reason (no common version or cipher, the peer closed it, ...).
+TLS_HANDSHAKE_FAILED = "TlsHandshakeFailed"
+#: TLS: the account's TLS material cannot be used (missing key, not PEM, refused by pjsip's OpenSSL).
+TLS_CONFIG_INVALID = "TlsConfigInvalid"
+
+ALL = (TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)

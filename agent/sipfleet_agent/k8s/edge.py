@@ -15,9 +15,11 @@ import threading
 from typing import Any
 
 from sipfleet.api.models import AgentAssignment
+from sipfleet.api.reasons import TLS_CONFIG_INVALID
 
 from .. import __version__, logs
 from ..config import ConfigError, ResolvedAccount
+from ..tlsmaterial import TlsError
 from ..httpserver import serve
 from ..status import now_iso
 from ..supervisor.procenv import claim_stdout, install_signals
@@ -25,6 +27,7 @@ from ..supervisor.runtime import Supervisor
 from .assignment import AssignmentSource
 from .events import EventRecorder
 from .secrets import SecretResolver
+from .tlsrefs import TlsResolver
 from .statuswriter import StatusWriter
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
@@ -87,20 +90,25 @@ def run_cluster(args: Any) -> int:
         settings = settings.model_copy(update={"sip_address": pod_ip, "http_address": pod_ip})
     writer = StatusWriter(custom, ns)
     resolver = SecretResolver(core, ns)
+    tls_resolver = TlsResolver(core, ns)
     broken: dict[tuple, str] = {}
 
     def resolve(a: AgentAssignment) -> list[ResolvedAccount]:
         out = []
+        tls_resolver.pass_cache.clear()
         for acc in a.accounts:
             key = (acc.namespace, acc.name)
             try:
-                out.append(ResolvedAccount(acc, resolver(acc)))
+                out.append(ResolvedAccount(acc, resolver(acc), tls=tls_resolver(acc)))
                 broken.pop(key, None)
             except ConfigError as e:
                 msg = str(e)
                 if broken.get(key) != msg:
                     LOG.error("account %s: %s", acc.name, msg)
-                    writer.submit(key, acc.name, {"registration": {"state": "Failed", "reason": msg, "lastFailure": now_iso()}})
+                    reg = {"state": "Failed", "reason": msg, "lastFailure": now_iso()}
+                    if isinstance(e, TlsError):
+                        reg["failureReason"] = TLS_CONFIG_INVALID
+                    writer.submit(key, acc.name, {"registration": reg})
                 broken[key] = msg
         return out
 

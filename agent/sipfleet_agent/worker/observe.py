@@ -179,6 +179,8 @@ class Observer:
                    "failure_reason": rt.dropped_answer[3]}
         elif reg and not out.failed:
             rt.dropped_answer = None
+        if reg and out.failed:
+            reg = self.a.tls.classify(rt, reg, reason)
         if reg:
             st.set_registration(**reg)
         if out.failed:

@@ -1,0 +1,70 @@
+"""What the worker's TLS layer reported, as status (pure): a transport state with pjsua2's ``TlsInfo`` -> the
+accounts' ``status.tls``, and a failed REGISTER whose reason is pjsip's TLS error -> ``failureReason``
+``TlsVerifyFailed`` (with pjsip's verification messages) or ``TlsHandshakeFailed``.
+
+pjsua2 reports the negotiated cipher but not the negotiated version (``TlsInfo.protocol`` is the set of versions
+the socket was configured with, pjlib's ``ssl_sock_imp_common.c``): the version is reported when exactly one is
+enabled, and left out otherwise rather than guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sipfleet.api.models import TlsStatus
+from sipfleet.api.reasons import TLS_HANDSHAKE_FAILED, TLS_VERIFY_FAILED
+
+from ..tlsmaterial import proto_names
+
+#: pjsip's PJSIP_TP_STATE_CONNECTED / DISCONNECTED
+CONNECTED, DISCONNECTED = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsReport:
+    """One ``onTransportState`` of a TLS transport (pjsua2's ``TlsInfo``, copied out of the callback)."""
+
+    state: int
+    last_error: int
+    established: bool
+    protocol_mask: int
+    cipher: str
+    verify_status: int
+    verify_msgs: tuple[str, ...]
+    remote: str
+
+
+def status_of(r: TlsReport, *, verify_server: bool, library: str | None, now: str) -> TlsStatus:
+    enabled = proto_names(r.protocol_mask)
+    failed = not r.established and (r.verify_status != 0 or r.last_error != 0)
+    if r.state == CONNECTED and r.established:
+        state = "Connected"
+    elif failed:
+        state = "Failed"
+    else:
+        state = "Disconnected"
+    msgs = [m for m in r.verify_msgs if m][:16]
+    return TlsStatus(
+        state=state, remote=r.remote or None, enabled_protocols=enabled,
+        protocol=enabled[0] if len(enabled) == 1 and r.established else None,
+        cipher=r.cipher if r.established and r.cipher and not r.cipher.startswith("Cipher 0x") else None,
+        verified=(verify_server and r.verify_status == 0) if r.established else False,
+        verify_messages=msgs, library=library, at=now)
+
+
+def failure(reason: str, last: TlsStatus | None) -> dict | None:
+    """``failure_reason`` and ``reason`` for a failed REGISTER whose reason is pjsip's TLS error, else None."""
+    if "PJSIP_TLS_ECERTVERIF" in reason or "certificate verification" in reason.lower():
+        why = "; ".join(last.verify_messages) if last and last.verify_messages else ""
+        return {"failure_reason": TLS_VERIFY_FAILED, "reason": (f"{reason}: {why}" if why else reason)[:1024]}
+    if "PJSIP_TLS_" in reason or "SSL" in reason:
+        return {"failure_reason": TLS_HANDSHAKE_FAILED, "reason": reason[:1024]}
+    return None
+
+
+def matches(remote: str, first_hop: tuple[str, int] | None) -> bool:
+    """Whether a TLS peer ``ip:port`` is an account's first hop (an account whose hop is a name matches any)."""
+    if first_hop is None or not remote:
+        return True
+    host, _, port = remote.rpartition(":")
+    return host.strip("[]") == first_hop[0] and port == str(first_hop[1])
