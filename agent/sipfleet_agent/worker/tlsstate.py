@@ -16,8 +16,8 @@ from sipfleet.api.reasons import TLS_HANDSHAKE_FAILED, TLS_VERIFY_FAILED
 
 from ..tlsmaterial import proto_names
 
-#: pjsip's PJSIP_TP_STATE_CONNECTED / DISCONNECTED
-CONNECTED, DISCONNECTED = 1, 2
+#: pjsip's pjsip_transport_state: PJSIP_TP_STATE_CONNECTED, _DISCONNECTED, _SHUTDOWN, _DESTROY
+CONNECTED, DISCONNECTED, SHUTDOWN, DESTROY = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +35,14 @@ class TlsReport:
 
 
 def status_of(r: TlsReport, *, verify_server: bool, library: str | None, now: str) -> TlsStatus:
+    """A handshake that completed and verified -> Connected; one whose verification failed (pjsip completes the
+    handshake, then closes: ``established`` is true) or that did not complete -> Failed; a connection that ends
+    after that -> Disconnected, its cipher kept."""
     enabled = proto_names(r.protocol_mask)
-    failed = not r.established and (r.verify_status != 0 or r.last_error != 0)
-    if r.state == CONNECTED and r.established:
+    verify_failed = verify_server and r.verify_status != 0
+    if r.state == CONNECTED and r.established and not verify_failed:
         state = "Connected"
-    elif failed:
+    elif verify_failed or not r.established:
         state = "Failed"
     else:
         state = "Disconnected"
@@ -48,7 +51,7 @@ def status_of(r: TlsReport, *, verify_server: bool, library: str | None, now: st
         state=state, remote=r.remote or None, enabled_protocols=enabled,
         protocol=enabled[0] if len(enabled) == 1 and r.established else None,
         cipher=r.cipher if r.established and r.cipher and not r.cipher.startswith("Cipher 0x") else None,
-        verified=(verify_server and r.verify_status == 0) if r.established else False,
+        verified=verify_server and r.verify_status == 0 and r.established,
         verify_messages=msgs, library=library, at=now)
 
 
