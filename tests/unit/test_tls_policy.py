@@ -68,6 +68,7 @@ def test_crd_carries_the_tls_rules_with_field_paths():
     by_msg = {r["message"]: r["rule"] for r in schema["x-kubernetes-validations"] if r["fieldPath"] == ".tls"}
     assert any("has(self.tls)" in rule and "!=" in rule for rule in by_msg.values())
     tls = schema["properties"]["tls"]
+    assert "default" not in tls  # optional: no filled-in default (the apiserver would check it against the rules)
     assert tls["x-kubernetes-validations"][0]["fieldPath"] == ".caRef"
     assert tls["properties"]["verifyServer"]["default"] is True
     assert set(tls["properties"]["caRef"]["properties"]["kind"]["enum"]) == {"ConfigMap", "Secret"}
