@@ -87,3 +87,71 @@ def test_without_verification_it_registers_and_says_unverified(lab, agent_factor
     st = agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered"
                            and (s.get("tls") or {}).get("state") == "Connected", 60, "Registered over TLS")
     assert st["tls"]["verified"] is False and st["tls"]["cipher"], st["tls"]
+
+
+def test_a_tls13_only_server_is_a_handshake_failure(lab, agent_factory, tls_account, tmp_path):
+    """The wheel's OpenSSL 1.0.2k has no TLS 1.3: against a server that accepts only TLS 1.3 (Python's ssl on a lab
+    address, a certificate from the lab CA for that address) the account fails with TlsHandshakeFailed."""
+    import socket
+    import ssl
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from sipfleet.localenv import pki
+
+    ip = lab.client_address()
+    ca = x509_load(lab.tls.ca_crt.read_bytes())
+    ca_key = serialization.load_pem_private_key(lab.tls.key("ca").read_bytes(), password=None)
+    cert, key = pki.issue(ca, ca_key, ip, server=True, ips=[ip])
+    (tmp_path / "s.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "s.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    srv = socket.socket()
+    srv.bind((ip, 0))
+    srv.listen(8)
+    srv.settimeout(0.5)
+    port = srv.getsockname()[1]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError) as e:
+                errors.append(str(e))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        acc, user = tls_account("tls13")
+        acc["route"] = [f"sip:{ip}:{port};lr;transport=tls"]
+        agent = agent_factory([acc])
+        st = agent.wait_status(user, lambda s: s["registration"].get("failureReason") == "TlsHandshakeFailed",
+                               30, "Failed with TlsHandshakeFailed")
+        assert st["registration"]["state"] == "Failed" and st["registration"]["code"] == 503, st["registration"]
+        assert "protocol version" in st["registration"]["reason"], st["registration"]  # OpenSSL's alert
+        assert st["tls"]["state"] == "Failed" and st["tls"]["verified"] is False, st["tls"]
+        assert any("unsupported protocol" in e.lower() for e in errors), errors  # the server saw no TLS 1.3 offered
+        assert agent.metric("sipfleet_agent_tls_failures_total", 'reason="handshake"') >= 1.0
+        assert agent.proc.poll() is None
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+        lab.release_client_address(ip)
+
+
+def x509_load(data: bytes):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(data)

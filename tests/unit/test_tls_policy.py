@@ -230,3 +230,20 @@ def test_failure_reasons():
     assert tlsstate.failure("Request Timeout", last) is None
     assert tlsstate.matches("10.0.0.1:5061", ("10.0.0.1", 5061)) and not tlsstate.matches("10.0.0.1:5062", ("10.0.0.1", 5061))
     assert tlsstate.matches("10.0.0.1:5061", None)
+
+
+def test_a_tls_transport_lost_without_details():
+    """pjsua2 fills TlsInfo only on connect and on a failed verification: a TLS transport that goes down
+    otherwise is Disconnected when it was up, a failed handshake when it never came up."""
+    lost = report(state=tlsstate.DISCONNECTED, last_error=495070, established=False, protocol_mask=0, cipher="",
+                  verify_msgs=(), remote="", detailed=False)
+    up = tlsstate.status_of(report(), verify_server=True, library="L", now="t0")
+    down = tlsstate.after_loss(up, lost, library="L", now="t1")
+    assert (down.state, down.cipher, down.protocol, down.at) == ("Disconnected", up.cipher, "TLSv1.2", "t1")
+    never = tlsstate.after_loss(None, lost, library="L", now="t1")
+    assert (never.state, never.verified) == ("Failed", False)
+    assert tlsstate.after_loss(up, report(state=tlsstate.SHUTDOWN, detailed=False), library="L", now="t") is None
+    f = tlsstate.failure("tlsv1 alert protocol version", never)
+    assert f == {"failure_reason": TLS_HANDSHAKE_FAILED, "reason": "tlsv1 alert protocol version"}
+    assert tlsstate.failure("Service Unavailable", never) is None
+    assert tlsstate.failure("Connection refused", never) is None

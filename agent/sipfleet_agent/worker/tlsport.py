@@ -26,10 +26,13 @@ LOG = logging.getLogger("sipfleet_agent")
 
 
 def report(prm: Any) -> tlsstate.TlsReport | None:
-    """Copy pjsua2's ``OnTransportStateParam`` TLS part out of the callback (None for other transports)."""
+    """Copy pjsua2's ``OnTransportStateParam`` TLS part out of the callback (None for other transports; a TLS
+    transport's report without details has ``established`` false and no remote)."""
     ti = prm.tlsInfo
     if ti.isEmpty():
-        return None
+        if str(prm.type or "").lower() != "tls":
+            return None
+        return tlsstate.TlsReport(int(prm.state), int(prm.lastError), False, 0, "", 0, (), "", detailed=False)
     return tlsstate.TlsReport(int(prm.state), int(prm.lastError), bool(ti.established), int(ti.protocol),
                               str(ti.cipherName or ""), int(ti.verifyStatus), tuple(str(m) for m in ti.verifyMsgs),
                               str(ti.remoteAddr or ""))
@@ -78,6 +81,9 @@ class TlsPort:
                 self.a.mark(rt)
 
     def on_state(self, r: tlsstate.TlsReport) -> None:
+        if not r.detailed:
+            self._on_loss(r)
+            return
         st = tlsstate.status_of(r, verify_server=self.verify_server, library=self.library or library_version(),
                                 now=now_iso())
         if st.state == "Failed":
@@ -92,6 +98,20 @@ class TlsPort:
             if tlsstate.matches(r.remote, hop) and rt.status.tls != st:
                 rt.status.tls = st
                 self.a.mark(rt)
+        self.gauges()
+
+    def _on_loss(self, r: tlsstate.TlsReport) -> None:
+        failed = False
+        for rt in self.a.accounts.values():
+            if rt.res.spec.transport != "tls":
+                continue
+            st = tlsstate.after_loss(rt.status.tls, r, library=self.library, now=now_iso())
+            if st is not None:
+                failed = failed or st.state == "Failed"
+                rt.status.tls = st
+                self.a.mark(rt)
+        if failed:
+            self.a.metrics.tls_failures.labels(reason="handshake").inc()
         self.gauges()
 
     def gauges(self) -> None:

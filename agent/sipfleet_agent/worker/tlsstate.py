@@ -32,6 +32,7 @@ class TlsReport:
     verify_status: int
     verify_msgs: tuple[str, ...]
     remote: str
+    detailed: bool = True  # False: a TLS transport's state without TlsInfo (pjsua2 leaves it empty)
 
 
 def status_of(r: TlsReport, *, verify_server: bool, library: str | None, now: str) -> TlsStatus:
@@ -55,12 +56,28 @@ def status_of(r: TlsReport, *, verify_server: bool, library: str | None, now: st
         verify_messages=msgs, library=library, at=now)
 
 
+def after_loss(prev: TlsStatus | None, r: TlsReport, *, library: str | None, now: str) -> TlsStatus | None:
+    """A TLS transport that went down without TLS details (pjsua2 fills ``TlsInfo`` only on connect and on a failed
+    verification): a connection that was up is Disconnected, one that never came up failed its handshake."""
+    if r.state != DISCONNECTED:
+        return None
+    if prev is not None and prev.state == "Connected":
+        return prev.model_copy(update={"state": "Disconnected", "at": now})
+    return TlsStatus(state="Failed", verified=False, library=library, at=now,
+                     remote=prev.remote if prev else None, enabled_protocols=prev.enabled_protocols if prev else [])
+
+
+#: how OpenSSL's and pjsip's TLS errors read in a REGISTER's local 503 (``tlsv1 alert protocol version``,
+#: ``sslv3 alert handshake failure``, ``wrong version number``, ``PJSIP_TLS_ECONNECT`` ...)
+_TLS_WORDS = ("pjsip_tls_", "tls", "ssl", "handshake", "alert", "cipher", "wrong version number", "unknown protocol")
+
+
 def failure(reason: str, last: TlsStatus | None) -> dict | None:
     """``failure_reason`` and ``reason`` for a failed REGISTER whose reason is pjsip's TLS error, else None."""
     if "PJSIP_TLS_ECERTVERIF" in reason or "certificate verification" in reason.lower():
         why = "; ".join(last.verify_messages) if last and last.verify_messages else ""
         return {"failure_reason": TLS_VERIFY_FAILED, "reason": (f"{reason}: {why}" if why else reason)[:1024]}
-    if "PJSIP_TLS_" in reason or "SSL" in reason:
+    if any(w in reason.lower() for w in _TLS_WORDS):
         return {"failure_reason": TLS_HANDSHAKE_FAILED, "reason": reason[:1024]}
     return None
 
