@@ -51,7 +51,8 @@ def test_cluster_mode_tls_from_configmap_and_tls_secret(cluster, k8s, namespace,
         {"agent": "agent-t", "settings": {"httpPort": HTTP_PORT, "statusDebounceMs": 50}, "accounts": accounts})}})
     pod_ip = lab.client_address()
     proc, tail, status = _start_agent(cluster, objs, namespace, pod_ip, tmp_path, "agent-t",
-                                      {"SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-t"}, [])
+                                      {"SIPFLEET_ASSIGNMENT_CONFIGMAP": "agent-t",
+                                       "SIPFLEET_AGENT_TLS_RESYNC_SECONDS": "2"}, [])
     try:
         ok = wait_for(lambda: (s := status("tls-ok")).get("registration", {}).get("state") == "Registered"
                       and (s.get("tls") or {}).get("state") == "Connected" and s, timeout=90, interval=0.2,
@@ -68,6 +69,16 @@ def test_cluster_mode_tls_from_configmap_and_tls_secret(cluster, k8s, namespace,
         body = "".join(key_pem.split("\n")[1:3])
         everything = json.dumps([status("tls-ok"), status("tls-bad")]) + (tmp_path / "agent.stderr").read_text(errors="replace")
         assert body not in everything and password not in everything
+        assert proc.poll() is None
+        # the CA rotates (same ConfigMap, now the wrong CA): the agent reads it again within its resync period and
+        # the account moves to a worker with the new material, which refuses P's certificate
+        core.patch_namespaced_config_map("lab-ca", namespace, {"data": {"ca.crt": lab.wrong_ca_pem()}})
+        wait_for(lambda: status("tls-ok").get("registration", {}).get("failureReason") == "TlsVerifyFailed",
+                 timeout=60, interval=0.2, message="tls-ok TlsVerifyFailed after the CA changed")
+        core.patch_namespaced_config_map("lab-ca", namespace, {"data": {"ca.crt": lab.ca_pem()}})
+        wait_for(lambda: (s := status("tls-ok")).get("registration", {}).get("state") == "Registered"
+                 and (s.get("tls") or {}).get("state") == "Connected", timeout=60, interval=0.2,
+                 message="tls-ok Registered again with the lab CA back")
         assert proc.poll() is None
     finally:
         rc = _terminate(proc)

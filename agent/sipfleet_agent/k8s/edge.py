@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from sipfleet.api.models import AgentAssignment
@@ -126,16 +127,26 @@ def run_cluster(args: Any) -> int:
     logs.log(LOG, logging.INFO, "agent starting (cluster)", version=__version__, agent=agent_name, namespace=ns,
              configmap=cm_name, pod=pod, pod_ip=pod_ip, accounts=len(assignment.accounts))
     sup.start(resolve(assignment))
+    lock, current = threading.Lock(), [assignment]
 
     def apply(a: AgentAssignment) -> None:
         if a.settings.model_dump_json() != assignment.settings.model_dump_json():
             LOG.warning("settings changes need a restart; applying account changes only")
-        sup.apply(resolve(a))
+        with lock:
+            current[0] = a
+            sup.apply(resolve(a))
 
     threading.Thread(target=source.watch, args=(apply, sup.wait, lambda: bool(broken)), name="assignment-watch",
                      daemon=True).start()
+    # TLS material is read again every resync period: a rotated CA or client certificate (same names, new
+    # content) gets a worker with a new TLS transport; the other workers are not touched (Supervisor.apply)
+    resync_s = max(1.0, float(env.get("SIPFLEET_AGENT_TLS_RESYNC_SECONDS", "60")))
+    next_resync = time.monotonic() + resync_s
     while not sup.wait(1.0):
-        pass
+        if time.monotonic() >= next_resync:
+            next_resync = time.monotonic() + resync_s
+            if any(acc.tls is not None for acc in current[0].accounts):
+                apply(current[0])
     writer.stop()
     http.shutdown()
     logs.log(LOG, logging.INFO, "agent exited", exit_code=sup.exit_code, status_patches=writer.patches)
