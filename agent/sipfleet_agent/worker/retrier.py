@@ -6,8 +6,8 @@ off (:mod:`.accounts`), so nothing else re-registers a failed account.
 Promise: one scheduled attempt per account at most; a 2xx clears it; a lost TCP/TLS connection re-registers the
 worker's accounts of that transport after ``firstRetryIntervalSeconds`` (never sooner, never shortening a wait the
 registrar asked for); a followed 3xx re-creates the account with the redirect target as its registrar (the
-registration client is built new, its route from the configuration); an attempt while a re-create or repair
-runs is left to that task (it registers anew).
+registration client is built new, its route from the configuration); an attempt due while a re-create or repair
+runs waits for that task to end (the task's own REGISTER usually settles it first).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from . import retrypolicy
 from .accounts import AccountRuntime
 
 LOG = logging.getLogger("sipfleet_agent")
+BUSY_RECHECK_S = 1.0
 
 
 class Retrier:
@@ -92,8 +93,11 @@ class Retrier:
 
     def _attempt(self, rt: AccountRuntime) -> None:
         rt.retry_timer = None
-        if rt.removed or rt.busy or self.a.stopping or rt.acc is None:
-            return  # a running re-create / repair registers anew; a removed account sends nothing
+        if rt.removed or self.a.stopping or rt.acc is None:
+            return  # a removed or stopping account sends nothing
+        if rt.busy:  # a re-create / repair is running: it registers anew (and cancels this); else look again
+            rt.retry_timer = self.a.loop.call_later(BUSY_RECHECK_S, self._attempt, rt)
+            return
         if rt.registrar_uri() != rt.created_registrar:  # a followed 3xx, or back from one: a new account
             log(LOG, logging.INFO, "registering at another registrar", account=rt.name, registrar=rt.registrar_uri())
             self.a.spawn(self.a.recreate(rt))
