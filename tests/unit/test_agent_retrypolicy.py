@@ -103,6 +103,9 @@ def test_redirects_are_followed_within_a_bound_and_never_in_a_loop():
     assert four.failure_reason == reasons.REDIRECT_REFUSED and "maxRedirects" in four.message
     none = rp.decide(S, Failure(code=301, contacts=(), registrar=a), NOW, 0.0)
     assert none.failure_reason == reasons.REDIRECT_REFUSED and "no sip" in none.message
+    for odd in ("sip:a b@10.0.0.9", "sip:x@10.0.0.9;lr;<evil>", "sip:" + "h" * 300):  # not a URI spec.registrar takes
+        bad = rp.decide(S, Failure(code=302, contacts=(odd,), registrar=a), NOW, 0.0)
+        assert bad.redirect_to is None and bad.failure_reason == reasons.REDIRECT_REFUSED and "not a SIP URI" in bad.message
     refuse = S.model_copy(update={"redirect_policy": "refuse"})
     r = rp.decide(refuse, Failure(code=302, contacts=(b,), registrar=a, attempt=2), NOW, 0.0)
     assert r.redirect_to is None and r.failure_reason == reasons.REDIRECT_REFUSED and "redirectPolicy" in r.message

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import re
 from typing import Any
 
 from sipfleet.api import reasons
+from sipfleet.api.models import SIP_URI_PATTERN
 
 from ..siplog import addr_spec, header_values, split_header_values
 
 AUTH_CODES = (401, 403, 407)
 RETRY_AFTER_CODES = (480, 500, 503)
 PERMANENT_CODES = (404,)
+#: the longest redirect target followed (spec.registrar's own bound)
+MAX_REDIRECT_URI = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +131,9 @@ def _redirect(settings: Any, f: Failure, now: float, rand: float, out: Any) -> D
     target = next((c for c in f.contacts if c.lower().startswith(("sip:", "sips:"))), None)
     if target is None:
         return refuse("no sip: or sips: Contact in the answer")
+    if not re.match(SIP_URI_PATTERN, target) or len(target) > MAX_REDIRECT_URI:
+        # the target becomes the registrar URI of a new client: only what spec.registrar itself would admit
+        return refuse(f"the Contact {target[:80]!r} is not a SIP URI spec.registrar would accept")
     chain = tuple(f.redirect_chain) or ((f.registrar,) if f.registrar else ())
     if len(chain) - 1 >= settings.max_redirects:
         return refuse(f"more than maxRedirects ({settings.max_redirects}) in a row")
