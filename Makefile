@@ -6,8 +6,12 @@
 setup:
 	./scripts/setup
 
+# two pytest-xdist workers, each with a cluster and a SIP lab of its own (as two checkouts would run side by
+# side); a test file stays on one worker. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: setup
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	.venv/bin/sipfleet demo

@@ -1,8 +1,8 @@
 """Shared fixtures. Each fixture module is owned by the part it exercises."""
 
 pytest_plugins = [
+    "tests.fixtures.hostpath",  # before cluster, which imports it
     "tests.fixtures.cluster",
-    "tests.fixtures.hostpath",
     "tests.fixtures.lab",
     "tests.fixtures.agent",
     "tests.fixtures.operator",

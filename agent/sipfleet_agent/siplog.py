@@ -47,6 +47,7 @@ class TxRequest:
     expires: int | None = None  # Expires header (REGISTER), if any
     contact_expires_zero: bool = False
     tdata: str = ""
+    authorized: bool = False  # carries Authorization / Proxy-Authorization (it answers a challenge)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def parse_tx_request(msg: str) -> TxRequest | None:
         return None
     start = lines[0].split(" ")
     request_uri = start[1] if len(start) >= 2 else ""
-    hdrs = _headers(lines[1:], {"route", "call-id", "from", "expires", "contact"})
+    hdrs = _headers(lines[1:], {"route", "call-id", "from", "expires", "contact", *_AUTH_HEADERS})
     route: list[str] = []
     for v in hdrs.get("route", []):
         route.extend(addr_spec(x) for x in split_header_values(v))
@@ -188,6 +189,7 @@ def parse_tx_request(msg: str) -> TxRequest | None:
         expires=expires,
         contact_expires_zero=contact_zero,
         tdata=m.group("tdata"),
+        authorized=any(h in hdrs for h in _AUTH_HEADERS),
     )
 
 

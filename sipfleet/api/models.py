@@ -100,7 +100,9 @@ class CredentialsRef(ApiModel):
 
 
 class RegistrationSettings(ApiModel):
-    """REGISTER timers. Defaults suit production; pjsua's own defaults wait up to 5 minutes after a failure."""
+    """REGISTER timers and what the agent does after each kind of failed registration (the agent's own retry
+    timer, never pjsua's; docs/registration-policy.md has the table). Defaults suit production; pjsua's own
+    defaults wait up to 5 minutes after a failure and retry a rejected password forever."""
 
     model_config = ApiModel.model_config | ConfigDict(
         json_schema_extra={
@@ -115,18 +117,65 @@ class RegistrationSettings(ApiModel):
                     "message": "jitterSeconds must be smaller than retryIntervalSeconds",
                     "fieldPath": ".jitterSeconds",
                 },
+                {
+                    "rule": "self.retryIntervalSeconds <= self.maxRetryIntervalSeconds",
+                    "message": "retryIntervalSeconds must not exceed maxRetryIntervalSeconds",
+                    "fieldPath": ".maxRetryIntervalSeconds",
+                },
             ]
         }
     )
 
     expires_seconds: int = Field(300, ge=60, le=86400, description="Requested registration expiry.")
     retry_interval_seconds: int = Field(
-        30, ge=5, le=3600, description="Wait before retrying after a failed registration."
+        30, ge=1, le=3600,
+        description=("Back-off base: the shortest wait before retrying after a failed registration (5xx without "
+                     "Retry-After, 408, other 4xx, local errors). Each consecutive failure multiplies the "
+                     "window by backoffMultiplier, up to maxRetryIntervalSeconds."),
+    )
+    max_retry_interval_seconds: int = Field(
+        600, ge=1, le=86400, description="Back-off ceiling: no back-off wait is longer than this.",
+    )
+    backoff_multiplier: float = Field(
+        2.0, ge=1.0, le=10.0, description="Growth of the back-off window per consecutive failure.",
+    )
+    backoff_jitter: Literal["full", "none"] = Field(
+        "full",
+        description=("full: the n-th wait is drawn uniformly between retryIntervalSeconds and "
+                     "min(maxRetryIntervalSeconds, retryIntervalSeconds * backoffMultiplier^n), so a fleet that "
+                     "failed together spreads out; none: exactly retryIntervalSeconds * backoffMultiplier^(n-1), "
+                     "capped (labs and tests)."),
     )
     first_retry_interval_seconds: int = Field(
-        2, ge=0, le=3600, description="Wait before the first retry after a transport failure or drop."
+        2, ge=0, le=3600, description="Wait before the first REGISTER after a lost transport (TCP/TLS connection).",
     )
-    jitter_seconds: int = Field(3, ge=0, le=600, description="Random extra wait added to retries.")
+    jitter_seconds: int = Field(
+        3, ge=0, le=600,
+        description=("Random extra wait, 0 to this, added to the waits that are not back-off: the first retry "
+                     "after a lost transport, Retry-After, authFailureRetrySeconds, permanentFailureRetrySeconds."),
+    )
+    auth_failure_retry_seconds: int = Field(
+        600, ge=1, le=86400,
+        description=("Wait after the registrar refused the credentials (401/407 to a REGISTER that answered its "
+                     "challenge, or 403): reason AuthFailed. The registrar is not hammered with a bad password."),
+    )
+    retry_after_max_seconds: int = Field(
+        600, ge=0, le=86400,
+        description=("Retry-After of a 500/503/480 is honoured up to this many seconds (a larger value is cut "
+                     "to it); 0 ignores Retry-After (back-off instead)."),
+    )
+    permanent_failure_retry_seconds: int = Field(
+        1800, ge=1, le=86400,
+        description=("Slow retry after an answer that will not change by retrying soon (404, 6xx): reason "
+                     "PermanentFailure."),
+    )
+    redirect_policy: Literal["follow", "refuse"] = Field(
+        "follow",
+        description=("What a 3xx to REGISTER does: follow (REGISTER to the first Contact of the 3xx, at most "
+                     "maxRedirects in a row, never a target seen before in the same chain) or refuse (reason "
+                     "RedirectRefused, back-off)."),
+    )
+    max_redirects: int = Field(3, ge=1, le=10, description="Redirects followed in a row before refusing.")
 
 
 class IncomingCallPolicy(ApiModel):
@@ -361,6 +410,15 @@ class RegistrationStatus(ApiModel):
         description="Machine-readable reason of the failure (sipfleet.api.reasons), e.g. RegistrarResponseRejected.")
     expires_at: str | None = Field(
         None, description="When the binding granted by the last 2xx lapses unless refreshed (from the granted expiry).")
+    next_attempt_at: str | None = Field(
+        None, description="When the agent sends the next REGISTER after this failure (its own retry timer).")
+    next_attempt_reason: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64,
+        description=("Why the next attempt comes then: Backoff, RetryAfter, AuthFailed, PermanentFailure, "
+                     "TransportLost, Redirect (sipfleet.api.reasons)."))
+    failures: int | None = Field(None, ge=0, description="Consecutive failed attempts (the back-off's n).")
+    redirected_to: str | None = Field(
+        None, max_length=256, description="The registrar URI a followed 3xx sent the REGISTER to.")
 
 
 class SentRequest(ApiModel):

@@ -33,6 +33,29 @@ REGISTRAR_RESPONSE_CRASHED_WORKER = "RegistrarResponseCrashedWorker"
 #: The registrar's answer did not fit pjsip's receive buffer (PJSIP_MAX_PKT_LEN, 4000 bytes): dropped (TCP).
 REGISTRAR_RESPONSE_OVERSIZED = "RegistrarResponseOversized"
 
+# Failure classes of a REGISTER (the agent's retry policy, agent/sipfleet_agent/worker/retrypolicy.py;
+# docs/registration-policy.md). As ``failureReason`` they name what failed; as ``nextAttemptReason`` why the next
+# REGISTER waits as long as it does.
+
+#: 401/407 to a REGISTER that answered a fresh challenge, or 403: the credentials were refused. Retried only every
+#: ``spec.registration.authFailureRetrySeconds``.
+AUTH_FAILED = "AuthFailed"
+#: 404 or 6xx: an answer that does not change by retrying soon; slow retries (``permanentFailureRetrySeconds``).
+PERMANENT_FAILURE = "PermanentFailure"
+#: a 3xx the account does not follow (``redirectPolicy: refuse``, more than ``maxRedirects`` in a row, a target
+#: already seen in the chain, or no usable Contact); back-off from the configured registrar.
+REDIRECT_REFUSED = "RedirectRefused"
+#: next attempt: exponential back-off with jitter.
+BACKOFF = "Backoff"
+#: next attempt: the registrar's Retry-After (bounded by ``retryAfterMaxSeconds``).
+RETRY_AFTER = "RetryAfter"
+#: next attempt: the first REGISTER after the transport (TCP/TLS connection) went away.
+TRANSPORT_LOST = "TransportLost"
+#: next attempt: at once, to the Contact of a 3xx (``redirectPolicy: follow``).
+REDIRECT = "Redirect"
+
+NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT)
+
 #: TLS (transport tls): the server's certificate did not verify against spec.tls.caRef, or did not name the first
 #: hop (pjsip's PJSIP_TLS_ECERTVERIF; the message carries pjsip's verification result).
 TLS_VERIFY_FAILED = "TlsVerifyFailed"
@@ -41,4 +64,4 @@ TLS_HANDSHAKE_FAILED = "TlsHandshakeFailed"
 #: TLS: the account's TLS material cannot be used (missing key, not PEM, refused by pjsip's OpenSSL).
 TLS_CONFIG_INVALID = "TlsConfigInvalid"
 
-ALL = (TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)
+ALL = (TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, AUTH_FAILED, PERMANENT_FAILURE, REDIRECT_REFUSED, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)

@@ -139,19 +139,35 @@ def test_memory_limit_is_enforced_by_the_kernel(cluster, k8s, namespace):
     wait_for(oom_restarted, timeout=180, interval=1, message="OOMKilled and restarted")
 
 
-def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(cluster, tmp_path):
+def _other_owners(cluster, tmp_path_factory) -> tuple:
+    """State directories of the owners that run meanwhile: the session's cluster, the other pytest workers'
+    sessions (``popen-gw*`` next to ours), and the image builder's cache (a worker may be building)."""
+    from sipfleet.localenv.kubebin import cache_root
+
+    base = tmp_path_factory.getbasetemp()
+    workers = [d for d in base.parent.glob("popen-gw*") if d != base] if base.name.startswith("popen-gw") else []
+    return (cluster.dir, *workers, cache_root() / "images")
+
+
+def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(cluster, tmp_path, tmp_path_factory):
     from sipfleet.localenv.cluster import LocalCluster
 
-    before = hoststate.snapshot(exclude=(cluster.dir,))  # the session's cluster goes on meanwhile
-    other = LocalCluster(f"side-{uuid.uuid4().hex[:4]}", state_dir=tmp_path / "side", die_with_parent=True)
+    skip = _other_owners(cluster, tmp_path_factory)
+    side = tmp_path / "side"
+    before = hoststate.snapshot(exclude=skip, own_cluster=side)  # the session's cluster (and other sessions) go on meanwhile
+    other = LocalCluster(f"side-{uuid.uuid4().hex[:4]}", state_dir=side, die_with_parent=True)
+    foreign = None
     try:
         other.up(timeout=240)
+        net = other.net
+        # what is other's is compared whole; another owner's objects (by sipfleet's names) are left out
+        foreign = hoststate.others([other.name, other.netns, net.host_link, net.host_link_peer, f"10.213.{net.slot}."])
         assert other.node_ready() and cluster.node_ready()
         assert other.node_ip != cluster.node_ip and other.netns != cluster.netns
         nodes = json.loads(other.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         assert [n["metadata"]["name"] for n in nodes] == ["sipfleet-node-0"]
-        during = hoststate.diff(before, hoststate.snapshot(exclude=(cluster.dir,)))
-        assert any(other.netns in d for d in during)
+        during = hoststate.diff(before, hoststate.snapshot(exclude=skip, own_cluster=side), foreign=foreign)
+        assert any(other.netns in d for d in during) and any(f"kubelet in {other.netns}" in d for d in during)
         # a run killed before its own down: a pod runs, then containerd and the kubelet die (their shims do not)
         core = client.CoreV1Api(other.api_client())
         sleeper = pod("left", ["/pause"])
@@ -173,7 +189,7 @@ def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(clus
     assert problems and all(p.startswith(("processes left in the cluster's cgroups", "containerd shims outlived"))
                             for p in problems), problems
     assert hostside.shim_pids(other.layout.containerd_socket) == []
-    assert hoststate.diff(before, hoststate.snapshot(exclude=(cluster.dir,))) == []
+    assert hoststate.diff(before, hoststate.snapshot(exclude=skip, own_cluster=side), foreign=foreign) == []
     assert cluster.node_ready()  # the session's cluster did not notice
 
 

@@ -20,7 +20,8 @@ from sipfleet_agent.worker.routemeter import RouteMeter, aor_key
 
 def test_pure_modules_and_the_supervisor_do_not_import_pjsua2():
     mods = ["sipfleet_agent.worker.eventloop", "sipfleet_agent.worker.routemeter", "sipfleet_agent.worker.regstate",
-            "sipfleet_agent.worker.repair", "sipfleet_agent.worker.assignplan", "sipfleet_agent.supervisor.runtime",
+            "sipfleet_agent.worker.repair", "sipfleet_agent.worker.assignplan", "sipfleet_agent.worker.retrypolicy",
+            "sipfleet_agent.supervisor.runtime",
             "sipfleet_agent.supervisor.standalone", "sipfleet_agent.k8s.edge", "sipfleet_agent.main"]
     code = "import sys\n" + "".join(f"import {m}\n" for m in mods) + "print('pjsua2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -197,19 +198,6 @@ def test_registration_state_machine():
     gone = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="", service_route=[],
                                  configured_route=[P], now="T5")
     assert gone.registration["state"] == "Unregistered" and not gone.failed
-
-
-def test_retry_watchdog():
-    spec = SimpleNamespace(first_retry_interval_seconds=1, retry_interval_seconds=5, jitter_seconds=4)
-    assert regstate.retry_delay(spec, first=False, jitter=0.5) == 5 + 2 + 1
-    assert regstate.retry_delay(spec, first=True, jitter=0.0) == 1 + 2
-    idle = dict(last_tx_register=10.0, mark=20.0, state="Failed", busy=False, removed=False, stopping=False, created=True)
-    assert regstate.retry_needed(**idle)
-    assert not regstate.retry_needed(**{**idle, "last_tx_register": 21.0})  # pjsua retried by itself
-    assert not regstate.retry_needed(**{**idle, "state": "Registered"})
-    for k in ("busy", "removed", "stopping"):
-        assert not regstate.retry_needed(**{**idle, k: True})
-    assert not regstate.retry_needed(**{**idle, "created": False})
 
 
 # ------------------------------------------------------------------------------------------------ repair

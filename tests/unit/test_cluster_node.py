@@ -122,6 +122,20 @@ def test_host_state_diff_names_each_change():
     assert hoststate.diff(after, after) == []
 
 
+def test_host_state_diff_leaves_out_only_other_owners_objects():
+    before = {"links": ["eth0", "sfc1h"], "netns": ["sipfleet-c-main"], "processes": ["kubelet in sipfleet-c-main"],
+              "cgroups": [], "addrs": []}
+    after = {"links": ["eth0", "sfc1h", "sfc2h", "sfl3br", "sfc12h", "tap0"],
+             "netns": ["sipfleet-c-main", "sipfleet-c-side", "sipfleet-l-lab-P"],
+             "processes": ["kubelet in sipfleet-c-main", "kubelet in sipfleet-c-side", "buildkitd in host"],
+             "cgroups": ["cpu/sipfleet-side", "cpu/sipfleet-gw1"], "addrs": ["sfc2h 10.213.2.254/24", "sfc12h 10.213.12.254/24"]}
+    foreign = hoststate.others(["side", "sipfleet-c-side", "sfc2h", "10.213.2."])
+    assert hoststate.diff(before, after, foreign=foreign) == [
+        "addrs: + sfc2h 10.213.2.254/24", "cgroups: + cpu/sipfleet-side", "links: + sfc2h", "links: + tap0",
+        "netns: + sipfleet-c-side", "processes: + buildkitd in host", "processes: + kubelet in sipfleet-c-side",
+    ]
+
+
 def test_archive_image_names(tmp_path):
     import io
     import tarfile

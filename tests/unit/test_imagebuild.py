@@ -316,6 +316,10 @@ def test_only_the_newest_results_are_kept_and_never_the_one_just_built():
     assert stale_results(entries, keep="f") == ["a", "b"]
     assert stale_results(entries, keep="a") == ["b", "c"]  # the new one may have an old mtime (a renamed dir)
     assert stale_results(entries[:2], keep="b") == []
+    day = 24 * 3600  # results younger than a day may serve another checkout's session: kept
+    assert stale_results(entries, keep="f", now=2.5 + day) == ["a", "b"]
+    assert stale_results(entries, keep="f", now=1.5 + day) == ["a"]
+    assert stale_results(entries, keep="f", now=6.0) == []
 
 
 def test_the_listed_result_is_the_current_inputs_one_even_when_another_checkouts_is_newer():

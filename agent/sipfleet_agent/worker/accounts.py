@@ -17,7 +17,7 @@ import pjsua2 as pj
 from sipfleet.api.models import AgentRef, AgentSettings, RepairRecord
 
 from ..config import ResolvedAccount
-from ..siplog import TxRequest
+from ..siplog import TxRequest, with_transport
 from ..status import AccountStatus
 from .pjbind import Account, release
 from .refreshplan import delay_before_refresh
@@ -29,6 +29,7 @@ LOG = logging.getLogger("sipfleet_agent")
 
 class AccountRuntime:
     def __init__(self, res: ResolvedAccount, agent: AgentRef):
+        self.failures = 0  # consecutive failed REGISTERs (the back-off's n)
         self.meter = RouteMeter(list(res.spec.route), res.spec.transport)
         self.res = res
         self.acc: Account | None = None
@@ -44,7 +45,9 @@ class AccountRuntime:
         self.last_tx_register = 0.0
         self.last_failure_mono = 0.0
         self.last_register: tuple[TxRequest, str] | None = None
-        self.retry_timer: Any = None
+        self.retry_timer: Any = None  # the agent's own next REGISTER after a failure (.retrier)
+        self.next_attempt: tuple[float, str] | None = None  # (epoch, reason) of the scheduled attempt
+        self.created_registrar: str | None = None  # the registrar URI the live pjsua account was created with
         self.refresh_timer: Any = None  # the agent's own refresh (a grant pjsip would not refresh in time)
         self.lapse_timer: Any = None  # the granted binding's expiry
         self.dropped_answer: tuple | None = None  # (message, monotonic, call-id): pjsip dropped an answer
@@ -65,9 +68,23 @@ class AccountRuntime:
 
     @res.setter
     def res(self, value: ResolvedAccount) -> None:
+        old = getattr(self, "_res", None)
         self._res = value
+        if old is None or old.recreate_key() != value.recreate_key():
+            # a changed account starts over at its configured registrar (a followed 3xx is forgotten)
+            self.registrar_override: str | None = None
+            self.redirect_chain: tuple[str, ...] = ()
+            self.failures = 0
         self.aor_key = aor_key(value.spec.aor)
         self.meter.reconfigure(list(value.spec.route), value.spec.transport)
+
+    def registrar_uri(self) -> str:
+        """Where the next REGISTER goes: the target of a followed 3xx, else the configured registrar."""
+        if self.registrar_override is None:
+            return self.res.applied_registrar()
+        if self.res.spec.route:
+            return self.registrar_override
+        return with_transport(self.registrar_override, self.res.spec.transport)
 
     def doc(self) -> dict:
         return self.status.document()
@@ -78,11 +95,13 @@ def account_config(rt: AccountRuntime, settings: AgentSettings, global_proxy: li
     res, spec = rt.res, rt.res.spec
     cfg = pj.AccountConfig()
     cfg.idUri = spec.aor
-    cfg.regConfig.registrarUri = res.applied_registrar()
+    cfg.regConfig.registrarUri = rt.registrar_uri()
     cfg.regConfig.timeoutSec = res.expires
-    cfg.regConfig.retryIntervalSec = spec.registration.retry_interval_seconds
-    cfg.regConfig.firstRetryIntervalSec = spec.registration.first_retry_interval_seconds
-    cfg.regConfig.randomRetryIntervalSec = spec.registration.jitter_seconds
+    # pjsua's own retry timer off (retryIntervalSec 0: schedule_reregistration() in pjsua_acc.c returns at
+    # once, for failures and for lost transports alike): the agent decides when to retry (.retrypolicy)
+    cfg.regConfig.retryIntervalSec = 0
+    cfg.regConfig.firstRetryIntervalSec = 0
+    cfg.regConfig.randomRetryIntervalSec = 0
     cfg.regConfig.delayBeforeRefreshSec = delay_before_refresh(res.expires)
     cfg.regConfig.unregWaitMsec = int(settings.unregister_timeout_seconds * 1000)
     # routeMode account: the route per account. In a worker started with a global outbound proxy (prevent
@@ -118,7 +137,9 @@ class AccountSet:
         acc = Account(self.owner, rt)
         rt.acc = acc
         try:
-            acc.create(account_config(rt, self.settings, global_proxy, transport_ids), False)
+            cfg = account_config(rt, self.settings, global_proxy, transport_ids)
+            rt.created_registrar = cfg.regConfig.registrarUri
+            acc.create(cfg, False)
         except (pj.Error, ValueError) as e:
             rt.acc = None
             acc.rt = None

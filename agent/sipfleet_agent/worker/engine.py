@@ -36,6 +36,7 @@ from .eventloop import EventLoop, TaskGen, Wait
 from .netwatch import NetWatch
 from .observe import Observer
 from .refresher import Refresher
+from .retrier import Retrier
 from .repairs import Repairs
 
 LOG = logging.getLogger("sipfleet_agent")
@@ -74,6 +75,7 @@ class Agent:
         self.repairs = Repairs(self)
         self.observer = Observer(self)
         self.refresher = Refresher(self)
+        self.retrier = Retrier(self)
         self.tls = tlsport.TlsPort(self)
         self.tls_from_accounts = False  # Init.tls_from_accounts: no default (unverified) TLS transport
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit)
@@ -259,7 +261,9 @@ class Agent:
             return
         self.refresher.cancel(rt)
         rt.status.set_registration(state="Registering", code=None, reason=None, registered_since=None,
-                                   expires_seconds=None, expires_at=None, failure_reason=None)
+                                   expires_seconds=None, expires_at=None, failure_reason=None,
+                                   next_attempt_at=None, next_attempt_reason=None,
+                                   redirected_to=rt.registrar_override)
         err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids)
         if err is not None:
             log(LOG, logging.ERROR, err, account=rt.name)
@@ -334,8 +338,8 @@ class Agent:
     def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
         self.observer.on_reg_state(rt, prm)
 
-    def on_transport_state(self, state: int, last_error: int, prm: Any = None) -> None:
-        self.observer.on_transport_state(state, last_error)
+    def on_transport_state(self, state: int, last_error: int, tp_type: str = "", prm: Any = None) -> None:
+        self.observer.on_transport_state(state, last_error, tp_type)
         r = tlsport.report(prm) if prm is not None else None
         if r is not None:
             self.tls.on_state(r)

@@ -1,7 +1,7 @@
 """The pjsua callbacks that observe: pjsip's message log (TX/RX lines -> :mod:`.routemeter` -> route status,
 drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it),
-``onRegState`` (-> :mod:`.regstate` -> registration status) and the retry watchdog that
-re-registers when pjsua does not retry by itself. Runs on the worker's event thread only.
+``onRegState`` (-> :mod:`.regstate` -> registration status; a failure -> :mod:`.retrier`, the agent's own retry
+timer, pjsua's is off) and transport loss (-> the retrier's first retry). Runs on the worker's event thread only.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import random
 import time
 from typing import Any
 
@@ -37,12 +36,12 @@ class Observer:
         self._last_crumb: tuple | None = None  # the account of the last breadcrumb (engine.answer_hook)
         self._dropping: tuple[str, str] | None = None  # pjsip's last "Dropping N bytes packet" (source, why)
 
-    def on_transport_state(self, state: int, last_error: int) -> None:
+    def on_transport_state(self, state: int, last_error: int, tp_type: str = "") -> None:
         if state == pj.PJSIP_TP_STATE_DISCONNECTED:
-            log(LOG, logging.WARNING, "transport disconnected; pjsua re-registers after firstRetryIntervalSeconds",
-                error=last_error)
-            for rt in self.a.accounts.values():
-                self._schedule_retry_check(rt, first=True)
+            transport = tp_type.lower().rstrip("6")
+            log(LOG, logging.WARNING, "transport disconnected; re-registering after firstRetryIntervalSeconds",
+                error=last_error, transport=transport)
+            self.a.retrier.on_transport_lost(transport if transport in ("tcp", "tls") else "")
 
     def on_log(self, level: int, msg: str) -> None:
         if msg.startswith("TX "):
@@ -181,12 +180,19 @@ class Observer:
             rt.dropped_answer = None
         if reg and out.failed:
             reg = self.a.tls.classify(rt, reg, reason)
-        if reg:
-            st.set_registration(**reg)
         if out.failed:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()
-            self._schedule_retry_check(rt)
+            nxt = self.a.retrier.on_failure(rt, code, whole)
+            if reg and reg.get("failure_reason"):  # a dropped answer says more than the policy's class
+                nxt.pop("failure_reason", None)
+            reg = {**(reg or {}), **nxt}
+        elif 200 <= code < 300 and expiration > 0:
+            clear = self.a.retrier.on_success(rt)
+            if reg is not None or st.registration.next_attempt_at is not None or st.registration.failures is not None:
+                reg = {**(reg or {}), **clear}
+        if reg:
+            st.set_registration(**reg)
         if st.registration.state != before:
             log(LOG, logging.INFO if st.registration.state != "Failed" else logging.WARNING,
                 "registration " + st.registration.state.lower(), account=rt.name, code=code, reason=reason,
@@ -195,20 +201,3 @@ class Observer:
         self.a.mark(rt)
         if self.a.reg_hook is not None:
             self.a.reg_hook(rt, code, expiration)
-
-    def _schedule_retry_check(self, rt: AccountRuntime, first: bool = False) -> None:
-        """pjsua retries some failures itself; if nothing went out by our retry time, re-register ourselves."""
-        self.a.loop.cancel(rt.retry_timer)
-        delay = regstate.retry_delay(rt.res.spec.registration, first, random.random())
-        rt.retry_timer = self.a.loop.call_later(delay, self._retry_if_idle, rt, time.monotonic())
-
-    def _retry_if_idle(self, rt: AccountRuntime, mark: float) -> None:
-        if not regstate.retry_needed(last_tx_register=rt.last_tx_register, mark=mark, state=rt.status.registration.state,
-                                     busy=rt.busy, removed=rt.removed, stopping=self.a.stopping, created=rt.acc is not None):
-            return
-        log(LOG, logging.INFO, "retrying registration", account=rt.name)
-        try:
-            rt.acc.setRegistration(True)
-        except pj.Error as e:
-            LOG.warning("retry failed: %s", e.info())
-            self._schedule_retry_check(rt)

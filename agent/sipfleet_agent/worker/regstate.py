@@ -1,20 +1,16 @@
-"""The registration state machine of one account and its retry watchdog. Pure: no pjsua2; time passed in.
+"""The registration state machine of one account. Pure: no pjsua2; time passed in.
 
 Promise: :func:`on_reg_state` turns one pjsua ``onRegState`` outcome (final code, reason, granted expiry, where
 the answer came from, the Service-Route it carried) into the registration and route status updates: 2xx with an
 expiry is ``Registered`` (``registeredSince`` kept across refreshes), 2xx without is ``Unregistered``, anything
-else ``Failed`` (with ``lastFailure``); ``expiresAt`` is the granted binding's end (every 2xx moves it) and a retry check to schedule. :func:`retry_delay` says when to check that
-pjsua retried on its own (it does not for e.g. 401/403/404); :func:`retry_needed` whether we must re-register.
+else ``Failed`` (with ``lastFailure``); ``expiresAt`` is the granted binding's end (every 2xx moves it). When a failed account retries is
+:mod:`.retrypolicy`'s decision, not this module's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
-
-#: Final codes after which pjsua schedules its own retry.
-PJSUA_RETRIED = {408, 480, 500, 502, 503, 504}
-
 
 @dataclasses.dataclass(frozen=True)
 class RegOutcome:
@@ -47,18 +43,3 @@ def on_reg_state(reg: Any, route: Any, *, code: int, reason: str, expiration: in
     return RegOutcome({"state": "Failed", "code": code, "reason": reason or None, "expires_seconds": None,
                        "registered_since": None, "last_failure": now, "expires_at": None, "failure_reason": None},
                       {"response_from": src} if src else None, True)
-
-
-def retry_delay(registration: Any, first: bool, jitter: float) -> float:
-    """Seconds until the watchdog looks: the retry interval (first retry after a transport loss), the jitter
-    (``jitter`` in [0, 1)) and a second or two of slack for pjsua's own timer."""
-    base = registration.first_retry_interval_seconds if first else registration.retry_interval_seconds
-    return base + jitter * registration.jitter_seconds + (2.0 if first else 1.0)
-
-
-def retry_needed(*, last_tx_register: float, mark: float, state: str, busy: bool, removed: bool,
-                 stopping: bool, created: bool) -> bool:
-    """Nothing went out since ``mark`` and the account is still not Registered: re-register ourselves."""
-    if removed or busy or stopping or not created:
-        return False
-    return not (last_tx_register > mark or state == "Registered")

@@ -142,18 +142,23 @@ def _record(target: Target, staging: Path, entry: Path, key: str, seconds: float
 
 
 KEEP = 4
+#: a result younger than this may be in use by another checkout's session (its cluster loads it at start, its
+#: demo later): never removed, however many there are
+MIN_AGE_S = 24 * 3600
 
 
-def stale_results(entries: list[tuple[str, float]], keep: str, n: int = KEEP) -> list[str]:
-    """Which of a component's results (name, mtime) to remove: all but the ``n`` newest, never ``keep`` (pure)."""
+def stale_results(entries: list[tuple[str, float]], keep: str, n: int = KEEP, *, now: float = float("inf"),
+                  min_age: float = MIN_AGE_S) -> list[str]:
+    """Which of a component's results (name, mtime) to remove: all but the ``n`` newest, never ``keep`` and
+    never one younger than ``min_age`` at ``now`` (pure)."""
     newest = [name for name, _ in sorted(entries, key=lambda e: -e[1]) if name != keep]
     kept = {keep, *newest[: n - 1]}
-    return sorted(name for name, _ in entries if name not in kept)
+    return sorted(name for name, mtime in entries if name not in kept and now - mtime >= min_age)
 
 
 def _prune(directory: Path, keep: str) -> None:
     entries = [(d.name, d.stat().st_mtime) for d in directory.iterdir() if not d.name.startswith(".")]
-    for name in stale_results(entries, keep):
+    for name in stale_results(entries, keep, now=time.time()):
         shutil.rmtree(directory / name, ignore_errors=True)
 
 
@@ -186,6 +191,12 @@ def build_images(components: list[str] | None = None, *, force: bool = False) ->
             for t in todo:
                 key = keys[t.component]
                 entry = component_dir(t.component) / key
+                # another process may have built it while we waited for the daemon's lock: never build (and
+                # replace under its reader) what is already there
+                done = _load(entry) if (entry / "done").exists() and not force else None
+                if done is not None:
+                    results[t.component] = Built(**{**asdict(done), "rebuilt": False, "seconds": 0.0})
+                    continue
                 staging = entry.with_name(f".{key}.new")
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
