@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
@@ -101,6 +101,12 @@ class ResolvedAccount:
     spec: AgentAccount
     creds: Secretish = dataclasses.field(repr=False)
     expires_override: int | None = None
+    #: transport tls with a TLS policy: the resolved CA (and client certificate); it keys the worker
+    tls: Any = dataclasses.field(default=None, repr=False)  # a tlsmaterial.TlsMaterial
+
+    def worker_key(self) -> tuple:
+        """The spec's worker key plus the TLS material's fingerprint: new material, a new TLS transport."""
+        return self.spec.worker_key() + ((("tls-material", self.tls.fingerprint()),) if self.tls else ())
 
     @property
     def name(self) -> str:

@@ -33,5 +33,12 @@ class Metrics:
         self.active_calls = Gauge("sipfleet_agent_active_calls", "Calls not yet disconnected", registry=r)
         self.ip_changes = Counter("sipfleet_agent_ip_changes", "handleIpChange() calls", registry=r)
         self.accounts = Gauge("sipfleet_agent_accounts", "Accounts created in pjsua", registry=r)
+        self.tls_connected = Gauge(
+            "sipfleet_agent_tls_connected_accounts",
+            "Accounts whose first hop's TLS connection is up, by negotiated version and cipher", ["protocol", "cipher"],
+            registry=r)
+        self.tls_failures = Counter(
+            "sipfleet_agent_tls_failures", "TLS connections that failed, by cause (verify, handshake)", ["reason"],
+            registry=r)
         for state in ("Registering", "Registered", "Failed", "Unregistered"):
             self.registrations.labels(state=state).set(0)

@@ -1,8 +1,8 @@
 """The supervisor <-> worker protocol: typed messages, one JSON object per line over a pipe.
 
 Promise: :func:`encode` and :func:`decode` are inverse for every message type below; a line of another protocol
-version or of an unknown type raises :class:`ProtocolError` (never a half-built message). Passwords travel only
-inside :class:`Apply` (``WireAccount.password``), are never part of a ``repr`` and must never be logged: log
+version or of an unknown type raises :class:`ProtocolError` (never a half-built message). Passwords and TLS keys travel only
+inside :class:`Apply` (``WireAccount.password``, ``WireAccount.tls``), are never part of a ``repr`` and must never be logged: log
 :func:`describe` of a message, never the line.
 
 Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`.
@@ -34,6 +34,8 @@ class WireAccount:
     password: str = dataclasses.field(repr=False)
     realm: str = "*"
     expires_override: int | None = None
+    #: TLS material (``TlsMaterial.to_wire``: CA, client certificate and its private key): secret like the password
+    tls: dict | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Init:
     sip_port: int = 0
     #: send an :class:`Answer` before pjsua processes each 2xx to REGISTER (a worker after a crash of its predecessor)
     breadcrumbs: bool = False
+    #: the accounts bring TLS material (transport tls with a policy): the TLS transport is made from it at the
+    #: first apply, none without it
+    tls_from_accounts: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Status documents of one account, the debounced emitter and JSON merge patches.
 
-The agent owns ``status.registration``, ``status.route`` and ``status.agent`` of each SipAccount
+The agent owns ``status.registration``, ``status.route``, ``status.agent`` and ``status.tls`` of each SipAccount
 (docs/architecture.md). It reports a document only when something other than the measurement time
 (``route.observedAt``) changed, after ``statusDebounceMs`` of quiet-ish coalescing.
 """
@@ -11,7 +11,7 @@ import datetime as _dt
 import time
 from typing import Any, Callable, Protocol
 
-from sipfleet.api.models import AgentRef, RegistrationStatus, RepairRecord, RouteStatus
+from sipfleet.api.models import AgentRef, RegistrationStatus, RepairRecord, RouteStatus, TlsStatus
 
 
 def now_iso() -> str:
@@ -28,6 +28,7 @@ class AccountStatus:
         #: route.observedAt changes with every REGISTER: kept apart so that a REGISTER that changes
         #: nothing else costs no model copy (it is merged into the document when one is made).
         self.observed_at: str | None = None
+        self.tls: TlsStatus | None = None  # transport tls: what the worker's TLS layer reported last
 
     def set_registration(self, **kw: Any) -> None:
         self.registration = self.registration.model_copy(update=kw)
@@ -47,11 +48,14 @@ class AccountStatus:
         route = self.route.to_api()
         if self.observed_at:
             route["observedAt"] = self.observed_at
-        return {
+        doc = {
             "registration": self.registration.to_api(),
             "route": route,
             "agent": self.agent.to_api(),
         }
+        if self.tls is not None:
+            doc["tls"] = self.tls.to_api()
+        return doc
 
 
 def _same_repair(a: RepairRecord, b: RepairRecord) -> bool:

@@ -114,6 +114,7 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
         registrar=spec.registrar,
         route=list(spec.route),
         transport=spec.transport,
+        tls=m.AgentTls.from_spec(spec.tls) if spec.tls is not None else None,
         route_mode=spec.route_mode,
         credentials=m.AgentCredentials(
             secret_name=spec.credentials.secret_name,
@@ -169,12 +170,14 @@ def build_service_account(agent: Agent, accounts: Sequence[HostedAccount]) -> di
 def build_role(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
     hosted = sorted((a for a in accounts if a.name in agent.accounts), key=lambda a: a.name)
     names = [a.name for a in hosted]
-    secrets = sorted({a.spec.credentials.secret_name for a in hosted})
+    secrets = sorted({a.spec.credentials.secret_name for a in hosted} | tls_objects(hosted, "Secret"))
     rules = [
         {"apiGroups": [m.GROUP], "resources": [m.PLURAL], "resourceNames": names, "verbs": ["get", "list", "watch"]},
         {"apiGroups": [m.GROUP], "resources": [f"{m.PLURAL}/status"], "resourceNames": names, "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets, "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [agent.name], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": sorted(tls_objects(hosted, "ConfigMap")),
+         "verbs": ["get"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
     # An empty resourceNames list would mean "all names": drop rules that would have none.
@@ -185,6 +188,20 @@ def build_role(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:
         "metadata": _metadata(agent, hosted),
         "rules": rules,
     }
+
+
+def tls_objects(hosted: Iterable[HostedAccount], kind: str) -> set[str]:
+    """Names of the ConfigMaps or Secrets the hosted accounts' TLS policies name (the agent reads them)."""
+    out = set()
+    for a in hosted:
+        t = a.spec.tls if a.spec.transport == "tls" else None
+        if t is None:
+            continue
+        if t.ca_ref is not None and t.ca_ref.kind == kind:
+            out.add(t.ca_ref.name)
+        if kind == "Secret" and t.client_certificate_secret_ref is not None:
+            out.add(t.client_certificate_secret_ref.secret_name)
+    return out
 
 
 def build_role_binding(agent: Agent, accounts: Sequence[HostedAccount]) -> dict:

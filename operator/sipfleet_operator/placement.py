@@ -31,12 +31,14 @@ from sipfleet.api import models as m
 
 AGENT_PREFIX = "sipfleet-agent-"
 
-#: What accounts must share to share a pjsua2 worker: ``AgentAccount.worker_key()`` (transport, route, routeMode).
-WorkerKey = tuple[str, tuple[str, ...], str]
+#: What accounts must share to share a pjsua2 worker: ``AgentAccount.worker_key()`` (transport, route, routeMode,
+#: and for a tls account its TLS settings).
+WorkerKey = tuple
 
 
 def worker_key(spec: m.SipAccountSpec) -> WorkerKey:
-    return (spec.transport, tuple(spec.route), spec.route_mode)
+    tls = m.AgentTls.from_spec(spec.tls) if spec.tls is not None else None
+    return (spec.transport, tuple(spec.route), spec.route_mode) + m.tls_key(spec.transport, tls)
 
 
 @dataclass(frozen=True)

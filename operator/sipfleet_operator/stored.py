@@ -97,7 +97,13 @@ def _shape(entry: dict) -> WorkerKey | None:
         isinstance(r, str) for r in route
     ):
         return None
-    return (transport, tuple(route), mode)
+    tls = None
+    if isinstance(entry.get("tls"), dict):
+        try:
+            tls = m.AgentTls.model_validate(entry["tls"])
+        except ValueError:
+            return None
+    return (transport, tuple(route), mode) + m.tls_key(transport, tls)
 
 
 def _shapes(entries: list[dict]) -> tuple[tuple[str, WorkerKey], ...]:

@@ -37,6 +37,8 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
             raise ValueError(f"cannot express union in a structural schema: {branches}")
         merged = _inline(branches[0], defs)
         merged.update({k: v for k, v in schema.items() if k != "default" or v is not None})
+        if schema.get("default", 0) is None:
+            merged[_OPTIONAL] = True  # `X | None = None`: absent means None, never a filled-in default
         schema = merged
     if schema.get("default", 0) is None:
         del schema["default"]
@@ -57,6 +59,8 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
         # fills it in. (Not `{}`: kube-apiserver checks a default against the object's CEL rules without
         # filling nested defaults first, so `{}` would be rejected by rules that read defaulted fields.)
         for name, sub in out["properties"].items():
+            if sub.pop(_OPTIONAL, False):
+                continue
             if (
                 sub.get("type") == "object"
                 and "properties" in sub
@@ -68,20 +72,36 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+#: marks (while inlining) an optional object whose Python default is None: it gets no default of its own
+_OPTIONAL = "x-sipfleet-optional"
+
+
+def _drop_marks(node: Any) -> Any:
+    if isinstance(node, dict):
+        node.pop(_OPTIONAL, None)
+        for v in node.values():
+            _drop_marks(v)
+    elif isinstance(node, list):
+        for v in node:
+            _drop_marks(v)
+    return node
+
+
 def _filled_default(schema: dict[str, Any]) -> dict[str, Any]:
     """The object an empty value becomes once every property default is applied (recursively)."""
     filled: dict[str, Any] = {}
     for name, sub in schema.get("properties", {}).items():
         if "default" in sub:
             filled[name] = copy.deepcopy(sub["default"])
-        elif sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
+        elif sub.get("type") == "object" and "properties" in sub and not sub.get("required") \
+                and not sub.get(_OPTIONAL):
             filled[name] = _filled_default(sub)
     return filled
 
 
 def model_schema(model: type[m.ApiModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _inline(raw, raw.get("$defs", {}))
+    return _drop_marks(_inline(raw, raw.get("$defs", {})))
 
 
 def _status_schema() -> dict[str, Any]:

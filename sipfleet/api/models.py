@@ -233,6 +233,62 @@ class AgentPlacement(ApiModel):
     dedicated: bool = Field(False, description="Run this account in an agent pod of its own.")
 
 
+TlsMinVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2"]
+
+
+class TlsCaRef(ApiModel):
+    """Where the CA certificates (PEM) that verify the server live: a key of a ConfigMap or Secret in the account's
+    namespace. A CA is not secret (a ConfigMap is the usual home); a Secret works too."""
+
+    kind: Literal["ConfigMap", "Secret"] = Field("ConfigMap", description="ConfigMap or Secret.")
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
+                      description="Name of the ConfigMap or Secret in the SipAccount's namespace.")
+    key: str = Field("ca.crt", pattern=SECRET_KEY_PATTERN, max_length=253,
+                     description="Key holding one or more PEM CA certificates.")
+
+
+class TlsClientCertificateRef(ApiModel):
+    """A client certificate for the TLS connection: a ``kubernetes.io/tls`` Secret (``tls.crt``, ``tls.key``)."""
+
+    secret_name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
+                             description="Name of a kubernetes.io/tls Secret in the SipAccount's namespace.")
+
+
+class TlsSettings(ApiModel):
+    """The account's TLS policy (transport tls only). The TLS transport is per pjsua2 worker process, so accounts
+    share a worker only when their TLS settings are equal (docs/tls.md)."""
+
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.verifyServer || has(self.caRef)",
+                    "message": "caRef is required while verifyServer is true: the CA the server's certificate is "
+                               "verified against",
+                    "fieldPath": ".caRef",
+                },
+            ]
+        }
+    )
+
+    ca_ref: TlsCaRef | None = Field(None, description="CA certificates (PEM) the server's certificate is verified against.")
+    client_certificate_secret_ref: TlsClientCertificateRef | None = Field(
+        None, description="Present this client certificate (a kubernetes.io/tls Secret) when the server asks.")
+    verify_server: bool = Field(
+        True, description=("Verify the server's certificate against caRef and its name against the first hop's host "
+                           "(the route's first URI, or the registrar without a route). false: encrypted, not "
+                           "authenticated."))
+    min_version: TlsMinVersion = Field(
+        "TLSv1.2", description="Oldest TLS version offered. The agent's TLS library (pjsua2's bundled OpenSSL "
+                               "1.0.2k) has no TLS 1.3, so TLSv1.2 means exactly TLS 1.2.")
+
+    @model_validator(mode="after")
+    def _ca_when_verifying(self) -> "TlsSettings":
+        if self.verify_server and self.ca_ref is None:
+            raise ValueError("tls.caRef is required while tls.verifyServer is true")
+        return self
+
+
 class SipAccountSpec(ApiModel):
     """Desired state: this SIP identity registers with this registrar through this ordered proxy route."""
 
@@ -251,6 +307,16 @@ class SipAccountSpec(ApiModel):
                     "&& self.route.all(r, !r.startsWith('sips:')))",
                     "message": "sips: URIs need transport tls",
                     "fieldPath": ".transport",
+                },
+                {
+                    "rule": "self.transport == 'tls' || !has(self.tls)",
+                    "message": "tls applies only to transport tls",
+                    "fieldPath": ".tls",
+                },
+                {
+                    "rule": "self.transport != 'tls' || has(self.tls)",
+                    "message": "transport tls needs tls: a caRef to verify the server against, or verifyServer: false",
+                    "fieldPath": ".tls",
                 },
                 {
                     "rule": "self.routeMode != 'prevent' || self.route.size() > 0",
@@ -278,6 +344,7 @@ class SipAccountSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     transport: Transport = Field("udp", description="Transport used towards the first hop.")
+    tls: TlsSettings | None = Field(None, description="TLS policy; required with transport tls, refused otherwise.")
     route_mode: RouteMode = Field(
         "prevent",
         description=(
@@ -290,6 +357,14 @@ class SipAccountSpec(ApiModel):
     incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     agent: AgentPlacement = Field(default_factory=AgentPlacement)
+
+    @model_validator(mode="after")
+    def _tls_with_tls(self) -> "SipAccountSpec":
+        if self.tls is not None and self.transport != "tls":
+            raise ValueError("tls applies only to transport tls")
+        if self.tls is None and self.transport == "tls":
+            raise ValueError("transport tls needs tls: a caRef to verify the server against, or verifyServer: false")
+        return self
 
     @field_validator("route")
     @classmethod
@@ -420,6 +495,23 @@ class LadderStatus(ApiModel):
                                      description="When the drifts within spec.drift.flapWindowSeconds were seen.")
 
 
+class TlsStatus(ApiModel):
+    """Written by the agent (transport tls): what the TLS layer of the account's worker reported last. pjsua2
+    exposes the negotiated cipher but not the negotiated version, only the versions enabled: ``protocol`` is set
+    when exactly one is enabled (``minVersion: TLSv1.2``, the default, with a library that has no TLS 1.3)."""
+
+    state: Literal["Connected", "Failed", "Disconnected"]
+    remote: str | None = Field(None, description="ip:port of the TLS peer (the first hop).")
+    protocol: str | None = Field(None, description="Negotiated TLS version when it is determined (see above).")
+    enabled_protocols: list[str] = Field(default_factory=list, description="TLS versions the agent offered.")
+    cipher: str | None = Field(None, description="Negotiated cipher suite (OpenSSL name).")
+    verified: bool | None = Field(None, description="Whether the server's certificate and name were verified.")
+    verify_messages: list[str] = Field(default_factory=list, max_length=16,
+                                       description="pjsip's verification result (e.g. 'The certificate is untrusted').")
+    library: str | None = Field(None, description="The agent's TLS library (e.g. OpenSSL 1.0.2k-fips).")
+    at: str | None = Field(None, description="When the TLS layer reported this.")
+
+
 class SipAccountStatus(ApiModel):
     """Status. Field ownership: the agent writes registration/route/agent, the operator everything else."""
 
@@ -431,6 +523,7 @@ class SipAccountStatus(ApiModel):
     route: RouteStatus | None = None
     agent: AgentRef | None = None
     ladder: LadderStatus | None = None
+    tls: TlsStatus | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,6 +556,43 @@ class AgentCredentials(ApiModel):
         return self
 
 
+class AgentTls(ApiModel):
+    """How an agent finds one account's TLS material: ConfigMap/Secret references (in cluster; the operator copies
+    ``spec.tls``) or files (standalone). Never the material itself."""
+
+    ca_kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
+    ca_name: str | None = None
+    ca_key: str = "ca.crt"
+    ca_file: str | None = Field(None, description="Standalone: a file of PEM CA certificates.")
+    client_secret_name: str | None = Field(None, description="A kubernetes.io/tls Secret (tls.crt, tls.key).")
+    cert_file: str | None = Field(None, description="Standalone: the client certificate (PEM).")
+    key_file: str | None = Field(None, description="Standalone: the client certificate's private key (PEM).")
+    verify_server: bool = True
+    min_version: TlsMinVersion = "TLSv1.2"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AgentTls":
+        if self.ca_name and self.ca_file:
+            raise ValueError("tls: caName or caFile, not both")
+        if self.verify_server and not (self.ca_name or self.ca_file):
+            raise ValueError("tls: verifyServer needs caName or caFile")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("tls: certFile and keyFile go together")
+        if self.client_secret_name and self.cert_file:
+            raise ValueError("tls: clientSecretName or certFile/keyFile, not both")
+        return self
+
+    def worker_key(self) -> tuple:
+        return tuple(self.model_dump(mode="json").values())
+
+    @classmethod
+    def from_spec(cls, t: TlsSettings) -> "AgentTls":
+        ca, cc = t.ca_ref, t.client_certificate_secret_ref
+        return cls(ca_kind=ca.kind if ca else "ConfigMap", ca_name=ca.name if ca else None,
+                   ca_key=ca.key if ca else "ca.crt", client_secret_name=cc.secret_name if cc else None,
+                   verify_server=t.verify_server, min_version=t.min_version)
+
+
 class AgentAccount(ApiModel):
     """One account an agent hosts."""
 
@@ -474,6 +604,7 @@ class AgentAccount(ApiModel):
     registrar: SipUri
     route: list[SipUri] = Field(default_factory=list, max_length=4)
     transport: Transport = "udp"
+    tls: AgentTls | None = Field(None, description="TLS policy (transport tls); without it TLS is not verified.")
     route_mode: RouteMode = "prevent"
     credentials: AgentCredentials
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
@@ -482,10 +613,11 @@ class AgentAccount(ApiModel):
     repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
     reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")
 
-    def worker_key(self) -> tuple[str, tuple[str, ...], str]:
+    def worker_key(self) -> tuple:
         """Accounts can share a pjsua2 worker process only when this key is equal: prevent mode's global outbound
-        proxy and the transports are per process."""
-        return (self.transport, tuple(self.route), self.route_mode)
+        proxy and the transports (with their TLS settings) are per process. (transport, route, routeMode), plus the
+        TLS settings' key for a tls account that has them."""
+        return (self.transport, tuple(self.route), self.route_mode) + tls_key(self.transport, self.tls)
 
 
 class AgentSettings(ApiModel):
@@ -518,6 +650,11 @@ class AgentAssignment(ApiModel):
         if len(set(names)) != len(names):
             raise ValueError("account names must be unique within an agent")
         return self
+
+
+def tls_key(transport: str, tls: AgentTls | None) -> tuple:
+    """The TLS part of a worker key: empty unless a tls account has TLS settings (so other keys are as before)."""
+    return (("tls",) + tls.worker_key(),) if transport == "tls" and tls is not None else ()
 
 
 def workers_needed(accounts: list[AgentAccount]) -> int:

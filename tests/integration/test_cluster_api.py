@@ -119,7 +119,7 @@ def test_cel_rule_tls_needs_a_tls_route(objs, namespace):
     msg = error_message(exc)
     assert _spec_rule_message(".transport", "'tls' ||") in msg, msg
     create(objs, namespace, body("tls-ok", transport="tls", route=["sips:127.0.20.1;lr"],
-                                 registrar="sips:127.0.20.2"))
+                                 registrar="sips:127.0.20.2", tls={"caRef": {"name": "ca"}}))
 
 
 def test_cel_rule_on_update_is_enforced(objs, namespace):

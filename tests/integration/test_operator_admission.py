@@ -74,6 +74,19 @@ INVALID = [
     ("spec.aor", mod(aor="sip:alice\r\nVia: x@example.test")),
     ("spec.registrar", mod(registrar="sip:127.0.20.2;x=\x7f")),
     ("spec.route[0]", mod(route=["sip:127.0.20.1;lr;x=\r\nInjected: yes"])),
+    # spec.tls: only with transport tls, required with it, a CA to verify against while verifying
+    ("spec.tls", mod(tls={"verifyServer": False})),
+    ("spec.tls", mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2")),
+    ("spec.tls.caRef", mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2", tls={})),
+    ("spec.tls.caRef.name", mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2",
+                                tls={"caRef": {"name": "Bad_Name"}})),
+    ("spec.tls.caRef.kind", mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2",
+                                tls={"caRef": {"name": "ca", "kind": "Pod"}})),
+    ("spec.tls.minVersion", mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2",
+                                tls={"caRef": {"name": "ca"}, "minVersion": "SSLv3"})),
+    ("spec.tls.clientCertificateSecretRef.secretName",
+     mod(transport="tls", route=["sips:127.0.20.1;lr"], registrar="sips:127.0.20.2",
+         tls={"caRef": {"name": "ca"}, "clientCertificateSecretRef": {"secretName": "Bad_Name"}})),
     # routes are loose-routing, as the README promises
     ("spec.route", mod(route=["sip:127.0.20.1:5060"])),
     ("spec.route", mod(route=["sip:127.0.20.1:5060;lr", "sip:127.0.20.9;lrx"])),
@@ -99,6 +112,11 @@ def test_valid_control_object_is_accepted(custom, op_namespace):
     created = _create(custom, op_namespace, "valid", BASE)
     assert created["spec"]["routeMode"] == "prevent"  # defaults filled in by the apiserver
     assert created["spec"]["registration"]["expiresSeconds"] == 300
+    tls = copy.deepcopy(BASE) | {"transport": "tls", "route": ["sip:127.0.20.1:5061;lr;transport=tls"],
+                                 "tls": {"caRef": {"name": "lab-ca"}}}
+    created = _create(custom, op_namespace, "valid-tls", tls)
+    assert created["spec"]["tls"] == {"caRef": {"kind": "ConfigMap", "name": "lab-ca", "key": "ca.crt"},
+                                      "verifyServer": True, "minVersion": "TLSv1.2"}
 
 
 @pytest.mark.parametrize("field,spec", INVALID, ids=[f"{i:02d}-{f}" for i, (f, _) in enumerate(INVALID)])

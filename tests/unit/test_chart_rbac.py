@@ -38,6 +38,10 @@ def agent_role_rules() -> list[dict]:
         spec = m.SipAccountSpec(aor=f"sip:{name}@example.com", registrar="sip:127.0.10.2",
                                 route=["sip:127.0.10.1;lr"], credentials={"secretName": f"{name}-sip"})
         accounts.append(b.HostedAccount(name=name, namespace="team-a", uid=f"u-{name}", generation=1, spec=spec))
+    tls = m.SipAccountSpec(aor="sip:carol@example.com", registrar="sip:127.0.10.2", route=["sips:127.0.10.1;lr"],
+                           transport="tls", credentials={"secretName": "carol-sip"},
+                           tls={"caRef": {"name": "lab-ca"}, "clientCertificateSecretRef": {"secretName": "carol-tls"}})
+    accounts.append(b.HostedAccount(name="carol", namespace="team-a", uid="u-carol", generation=1, spec=tls))
     key = p.GroupKey.for_spec("team-a", "alice", accounts[0].spec)
     fleet: dict = {}
     for a in accounts:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from sipfleet.api.models import AgentAssignment
+from sipfleet.api.reasons import TLS_CONFIG_INVALID
 
 from .. import __version__, logs
 from ..config import ConfigError, ResolvedAccount
+from ..tlsmaterial import TlsError
 from ..httpserver import serve
 from ..status import now_iso
 from ..supervisor.procenv import claim_stdout, install_signals
@@ -25,6 +28,7 @@ from ..supervisor.runtime import Supervisor
 from .assignment import AssignmentSource
 from .events import EventRecorder
 from .secrets import SecretResolver
+from .tlsrefs import TlsResolver
 from .statuswriter import StatusWriter
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
@@ -87,20 +91,25 @@ def run_cluster(args: Any) -> int:
         settings = settings.model_copy(update={"sip_address": pod_ip, "http_address": pod_ip})
     writer = StatusWriter(custom, ns)
     resolver = SecretResolver(core, ns)
+    tls_resolver = TlsResolver(core, ns)
     broken: dict[tuple, str] = {}
 
     def resolve(a: AgentAssignment) -> list[ResolvedAccount]:
         out = []
+        tls_resolver.pass_cache.clear()
         for acc in a.accounts:
             key = (acc.namespace, acc.name)
             try:
-                out.append(ResolvedAccount(acc, resolver(acc)))
+                out.append(ResolvedAccount(acc, resolver(acc), tls=tls_resolver(acc)))
                 broken.pop(key, None)
             except ConfigError as e:
                 msg = str(e)
                 if broken.get(key) != msg:
                     LOG.error("account %s: %s", acc.name, msg)
-                    writer.submit(key, acc.name, {"registration": {"state": "Failed", "reason": msg, "lastFailure": now_iso()}})
+                    reg = {"state": "Failed", "reason": msg, "lastFailure": now_iso()}
+                    if isinstance(e, TlsError):
+                        reg["failureReason"] = TLS_CONFIG_INVALID
+                    writer.submit(key, acc.name, {"registration": reg})
                 broken[key] = msg
         return out
 
@@ -118,16 +127,26 @@ def run_cluster(args: Any) -> int:
     logs.log(LOG, logging.INFO, "agent starting (cluster)", version=__version__, agent=agent_name, namespace=ns,
              configmap=cm_name, pod=pod, pod_ip=pod_ip, accounts=len(assignment.accounts))
     sup.start(resolve(assignment))
+    lock, current = threading.Lock(), [assignment]
 
     def apply(a: AgentAssignment) -> None:
         if a.settings.model_dump_json() != assignment.settings.model_dump_json():
             LOG.warning("settings changes need a restart; applying account changes only")
-        sup.apply(resolve(a))
+        with lock:
+            current[0] = a
+            sup.apply(resolve(a))
 
     threading.Thread(target=source.watch, args=(apply, sup.wait, lambda: bool(broken)), name="assignment-watch",
                      daemon=True).start()
+    # TLS material is read again every resync period: a rotated CA or client certificate (same names, new
+    # content) gets a worker with a new TLS transport; the other workers are not touched (Supervisor.apply)
+    resync_s = max(1.0, float(env.get("SIPFLEET_AGENT_TLS_RESYNC_SECONDS", "60")))
+    next_resync = time.monotonic() + resync_s
     while not sup.wait(1.0):
-        pass
+        if time.monotonic() >= next_resync:
+            next_resync = time.monotonic() + resync_s
+            if any(acc.tls is not None for acc in current[0].accounts):
+                apply(current[0])
     writer.stop()
     http.shutdown()
     logs.log(LOG, logging.INFO, "agent exited", exit_code=sup.exit_code, status_patches=writer.patches)

@@ -1,4 +1,4 @@
-"""Patches the agent-owned ``status.registration/route/agent`` of SipAccounts (JSON merge patches, from its own
+"""Patches the agent-owned ``status.registration/route/agent/tls`` of SipAccounts (JSON merge patches, from its own
 thread, only when something changed against what the server holds). A failed patch is tried again after a second
 or two, or after the server's own ``Retry-After`` (a 429 from API priority and fairness)."""
 
@@ -17,7 +17,7 @@ from ..status import apply_merge_patch, merge_patch
 from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
-OWNED = ("registration", "route", "agent")
+OWNED = ("registration", "route", "agent", "tls")  # tls: transport tls accounts only
 
 
 class StatusWriter:

@@ -17,4 +17,4 @@ def self_heal_message(doc: dict) -> str:
 
 def wire(res: ResolvedAccount) -> p.WireAccount:
     return p.WireAccount(spec=res.spec.to_api(), username=res.creds.username, password=res.creds.password, realm=res.creds.realm,
-                         expires_override=res.expires_override)
+                         expires_override=res.expires_override, tls=res.tls.to_wire() if res.tls else None)

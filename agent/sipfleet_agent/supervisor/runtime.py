@@ -122,7 +122,7 @@ class Supervisor:
             prev = {wid: s.plan for wid, s in self.slots.items()}
 
             def wanted(isolated: set) -> dict:
-                return {k: (a.spec.worker_key() + (("alone",) + k if k in isolated else ()))
+                return {k: (a.worker_key() + (("alone",) + k if k in isolated else ()))
                         for k, a in self.accounts.items() if k not in self._held}
 
             new = plan_workers(prev, wanted(alone), max_workers=MAX_WORKERS_PER_AGENT,
@@ -225,7 +225,8 @@ class Supervisor:
         return p.Init(worker=slot.plan.id, agent=self.name, pod=self.pod,
                       settings=self.settings.model_dump(mode="json"), self_heal=self.self_heal,
                       pjsip_log_level=self.pjsip_log_level, transport=transport, route=list(route), route_mode=mode,
-                      sip_port=slot.sip_port, breadcrumbs=slot.restart.failures >= 1)
+                      sip_port=slot.sip_port, breadcrumbs=slot.restart.failures >= 1,
+                      tls_from_accounts=any(isinstance(k, tuple) and k[:1] == ("tls",) for k in slot.plan.key[3:]))
 
     def _spawn(self, slot: Slot) -> None:
         proc = WorkerProc(slot.plan.id, self._init(slot), self._on_message, clock=self.clock, log_level=self.log_level,

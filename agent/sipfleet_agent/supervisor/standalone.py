@@ -17,6 +17,7 @@ from typing import TextIO
 
 from .. import __version__, logs
 from ..config import ConfigError, ResolvedAccount, file_credentials, load_assignment_file
+from ..tlsmaterial import file_material
 from ..httpserver import serve
 from .procenv import claim_stdout, install_signals
 from .runtime import Supervisor
@@ -42,8 +43,8 @@ class StdoutEdge:
 
 def _resolve(path: Path, expires_override: int | None):  # noqa: ANN202
     assignment = load_assignment_file(path)
-    return assignment, [ResolvedAccount(a, file_credentials(a, path.parent), expires_override)
-                        for a in assignment.accounts]
+    return assignment, [ResolvedAccount(a, file_credentials(a, path.parent), expires_override,
+                                        file_material(a, path.parent)) for a in assignment.accounts]
 
 
 def _mtime(p: Path) -> int | None:

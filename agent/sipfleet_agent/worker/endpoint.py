@@ -1,5 +1,7 @@
 """The worker's pjsua2 Endpoint: created with no threads of its own (``threadCnt=0``: the worker's one event thread
-polls it), message logging into our LogWriter, UDP+TCP on one port and TLS if it can, no audio device.
+polls it), message logging into our LogWriter, UDP+TCP on one port and TLS if it can (unverified, for accounts
+without a TLS policy; a worker whose accounts bring TLS material gets its TLS transport from :func:`tls_transport`
+at their first apply instead), no audio device.
 
 Promise: :func:`start` returns a started Endpoint and its transports or raises :class:`EndpointError`; pjlib's
 early prints never reach fd 1; :func:`destroy` hangs up and deletes every Call before ``libDestroy``.
@@ -32,7 +34,8 @@ class Started:
     version: str
 
 
-def start(owner: Any, *, address: str, port: int, global_proxy: list[str], max_calls: int, user_agent: str) -> Started:
+def start(owner: Any, *, address: str, port: int, global_proxy: list[str], max_calls: int, user_agent: str,
+          default_tls: bool = True) -> Started:
     ep = Endpoint(owner)
     saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -60,13 +63,28 @@ def start(owner: Any, *, address: str, port: int, global_proxy: list[str], max_c
     cfg.medConfig.threadCnt = 0
     ep.libInit(cfg)
     lw.__disown__()  # libDestroy() deletes the writer: C++ owns it from here on
-    ids, sip_port = _transports(ep, address, port)
+    ids, sip_port = _transports(ep, address, port, default_tls)
     ep.audDevManager().setNullDev()
     ep.libStart()
     return Started(ep, ids, sip_port, ep.libVersion().full)
 
 
-def _transports(ep: Any, addr: str, want: int) -> tuple[dict, int]:
+def tls_transport(ep: Any, addr: str, material: Any, proto_mask: int) -> int:
+    """A TLS transport (listener and connection factory) verifying servers as ``material`` says: CA, client
+    certificate and key from memory buffers (nothing written to disk), only the versions of ``proto_mask``.
+    Raises ``pj.Error`` when pjsip's OpenSSL refuses the material."""
+    tc = pj.TransportConfig()
+    tc.boundAddress, tc.publicAddress, tc.port = addr, addr, 0
+    t = tc.tlsConfig
+    t.CaBuf = material.ca_pem
+    if material.cert_pem:
+        t.certBuf, t.privKeyBuf = material.cert_pem, material.key_pem
+    t.verifyServer = bool(material.verify_server)
+    t.proto = proto_mask
+    return ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc)
+
+
+def _transports(ep: Any, addr: str, want: int, default_tls: bool = True) -> tuple[dict, int]:
     last_err: Exception | None = None
     for _ in range(20):
         udp_id = None
@@ -79,6 +97,8 @@ def _transports(ep: Any, addr: str, want: int) -> tuple[dict, int]:
             tc2.boundAddress, tc2.publicAddress, tc2.port = addr, addr, port
             ids = {"udp": udp_id, "tcp": ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tc2)}
             try:
+                if not default_tls:
+                    return ids, port
                 tc3 = pj.TransportConfig()
                 tc3.boundAddress, tc3.publicAddress, tc3.port = addr, addr, 0
                 ids["tls"] = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc3)

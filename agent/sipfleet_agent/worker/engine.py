@@ -29,7 +29,7 @@ from ..logs import log
 from ..metrics import Metrics
 from ..siplog import TxRequest, scrub
 from ..status import Debouncer, now_iso
-from . import assignplan, endpoint
+from . import assignplan, endpoint, tlsport
 from .accounts import AccountRuntime, AccountSet
 from .calls import CallRegistry
 from .eventloop import EventLoop, TaskGen, Wait
@@ -76,6 +76,8 @@ class Agent:
         self.observer = Observer(self)
         self.refresher = Refresher(self)
         self.retrier = Retrier(self)
+        self.tls = tlsport.TlsPort(self)
+        self.tls_from_accounts = False  # Init.tls_from_accounts: no default (unverified) TLS transport
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -152,7 +154,7 @@ class Agent:
         try:
             st = endpoint.start(self, address=self.settings.sip_address, port=self.settings.sip_port,
                                 global_proxy=self.global_proxy, max_calls=MAX_CALLS_PER_WORKER,
-                                user_agent=f"sipfleet-agent/{__version__}")
+                                user_agent=f"sipfleet-agent/{__version__}", default_tls=not self.tls_from_accounts)
             self.ep, self.transport_ids, self.sip_port = st.ep, st.transport_ids, st.sip_port
             log(LOG, logging.INFO, "endpoint started", sip_address=self.settings.sip_address, sip_port=self.sip_port,
                 global_proxy=self.global_proxy, pjsip=st.version)
@@ -208,6 +210,7 @@ class Agent:
             raise AgentError(f"{len(accounts)} accounts: one worker hosts at most {MAX_ACCOUNTS_PER_WORKER}")
         first, self._first_apply = self._first_apply, False
         wanted = {a.key: a for a in accounts}
+        self.tls.ensure(accounts)
         hosted = {k: assignplan.Hosted(rt.res.recreate_key(), rt.status.agent.repair_token_ack,
                                        rt.status.agent.reregister_token_ack, tuple(rt.pending_tokens))
                   for k, rt in self.accounts.items()}
@@ -235,6 +238,7 @@ class Agent:
                 self.repairs.start(rt, "operator", act.token)
             elif act.kind == "reregister":
                 self.repairs.reregister(rt, act.token)
+        self.tls.after_apply()
         self._update_gauges()
 
     def mark(self, rt: AccountRuntime) -> None:
@@ -334,8 +338,11 @@ class Agent:
     def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
         self.observer.on_reg_state(rt, prm)
 
-    def on_transport_state(self, state: int, last_error: int, tp_type: str = "") -> None:
+    def on_transport_state(self, state: int, last_error: int, tp_type: str = "", prm: Any = None) -> None:
         self.observer.on_transport_state(state, last_error, tp_type)
+        r = tlsport.report(prm) if prm is not None else None
+        if r is not None:
+            self.tls.on_state(r)
 
     def _update_gauges(self) -> None:
         counts = {"Registering": 0, "Registered": 0, "Failed": 0, "Unregistered": 0}

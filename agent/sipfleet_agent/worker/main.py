@@ -24,6 +24,7 @@ from .. import __version__, logs
 from .. import protocol as p
 from ..config import ResolvedAccount, Secretish
 from ..siplog import with_transport
+from ..tlsmaterial import TlsMaterial
 from .engine import Agent
 
 LOG = logging.getLogger("sipfleet_agent.worker")
@@ -54,7 +55,7 @@ METRICS_EVERY = 10
 
 def resolve(a: p.WireAccount) -> ResolvedAccount:
     return ResolvedAccount(AgentAccount.model_validate(a.spec), Secretish(a.username, a.password, a.realm),
-                           a.expires_override)
+                           a.expires_override, TlsMaterial.from_wire(a.tls) if a.tls else None)
 
 
 def metric_families(registry: Any) -> list:
@@ -126,6 +127,7 @@ def serve(fd_in: int, fd_out: int) -> int:
 def _start(init: p.Init, settings: AgentSettings, sink: Any, proxy: list[str]) -> Agent | None:
     agent = Agent(settings, sink, name=init.agent, pod=init.pod, self_heal=init.self_heal)
     agent.pjsip_log_level = init.pjsip_log_level
+    agent.tls_from_accounts = init.tls_from_accounts
     try:
         agent.start([], global_proxy=proxy)
         return agent

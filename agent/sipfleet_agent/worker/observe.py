@@ -178,6 +178,8 @@ class Observer:
                    "failure_reason": rt.dropped_answer[3]}
         elif reg and not out.failed:
             rt.dropped_answer = None
+        if reg and out.failed:
+            reg = self.a.tls.classify(rt, reg, reason)
         if out.failed:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()

@@ -44,7 +44,7 @@ class Endpoint(pj.Endpoint):
 
     def onTransportState(self, prm: "pj.OnTransportStateParam") -> None:
         try:
-            self.owner.on_transport_state(prm.state, prm.lastError, str(prm.type or ""))
+            self.owner.on_transport_state(prm.state, prm.lastError, str(prm.type or ""), prm)
         except Exception:
             LOG.exception("onTransportState failed")
 
