@@ -3,7 +3,8 @@ place of kopf's indexes: what it writes, and when.
 
 * nothing changed, nothing written: a second reconcile of an unchanged account, a refresh of an unchanged status,
   a pod event that changes nothing the status says;
-* one status write per real transition (placed, pod starting, pod Ready, registered);
+* one status write per real transition (placed, pod Ready, registered; an agent's start is not one), at most
+  three from create to Ready;
 * an agent's children in one pass: each child at most once per reconcile, and many accounts joining one agent
   at once share passes instead of costing one each;
 * the ladder wakes an account at its own ``wake_at`` (no scan), and a Secret arriving places the account
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from sipfleet.api import models as m
 from sipfleet_operator import builders as b
@@ -122,26 +125,70 @@ def test_one_status_write_per_real_transition():
         await f.eng.reconcile_account(f.body("alice"))  # 1: placed, no pod yet
         agent = f.agent_of("alice")
         assert f.condition("alice", "Ready")[0] == "False"
+        assert f.condition("alice", "AgentReady") == ("False", "AgentPending")
         f.pods[agent] = [pod(f"{agent}-x", ready=False)]
-        await f.eng.on_pod(agent)  # 2: the pod starts
+        await f.eng.on_pod(agent)  # the pod starts: still the agent starting, not a transition of the account
         assert f.condition("alice", "AgentReady") == ("False", "AgentPending")
         await f.eng.on_pod(agent)  # the same pod again: nothing
+        assert len(f.status_writes()) == 1
         f.pods[agent] = [pod(f"{agent}-x", ready=True)]
-        await f.eng.on_pod(agent)  # 3: Ready
+        await f.eng.on_pod(agent)  # 2: Ready
         assert f.condition("alice", "AgentReady")[0] == "True"
-        assert len(f.status_writes()) == 3
+        assert len(f.status_writes()) == 2
         await f.agent_writes_status("alice", {
             "registration": {"state": "Registered", "code": 200},
             "route": {"mode": "prevent", "inSync": True, "desired": ["sip:10.213.201.1;lr"],
                       "effective": ["sip:10.213.201.1;lr"]},
-        })  # 4: registered
+        })  # 3: registered
         assert f.condition("alice", "Registered")[0] == "True" and f.condition("alice", "Ready")[0] == "True"
-        assert len(f.status_writes()) == 4
+        assert len(f.status_writes()) == 3
         f.clock.t += timedelta(minutes=5)  # time alone changes nothing the status says
         await f.eng.refresh_status(NS, "alice")
         await f.eng.reconcile_account(f.body("alice"))
-        assert len(f.status_writes()) == 4
+        assert len(f.status_writes()) == 3
         assert len(f.writes("apply")) == 5  # the children were written by the first reconcile only
+        await f.eng.stop()
+
+    run(go())
+
+
+REGISTERED = {"registration": {"state": "Registered", "code": 200},
+              "route": {"mode": "prevent", "inSync": True, "desired": ["sip:10.213.201.1;lr"],
+                        "effective": ["sip:10.213.201.1;lr"]}}
+
+
+@pytest.mark.parametrize("order", ["registers-before-pod-ready", "pod-ready-before-the-agent-reports"])
+def test_create_to_ready_costs_at_most_three_status_writes(order):
+    """The whole way from a new SipAccount to Ready as the cluster plays it (the pod unscheduled, scheduled,
+    running, then Ready; the agent reporting before or after its readiness probe passes): the operator writes the
+    account's status at most three times. (The agent holds back its first "Registering" until the REGISTER is
+    answered or a moment has passed - test_agent_status.py - so after a Ready pod its first report is the
+    answer; one that comes while the pod starts costs nothing.)"""
+    async def go():
+        f = Fixture("alice")
+        await f.eng.load()
+        await f.eng.reconcile_account(f.body("alice"))
+        agent = f.agent_of("alice")
+        name = f"{agent}-7c9f-x2"
+        ref = {"agent": {"name": agent, "pod": name}}
+
+        async def pod_is(**kw) -> None:
+            f.pods[agent] = [cond.PodState(name=name, started_at="2026-01-01T12:00:01Z", **kw)]
+            await f.eng.on_pod(agent)
+
+        await pod_is(phase="Pending", unschedulable=None)
+        await pod_is(phase="Pending")  # scheduled, pulling, containers created
+        await pod_is(phase="Running")  # running, readiness probe not passed yet
+        if order == "registers-before-pod-ready":
+            await f.agent_writes_status("alice", {"registration": {"state": "Registering"}, **ref})
+            await f.agent_writes_status("alice", {**REGISTERED, **ref})
+            await pod_is(phase="Running", ready=True, ever_ready=True)
+        else:
+            await pod_is(phase="Running", ready=True, ever_ready=True)
+            await f.agent_writes_status("alice", {**REGISTERED, **ref})
+        assert f.condition("alice", "Ready") == ("True", "Ready")
+        writes = len(f.status_writes())
+        assert writes <= 3, f"{writes} status writes from create to Ready"
         await f.eng.stop()
 
     run(go())
