@@ -179,12 +179,19 @@ class Env:
 
     def wait_all(self, names: set[str], pred, what: str, timeout: float) -> dict[str, float]:
         """Poll until pred(obj) holds for every name; returns when each was first seen so."""
-        seen: dict[str, float] = {}
+        return self.first_seen(names, {what: pred}, what, timeout)[what]
+
+    def first_seen(self, names: set[str], preds: dict, until: str, timeout: float,
+                   on_poll=lambda: None) -> dict[str, dict[str, float]]:
+        """Poll until ``preds[until]`` holds for every name; returns, for each predicate, when each name was first
+        seen to satisfy it (``on_poll`` is called once per poll, e.g. to sample the operator's RSS)."""
+        seen: dict[str, dict[str, float]] = {p: {} for p in preds}
         deadline = time.monotonic() + timeout
         last_print = 0.0
         interval = max(0.5, len(names) / 500)  # a list of 1,000 objects costs the apiserver ~1 s of cpu here
         while time.monotonic() < deadline:
             now = time.time()
+            on_poll()
             try:
                 listed = self.accounts()
             except (ApiException, urllib3.exceptions.HTTPError) as e:  # an overloaded apiserver: say it, go on
@@ -194,15 +201,17 @@ class Env:
                 continue
             for obj in listed:
                 n = obj["metadata"]["name"]
-                if n in names and n not in seen and pred(obj):
-                    seen[n] = now
-            if len(seen) == len(names):
+                if n in names:
+                    for p, pred in preds.items():
+                        if n not in seen[p] and pred(obj):
+                            seen[p][n] = now
+            if len(seen[until]) == len(names):
                 return seen
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
-                print(f"  ... {len(seen)}/{len(names)} {what}", flush=True)
+                print("  ... " + ", ".join(f"{len(v)}/{len(names)} {p}" for p, v in seen.items()), flush=True)
             time.sleep(interval)
-        print(f"  TIMEOUT: {len(seen)}/{len(names)} {what} after {timeout:.0f} s", flush=True)
+        print(f"  TIMEOUT: {len(seen[until])}/{len(names)} {until} after {timeout:.0f} s", flush=True)
         return seen
 
     def apiserver_writes(self) -> dict[str, float]:
@@ -261,40 +270,6 @@ PHASES = {
 }
 
 
-def _watch_phases(env: "Env", names: set[str], timeout: float) -> tuple[dict[str, dict[str, float]], float]:
-    """Poll until every account is Ready (or ``timeout``); returns when each account first showed each phase,
-    and the operator's largest RSS seen meanwhile."""
-    seen: dict[str, dict[str, float]] = {p: {} for p in PHASES}
-    rss = 0
-    deadline, last_print = time.monotonic() + timeout, 0.0
-    interval = max(0.5, len(names) / 500)  # a list of 1,000 objects costs the apiserver ~1 s of cpu here
-    while time.monotonic() < deadline:
-        now = time.time()
-        rss = max(rss, env.operator.rss_bytes() or 0)
-        try:
-            listed = env.accounts()
-        except (ApiException, urllib3.exceptions.HTTPError) as e:  # an overloaded apiserver: say it, go on
-            print(f"  ... listing SipAccounts failed ({getattr(e, 'status', None) or type(e).__name__}); "
-                  "trying again", flush=True)
-            time.sleep(interval)
-            continue
-        for obj in listed:
-            n = obj["metadata"]["name"]
-            if n in names:
-                for phase, pred in PHASES.items():
-                    if n not in seen[phase] and pred(obj):
-                        seen[phase][n] = now
-        if len(seen["ready"]) == len(names):
-            break
-        if time.monotonic() - last_print > 10:
-            last_print = time.monotonic()
-            print("  ... " + ", ".join(f"{p} {len(v)}" for p, v in seen.items()) + f" of {len(names)}", flush=True)
-        time.sleep(interval)
-    else:
-        print(f"  TIMEOUT: {len(seen['ready'])}/{len(names)} Ready after {timeout:.0f} s", flush=True)
-    return seen, rss
-
-
 def _converge(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
@@ -302,10 +277,14 @@ def _converge(args: argparse.Namespace) -> int:
         accs = env.create_accounts(args.accounts, "cv")
         t0 = env.t_apply
         names = {n for n, _ in accs}
-        seen, peak_rss = _watch_phases(env, names, args.timeout)
+        peak = [0]
+        seen = env.first_seen(names, PHASES, "ready", args.timeout,
+                              on_poll=lambda: peak.append(max(peak.pop(), env.operator.rss_bytes() or 0)))
+        peak_rss = peak[0]
         time.sleep(5)  # the tail: the last status writes, kopf's bookkeeping
         a1 = env.apiserver_writes()
-        api = {k: a1[k] - a0.get(k, 0.0) for k in a1 if a1[k] - a0.get(k, 0.0) > 0 and "sipaccounts" in k}
+        api = {k: a1[k] - a0.get(k, 0.0) for k in a1 if a1[k] - a0.get(k, 0.0) > 0 and not k.startswith("DELETE")
+               and k.split(" ")[1] not in ("events", "leases")}
         status_writes = sum(v for k, v in api.items() if k.endswith("sipaccounts/status") and not k.startswith("DELETE"))
         try:
             op_status = env.operator.metrics().get("sipfleet_status_patches_total", 0.0)
@@ -330,7 +309,7 @@ def _converge(args: argparse.Namespace) -> int:
             "sipaccount_status_writes_all_clients": status_writes,
             "sipaccount_status_writes_per_account": round(status_writes / len(names), 2),
             "operator_sipaccount_status_writes_per_account": round(op_status / len(names), 2),
-            "sipaccount_writes_by_verb_all_clients": api,
+            "apiserver_writes_by_verb_resource_all_clients": api,  # pods: agent pods created (rolled ones too)
             "operator_rss_mib": round((env.operator.rss_bytes() or 0) / 2**20, 1),
             "operator_rss_mib_peak": round(peak_rss / 2**20, 1),
             "load_average": [round(x, 2) for x in os.getloadavg()],
