@@ -54,7 +54,10 @@ SECRET = {"kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
 
 
 class Fixture:
-    def __init__(self, *names: str, **drift) -> None:
+    #: the first Deployment of a new agent is not deferred here (test_a_new_agents_pod_is_not_replaced_... is)
+    SETTINGS = {"first_deploy_settle_seconds": 0.0}
+
+    def __init__(self, *names: str, settings: dict | None = None, **drift) -> None:
         self.api = MemoryApi()
         self.api.put(SECRET)
         for n in names:
@@ -62,7 +65,8 @@ class Fixture:
         self.pods: dict[str, list[cond.PodState]] = {}
         self.by_secret: dict[tuple[str, str], list[str]] = {(NS, "creds"): list(names)}
         self.clock = Clock()
-        self.eng = Engine(Settings(namespaces=(NS,), metrics_port=0, liveness_endpoint=None), client=self.api,
+        self.eng = Engine(Settings(namespaces=(NS,), metrics_port=0, liveness_endpoint=None,
+                                   **{**self.SETTINGS, **(settings or {})}), client=self.api,
                           pods=self.pods, accounts_by_secret=self.by_secret, clock=self.clock)
 
     def body(self, name: str) -> dict:
@@ -244,6 +248,47 @@ def test_accounts_joining_one_agent_at_once_share_its_passes(monkeypatch):
         assert 1 <= len(config_writes) <= 2, config_writes  # the first pass, then one shared by all the others
         assert 1 <= len(passes) <= 2, passes  # not one pass per account
         assert len(f.status_writes()) == len(names)
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_a_new_agents_pod_is_not_replaced_while_a_bulk_create_fills_it():
+    """Accounts joining a new agent one after the other: its Deployment is created once, sized for all of them,
+    after they stopped coming (not at the first account and again at the 17th, which would replace its pod)."""
+    async def go():
+        names = [f"a{i:02d}" for i in range(20)]
+        f = Fixture(*names, settings={"first_deploy_settle_seconds": 0.3, "first_deploy_wait_seconds": 30})
+        await f.eng.load()
+        for n in names:
+            await f.eng.reconcile_account(f.body(n))
+        agent = f.agent_of("a00")
+        assert {f.agent_of(n) for n in names} == {agent}
+        assert f.writes("apply", "Deployment") == []  # still joining: no pod yet
+        assert {w[1] for w in f.writes("apply")} == {"Role", "ConfigMap", "ServiceAccount", "RoleBinding"}
+        for _ in range(100):  # the deferred pass comes once they stopped joining
+            await asyncio.sleep(0.05)
+            if f.writes("apply", "Deployment"):
+                break
+        await asyncio.sleep(0.1)
+        assert f.writes("apply", "Deployment") == [("apply", "Deployment", NS, agent)]
+        dep = f.api.objects[("Deployment", NS, agent)]
+        assert dep["metadata"]["annotations"][b.ANNOTATION_SIZE] == "4"  # 20 accounts: 3 workers, class 4
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_a_full_new_agent_gets_its_deployment_at_once():
+    async def go():
+        names = ["a0", "a1", "a2"]
+        f = Fixture(*names, settings={"first_deploy_settle_seconds": 30, "accounts_per_agent": 3})
+        await f.eng.load()
+        for n in names[:2]:
+            await f.eng.reconcile_account(f.body(n))
+        assert f.writes("apply", "Deployment") == []
+        await f.eng.reconcile_account(f.body("a2"))  # full: nothing more can join it
+        assert [w[3] for w in f.writes("apply", "Deployment")] == [f.agent_of("a0")]
         await f.eng.stop()
 
     run(go())
