@@ -273,6 +273,11 @@ PHASES = {
 def _converge(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
+        others = [o for o in env.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+                  if o["metadata"]["namespace"] != env.ns]
+        if others:  # apiserver_request_total has no namespace: their agents' writes would be counted too
+            print(f"# WARNING: {len(others)} SipAccounts in other namespaces; the status write counts include "
+                  "their writes", flush=True)
         a0 = env.apiserver_writes()
         accs = env.create_accounts(args.accounts, "cv")
         t0 = env.t_apply
