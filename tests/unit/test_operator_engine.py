@@ -446,3 +446,45 @@ def test_the_last_account_leaving_removes_its_agent():
         await f.eng.stop()
 
     run(go())
+
+
+def test_kopfs_create_handler_after_the_event_handler_does_the_work_once(monkeypatch):
+    """kopf runs the event handler (account_event: it reconciles) and then the create/update/resume handler for
+    the same version: the second one finds it reconciled and does nothing (no children pass, no Secret read);
+    a version the event handler could not reconcile is still reconciled by it (kopf retries that one)."""
+    from sipfleet_operator import children, handlers
+
+    passes: list[str] = []
+    build = b.build_children
+    monkeypatch.setattr(children.b, "build_children", lambda agent, *a, **kw: passes.append(agent.name) or
+                        build(agent, *a, **kw))
+
+    class Activation:
+        def __init__(self, eng):
+            self.eng = eng
+
+        async def engine(self):
+            return self.eng
+
+    async def go():
+        f = Fixture("alice", "bob")
+        await f.eng.load()
+        memo = {"activation": Activation(f.eng)}
+        reads = []
+        get = f.api.get
+
+        async def counting_get(kind, ns, name):
+            reads.append(kind)
+            return await get(kind, ns, name)
+
+        f.api.get = counting_get
+        f.eng.remember(f.body("alice"))
+        await f.eng.reconcile_account(f.body("alice"))  # what account_event does
+        before = (len(passes), len(reads), len(f.api.writes))
+        await handlers.reconcile(body=f.body("alice"), memo=memo)
+        assert (len(passes), len(reads), len(f.api.writes)) == before
+        await handlers.reconcile(body=f.body("bob"), memo=memo)  # not reconciled yet: the handler does it
+        assert f.agent_of("bob") and len(passes) == before[0] + 1
+        await f.eng.stop()
+
+    run(go())
