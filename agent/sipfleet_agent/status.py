@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+import typing
 from typing import Any, Callable, Protocol
+
+from pydantic import BaseModel
 
 from sipfleet.api.models import AgentRef, RegistrationStatus, RepairRecord, RouteStatus
 
@@ -166,6 +169,35 @@ def merge_patch(old: Any, new: Any) -> Any:
     if old == new:
         return None
     return new
+
+
+#: the agent-owned status fields and their models
+OWNED_MODELS: dict[str, type[BaseModel]] = {"registration": RegistrationStatus, "route": RouteStatus, "agent": AgentRef}
+
+
+def replace_patch(doc: dict) -> dict:
+    """The merge patch that makes the agent-owned fields of the server's status exactly ``doc``'s, whatever the
+    server holds now (so the first write of an account needs no read): every field of the model that ``doc``
+    leaves out is null, nested models likewise; lists are replaced whole anyway."""
+    return {k: _replacing(OWNED_MODELS[k], doc[k]) for k in OWNED_MODELS if k in doc}
+
+
+def _replacing(model: type[BaseModel] | None, value: Any) -> Any:
+    if model is None or not isinstance(value, dict):
+        return value
+    out: dict = {}
+    for name, f in model.model_fields.items():
+        alias = f.alias or name
+        out[alias] = _replacing(_model_in(f.annotation), value[alias]) if alias in value else None
+    return {**value, **out}
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model of a field annotated ``Model`` or ``Model | None`` (None for anything else, lists included)."""
+    for t in (annotation, *typing.get_args(annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

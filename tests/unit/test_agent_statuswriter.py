@@ -7,6 +7,7 @@ import threading
 import time
 
 from sipfleet_agent.k8s.statuswriter import StatusWriter
+from sipfleet_agent.status import apply_merge_patch
 
 
 class Clock:
@@ -18,16 +19,22 @@ class Clock:
 
 
 class Custom:
-    def __init__(self) -> None:
+    """The status subresource of SipAccounts: merge patches applied to what it holds; no reads expected."""
+
+    def __init__(self, held: dict | None = None) -> None:
         self.patches: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
+        self.held: dict[str, dict] = dict(held or {})
+        self.reads = 0
 
     def get_namespaced_custom_object_status(self, group, version, ns, plural, name, **_):
-        return {"status": {"conditions": []}}
+        self.reads += 1
+        return {"status": self.held.get(name, {})}
 
     def patch_namespaced_custom_object_status(self, group, version, ns, plural, name, body, **_):
         with self.lock:
             self.patches.append((name, body["status"]))
+            self.held[name] = apply_merge_patch(self.held.get(name, {}), body["status"])
 
     def count(self, name: str | None = None) -> int:
         with self.lock:
@@ -78,3 +85,30 @@ def test_stop_writes_what_is_pending_without_waiting_for_the_window():
     w.submit(("ns", "a"), "a", reg("Unregistered"))  # the last word of an agent that stops
     w.stop(2)
     assert api.count("a") == 2 and api.patches[-1][1]["registration"]["state"] == "Unregistered"
+
+
+def test_the_first_patch_replaces_what_a_previous_agent_left_without_reading_it():
+    stale = {"conditions": [{"type": "Ready", "status": "True"}],  # the operator's: untouched
+             "registration": {"state": "Registered", "code": 200, "expiresAt": "2026-01-01T00:05:00Z"},
+             "route": {"mode": "prevent", "inSync": False, "lastDriftAt": "2026-01-01T00:00:00.000Z",
+                       "lastRepair": {"method": "recreate-account", "trigger": "self-heal", "startedAt": "x",
+                                      "completedAt": "y", "result": "repaired"}},
+             "agent": {"name": "old", "pod": "old-pod", "repairTokenAck": "t1"}}
+    api = Custom({"a": stale})
+    w = StatusWriter(api, "ns", window_s=0.0)
+    doc = {"registration": {"state": "Registering"},
+           "route": {"mode": "prevent", "inSync": True,
+                     "lastRepair": {"method": "recreate-account", "trigger": "operator", "startedAt": "z",
+                                    "result": "in-progress"}},
+           "agent": {"name": "new", "pod": "new-pod"}}
+    w.submit(("ns", "a"), "a", doc)
+    wait_until(lambda: api.count("a") == 1)
+    w.submit(("ns", "a"), "a", {**doc, "registration": {"state": "Registered", "code": 200}})
+    wait_until(lambda: api.count("a") == 2)
+    w.stop(2)
+    assert api.reads == 0
+    held = api.held["a"]
+    assert held["conditions"] == stale["conditions"]
+    assert held["registration"] == {"state": "Registered", "code": 200}
+    assert held["route"] == doc["route"] and held["agent"] == doc["agent"]
+    assert api.patches[1][1] == {"registration": {"code": 200, "state": "Registered"}}  # then only the change

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from sipfleet.api import kerrors
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
-from ..status import apply_merge_patch, merge_patch
+from ..status import apply_merge_patch, merge_patch, replace_patch
 from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
@@ -28,8 +28,9 @@ WINDOW_S = 0.15
 class StatusWriter:
     """Patches ``status.registration/route/agent`` of SipAccounts from its own thread.
 
-    Keeps a copy of what the server holds (read once, then updated from each successful patch) and
-    sends only the merge patch between that copy and the new document; no request when it is empty.
+    Keeps a copy of what the server holds (from its own successful patches: an account's first patch replaces
+    the owned fields, ``replace_patch``, so nothing is read) and then sends only the merge patch between that
+    copy and the new document; no request when it is empty (a conflict or an invalid patch forgets the copy).
     Newer documents for the same account replace queued ones; an account written less than ``window_s`` ago
     waits for the end of that window (``clock``: monotonic seconds).
     """
@@ -91,36 +92,17 @@ class StatusWriter:
                 if retry_in is not None:
                     time.sleep(retry_in)
 
-    def _current(self, ns: str, name: str) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
-
-        if (ns, name) in self._known:
-            return self._known[(ns, name)]
-        try:
-            obj = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name,
-                                                                  _request_timeout=API_TIMEOUT_S)
-        except ApiException as e:
-            if isinstance(kerrors.from_api_exception(e), kerrors.NotFound):
-                return None
-            LOG.warning("cannot read SipAccount %s/%s status: %s", ns, name, e.reason)
-            cur: dict = {}
-        else:
-            status = (obj or {}).get("status") or {}
-            cur = {k: status[k] for k in OWNED if k in status}
-        self._known[(ns, name)] = cur
-        return cur
-
     def _write(self, ns: str, name: str, doc: dict) -> float | None:
         """Patch one account's status; None when done (or nothing to do), else the seconds to wait before retrying."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            cur = self._current(ns, name)
-            if cur is None:
-                LOG.info("SipAccount %s/%s not found: status not written", ns, name)
-                return None
-            patch = merge_patch(cur, {k: doc[k] for k in OWNED if k in doc} | {k: cur[k] for k in cur if k not in doc})
-            if patch is None:
+            cur = self._known.get((ns, name))
+            if cur is None:  # not written by this process yet: replace the owned fields, no read first
+                cur, patch = {}, replace_patch(doc)
+            else:
+                patch = merge_patch(cur, {k: doc[k] for k in OWNED if k in doc} | {k: cur[k] for k in cur if k not in doc})
+            if not patch:
                 return None
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ns, PLURAL, name, {"status": patch}, _content_type="application/merge-patch+json",
@@ -132,9 +114,10 @@ class StatusWriter:
             err = kerrors.from_api_exception(e)
             if isinstance(err, kerrors.NotFound):
                 self._known.pop((ns, name), None)
+                LOG.info("SipAccount %s/%s not found: status not written", ns, name)
                 return None
             if isinstance(err, (kerrors.Conflict, kerrors.Invalid)):
-                self._known.pop((ns, name), None)  # re-read what the server holds
+                self._known.pop((ns, name), None)  # the next patch replaces the owned fields
             LOG.warning("status patch for %s/%s failed: %s %s", ns, name, err.status, type(err).__name__)
             return err.retry_after if err.retry_after is not None else 1 + random.random()
         except Exception as e:  # noqa: BLE001 - connection problems: retry
