@@ -488,3 +488,13 @@ def test_kopfs_create_handler_after_the_event_handler_does_the_work_once(monkeyp
         await f.eng.stop()
 
     run(go())
+
+
+def test_the_cached_account_leaves_managed_fields_out():
+    f = Fixture("alice")
+    body = f.body("alice")
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}] * 3
+    f.eng.remember(body)
+    cached = f.eng.state.body(NS, "alice")
+    assert "managedFields" not in cached["metadata"] and cached["metadata"]["name"] == "alice"
+    assert cached["spec"] == body["spec"] and "managedFields" in body["metadata"]  # the caller's body untouched
