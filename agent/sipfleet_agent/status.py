@@ -2,14 +2,18 @@
 
 The agent owns ``status.registration``, ``status.route``, ``status.agent`` and ``status.tls`` of each SipAccount
 (docs/architecture.md). It reports a document only when something other than the measurement time
-(``route.observedAt``) changed, after ``statusDebounceMs`` of quiet-ish coalescing.
+(``route.observedAt``) changed, after ``statusDebounceMs`` of coalescing; a new account's first report waits a
+moment for its REGISTER's answer (``FIRST_REPORT_HOLD_S``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import time
+import typing
 from typing import Any, Callable, Protocol
+
+from pydantic import BaseModel
 
 from sipfleet.api.models import AgentRef, RegistrationStatus, RepairRecord, RouteStatus, TlsStatus
 
@@ -81,36 +85,62 @@ class Sink(Protocol):
     def emit(self, account: Any, doc: dict) -> None: ...
 
 
+#: a new account's first report ("Registering", nothing answered yet) waits this long for the REGISTER's answer,
+#: so that a registrar that answers at once costs one status write (the answer), not two
+FIRST_REPORT_HOLD_S = 1.0
+
+
+def unanswered(doc: dict) -> bool:
+    """The document of an account whose REGISTER has not been answered yet (Registering, no response code)."""
+    reg = doc.get("registration") or {}
+    return reg.get("state") == "Registering" and reg.get("code") is None
+
+
 class Debouncer:
-    """Emits each account's document at most once per ``debounce_s`` and only when it changed.
+    """Emits each account's document at most once per ``debounce_s`` and only when it changed: the changes within
+    that window become one document, the last state (the counters and the repair history in it carry the
+    transitions between). An account's very first document, while its REGISTER is unanswered, waits up to
+    ``first_hold_s`` for the answer (then it goes out as it is: nothing is held back for longer).
 
     Not thread-safe: used from the agent's event thread only.
     """
 
-    def __init__(self, debounce_s: float, sink: Callable[[Any, dict], None], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, debounce_s: float, sink: Callable[[Any, dict], None], clock: Callable[[], float] = time.monotonic,
+                 first_hold_s: float = 0.0):
         self.debounce_s = debounce_s
+        self.first_hold_s = first_hold_s
         self.sink = sink
         self.clock = clock
         self._due: dict[Any, float] = {}
         self._last: dict[Any, dict] = {}
         self._docs: dict[Any, Callable[[], dict]] = {}
+        self._first: dict[Any, float] = {}  # key -> when it was first marked, until its first emission
 
     def mark(self, key: Any, doc: Callable[[], dict]) -> None:
         self._docs[key] = doc
-        self._due.setdefault(key, self.clock() + self.debounce_s)
+        now = self.clock()
+        self._due.setdefault(key, now + self.debounce_s)
+        if key not in self._last:
+            self._first.setdefault(key, now)
 
     def forget(self, key: Any) -> None:
         self._due.pop(key, None)
         self._last.pop(key, None)
         self._docs.pop(key, None)
+        self._first.pop(key, None)
 
     def flush(self, force: bool = False) -> None:
         now = self.clock()
         for key, due in list(self._due.items()):
             if not force and due > now:
                 continue
-            del self._due[key]
             doc = self._docs[key]()
+            hold_until = self._first.get(key, now) + self.first_hold_s
+            if not force and key not in self._last and now < hold_until and unanswered(doc):
+                self._due[key] = min(hold_until, now + self.debounce_s)  # look again soon
+                continue
+            del self._due[key]
+            self._first.pop(key, None)
             ck = change_key(doc)
             if self._last.get(key) == ck:
                 continue
@@ -143,6 +173,36 @@ def merge_patch(old: Any, new: Any) -> Any:
     if old == new:
         return None
     return new
+
+
+#: the agent-owned status fields and their models
+OWNED_MODELS: dict[str, type[BaseModel]] = {"registration": RegistrationStatus, "route": RouteStatus, "agent": AgentRef,
+                                            "tls": TlsStatus}
+
+
+def replace_patch(doc: dict) -> dict:
+    """The merge patch that makes the agent-owned fields of the server's status exactly ``doc``'s, whatever the
+    server holds now (so the first write of an account needs no read): every field of the model that ``doc``
+    leaves out is null, nested models likewise; lists are replaced whole anyway."""
+    return {k: _replacing(OWNED_MODELS[k], doc[k]) for k in OWNED_MODELS if k in doc}
+
+
+def _replacing(model: type[BaseModel] | None, value: Any) -> Any:
+    if model is None or not isinstance(value, dict):
+        return value
+    out: dict = {}
+    for name, f in model.model_fields.items():
+        alias = f.alias or name
+        out[alias] = _replacing(_model_in(f.annotation), value[alias]) if alias in value else None
+    return {**value, **out}
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model of a field annotated ``Model`` or ``Model | None`` (None for anything else, lists included)."""
+    for t in (annotation, *typing.get_args(annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -9,6 +9,8 @@ It promises:
   passes, not one each);
 * no write for a child whose digest was applied already; after a start (nothing applied yet by this process)
   the child is read first and not written when it already is what would be applied;
+* a new agent's first Deployment waits while accounts are still joining it (sizing.first_deploy_wait), then
+  one more pass creates it: its pod is not replaced during a bulk create;
 * an agent left without accounts has its children deleted (unless placement re-used the name meanwhile).
 """
 
@@ -23,6 +25,7 @@ from sipfleet.api import models as m
 
 from . import builders as b
 from . import placement as pl
+from . import sizing
 from .observed import digest, is_paused
 from .state import State
 
@@ -31,10 +34,23 @@ log = logging.getLogger("sipfleet.operator")
 CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment")
 
 
+#: a deferred pass that failed is tried again this much later
+RETRY_SECONDS = 5.0
+
+
 class Children:
     def __init__(self, state: State):
         self.state = state
         self.client = state.client
+        self._tasks: set[asyncio.Task] = set()
+
+    def stop(self) -> None:
+        for rec in self.state.agents.values():
+            if rec.deploy_timer is not None:
+                rec.deploy_timer.cancel()
+                rec.deploy_timer = None
+        for t in list(self._tasks):
+            t.cancel()
 
     async def hosted(self, ns: str, name: str) -> b.HostedAccount | None:
         """The account as its agent gets it (None: it no longer exists). While paused: what it got last."""
@@ -126,11 +142,23 @@ class Children:
         size = b.size_to_apply(agent, st.settings, deployed)
         children = b.build_children(agent, hosted, st.settings, size)
         names = frozenset(agent.accounts)
+        now = asyncio.get_running_loop().time()
+        if rec.first_pass_at is None:
+            rec.first_pass_at = now
         if names - rec.hosted_names:
+            rec.last_join_at = now
             # accounts join: grant the agent access (Role) before it sees them in the assignment
             children.sort(key=lambda c: c["kind"] != "Role")
         for child in children:
             kind = child["kind"]
+            if kind == "Deployment" and deployed is None:  # none in the cluster yet: wait while accounts join
+                wait = sizing.first_deploy_wait(
+                    now, rec.first_pass_at, rec.last_join_at or now,
+                    full=len(names) >= min(st.settings.accounts_per_agent, agent.key.capacity),
+                    settle=st.settings.first_deploy_settle_seconds, longest=st.settings.first_deploy_wait_seconds)
+                if wait > 0:
+                    self._pass_later(agent_name, wait)
+                    continue
             d = digest(child)
             if rec.applied.get(kind) == d:
                 continue
@@ -146,6 +174,29 @@ class Children:
             await self.client.apply(child)
             self._applied(rec, child, d)
         rec.hosted_names = names
+
+    def _pass_later(self, agent_name: str, delay: float) -> None:
+        """One more pass of the agent in ``delay`` seconds (one at a time; a failed one is tried again)."""
+        rec = self.state.agent(agent_name)
+        if rec.deploy_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def later() -> None:
+            try:
+                await self.sync_agent(agent_name)
+            except Exception as e:  # noqa: BLE001 - an apiserver away: again a little later
+                log.warning("agent %s: creating its Deployment failed (again in %.0f s): %s", agent_name,
+                            RETRY_SECONDS, e)
+                self._pass_later(agent_name, RETRY_SECONDS)
+
+        def fire() -> None:
+            rec.deploy_timer = None
+            task = loop.create_task(later(), name=f"sipfleet-deploy-{agent_name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        rec.deploy_timer = loop.call_later(delay + 0.005, fire)
 
     @staticmethod
     def _applied(rec, child: dict, d: str) -> None:

@@ -87,7 +87,7 @@ def _agent_ready(i: Inputs) -> C:
         return C("AgentReady", "False", "AgentPending", "not placed on an agent yet")
     pod = i.pod
     if pod is None or pod.name is None:
-        return C("AgentReady", "False", "AgentPending", f"agent {i.placed_in} has no pod yet")
+        return C("AgentReady", "False", "AgentPending", _starting(i))
     if pod.deleting:
         return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is terminating")
     if pod.ready:
@@ -97,7 +97,21 @@ def _agent_ready(i: Inputs) -> C:
                  f"agent pod {pod.name} cannot be scheduled: {pod.unschedulable or 'no reason given'}")
     if pod.ever_ready or pod.phase in ("Failed", "Succeeded"):
         return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is not ready ({pod.phase})")
-    return C("AgentReady", "False", "AgentPending", f"agent pod {pod.name} is starting ({pod.phase or 'Pending'})")
+    return C("AgentReady", "False", "AgentPending", _starting(i))
+
+
+def _starting(i: Inputs) -> str:
+    """One message for every step of an agent's start (no pod yet, Pending, Running but not Ready): the steps are
+    not transitions of the account, so they cost no status write (kubectl shows the pod's own progress)."""
+    return f"agent {i.placed_in} is starting"
+
+
+def _own_early_report(i: Inputs) -> bool:
+    """The agent-written status comes from the pod that is starting now (it registers before its readiness probe
+    passes): that pod has not stopped reporting, it has not started reporting to the operator yet."""
+    agent, pod = i.status.agent, i.pod
+    return (agent is not None and pod is not None and bool(pod.name) and agent.pod == pod.name
+            and not pod.ever_ready and not pod.deleting and pod.phase not in ("Failed", "Succeeded"))
 
 
 def _reporter_current(i: Inputs) -> bool:
@@ -117,7 +131,8 @@ def _registered(i: Inputs, agent_ready: C) -> C:
         return C("Registered", "False", i.credentials_reason, i.credentials_problem)
     if agent_ready.status != "True":
         # an agent reported for this account before and is not Ready (or gone): it stopped reporting
-        reported = i.status.agent is not None and bool(i.status.agent.pod) or i.status.registration is not None
+        reported = (i.status.agent is not None and bool(i.status.agent.pod) or i.status.registration is not None) \
+            and not _own_early_report(i)
         reason = "AgentNotReporting" if agent_ready.reason == "AgentNotReporting" or reported else "AgentPending"
         return C("Registered", "Unknown", reason, agent_ready.message)
     if not _reporter_current(i):

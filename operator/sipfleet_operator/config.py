@@ -83,6 +83,11 @@ class Settings:
     #: time, wakeups.py; this bounds how late the periodic sweeps run)
     ladder_tick_seconds: float = 1.0
     degraded_backoff_cap_seconds: int = 600
+    #: a new agent's first Deployment waits until no account joined it for this long (or it is full), at most
+    #: ``first_deploy_wait_seconds`` after its first account (sizing.first_deploy_wait: no pod replaced during
+    #: a bulk create)
+    first_deploy_settle_seconds: float = 1.0
+    first_deploy_wait_seconds: float = 3.0
     log_format: str = "json"
     log_level: str = "INFO"
     #: who posts the operator's events (``reportingInstance``): the pod's name in a cluster (POD_NAME)

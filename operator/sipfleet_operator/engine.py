@@ -61,6 +61,7 @@ class Engine:
 
     async def stop(self) -> None:
         await self.restore.loader.stop()
+        self.children.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

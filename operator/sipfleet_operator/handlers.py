@@ -122,7 +122,12 @@ def _temporary(e: Exception, where: str) -> kopf.TemporaryError:
 @kopf.on.update(m.GROUP, m.VERSION, m.PLURAL)
 async def reconcile(body, memo: kopf.Memo, **_) -> None:
     try:
-        await (await engine(memo)).reconcile_account(dict(body))
+        eng = await engine(memo)
+        if not eng.needs_reconcile(dict(body)):
+            # account_event (kopf runs it first, for the same version) reconciled it already; one that failed
+            # there is not marked reconciled, so kopf's retries of this handler still carry it out
+            return
+        await eng.reconcile_account(dict(body))
     except NotLoaded as e:  # its namespace's placements are not read yet: nothing may be placed before that
         raise kopf.TemporaryError(str(e), delay=10) from e
     except ApiError as e:

@@ -22,6 +22,11 @@ un-REGISTERs and REGISTERs again (and misses calls for the seconds the new pod t
   reserve several times the memory and cpu for small namespaces (the issue's 2-core node ran out of cpu
   *requests*, not of cpu). A dedicated pod hosts one account in one worker: class 1, never crosses.
 
+A new agent's first Deployment waits while accounts are still joining it (``first_deploy_wait``): a bulk create
+fills an agent within a second or two, and a pod created at its first account would be replaced at its 17th and
+33rd (its start thrown away, twice); it is created once the agent is full, or no account joined for a moment, or
+a few seconds after its first account at the latest.
+
 Growing is applied at once (a pod short of memory is OOM-killed, which costs the same re-registration, at a worse
 time). Shrinking is lazy: a pod keeps its class until it needs a class at least two steps smaller (8 -> 2), or
 until its template changes for another reason anyway (image, settings): the smaller class is taken then, for
@@ -103,6 +108,15 @@ def choose(needed: int, previous: int | None, rolls_anyway: bool) -> int:
     if previous not in CLASSES or needed >= previous or rolls_anyway:
         return needed
     return needed if CLASSES.index(previous) - CLASSES.index(needed) >= 2 else previous
+
+
+def first_deploy_wait(now: float, first_at: float, last_join_at: float, full: bool, settle: float,
+                      longest: float) -> float:
+    """Seconds a new agent's first Deployment still waits (0: create it now): until the agent is ``full``, or
+    ``settle`` seconds passed without an account joining, or ``longest`` seconds after its first account."""
+    if full:
+        return 0.0
+    return max(0.0, min(last_join_at + settle, first_at + longest) - now)
 
 
 def resources(size: int, accounts_per_agent: int, sizing: Sizing, dedicated: bool = False) -> dict:

@@ -55,12 +55,19 @@ class AgentRecord:
     pod_seen: bool = False  # whether seen_pod was set
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one pass over its children at a time
     next_pass: asyncio.Future | None = None  # a pass waiting for the lock (children.py joins it)
+    first_pass_at: float | None = None  # loop time of its first pass (while it has no Deployment)
+    last_join_at: float | None = None  # loop time an account last joined it
+    deploy_timer: asyncio.TimerHandle | None = None  # the pass that creates its deferred first Deployment
 
     def forget_children(self) -> None:
         self.applied.clear()
         self.hosted_names = frozenset()
         self.deployed = None
         self.seen_pod, self.pod_seen = None, False
+        self.first_pass_at = self.last_join_at = None
+        if self.deploy_timer is not None:
+            self.deploy_timer.cancel()
+            self.deploy_timer = None
 
 
 class State:
@@ -96,10 +103,13 @@ class State:
     # ---- accounts
 
     def remember(self, body: dict) -> None:
-        """Cache the newest version of an account (a late watch event must not undo a fresher patch response)."""
+        """Cache the newest version of an account (a late watch event must not undo a fresher patch response),
+        without its ``managedFields`` (nearly half of a SipAccount's bytes, never read here)."""
         ns, name = ref(body)
         if not name:
             return
+        if "managedFields" in meta(body):
+            body = {**body, "metadata": {k: v for k, v in meta(body).items() if k != "managedFields"}}
         rec = self.accounts.get((ns, name))
         if rec is None:
             self.accounts[(ns, name)] = AccountRecord(body)

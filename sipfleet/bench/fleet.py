@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import sys
@@ -178,12 +179,19 @@ class Env:
 
     def wait_all(self, names: set[str], pred, what: str, timeout: float) -> dict[str, float]:
         """Poll until pred(obj) holds for every name; returns when each was first seen so."""
-        seen: dict[str, float] = {}
+        return self.first_seen(names, {what: pred}, what, timeout)[what]
+
+    def first_seen(self, names: set[str], preds: dict, until: str, timeout: float,
+                   on_poll=lambda: None) -> dict[str, dict[str, float]]:
+        """Poll until ``preds[until]`` holds for every name; returns, for each predicate, when each name was first
+        seen to satisfy it (``on_poll`` is called once per poll, e.g. to sample the operator's RSS)."""
+        seen: dict[str, dict[str, float]] = {p: {} for p in preds}
         deadline = time.monotonic() + timeout
         last_print = 0.0
         interval = max(0.5, len(names) / 500)  # a list of 1,000 objects costs the apiserver ~1 s of cpu here
         while time.monotonic() < deadline:
             now = time.time()
+            on_poll()
             try:
                 listed = self.accounts()
             except (ApiException, urllib3.exceptions.HTTPError) as e:  # an overloaded apiserver: say it, go on
@@ -193,15 +201,17 @@ class Env:
                 continue
             for obj in listed:
                 n = obj["metadata"]["name"]
-                if n in names and n not in seen and pred(obj):
-                    seen[n] = now
-            if len(seen) == len(names):
+                if n in names:
+                    for p, pred in preds.items():
+                        if n not in seen[p] and pred(obj):
+                            seen[p][n] = now
+            if len(seen[until]) == len(names):
                 return seen
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
-                print(f"  ... {len(seen)}/{len(names)} {what}", flush=True)
+                print("  ... " + ", ".join(f"{len(v)}/{len(names)} {p}" for p, v in seen.items()), flush=True)
             time.sleep(interval)
-        print(f"  TIMEOUT: {len(seen)}/{len(names)} {what} after {timeout:.0f} s", flush=True)
+        print(f"  TIMEOUT: {len(seen[until])}/{len(names)} {until} after {timeout:.0f} s", flush=True)
         return seen
 
     def apiserver_writes(self) -> dict[str, float]:
@@ -249,26 +259,68 @@ def _ready(obj: dict) -> bool:
 # ---------------------------------------------------------------------------------------------------- converge
 
 
+#: where the time of a converge goes, per account: the first moment each holds (in this order, mostly)
+PHASES = {
+    "placed": lambda o: Env.cond(o, "AgentReady") is not None,  # the operator's first status write
+    "agent_reported": lambda o: bool(((o.get("status") or {}).get("agent") or {}).get("pod")),  # agent's first
+    "register_answered": lambda o: ((o.get("status") or {}).get("registration") or {}).get("code") is not None,
+    "agent_pod_ready": lambda o: (Env.cond(o, "AgentReady") or {}).get("status") == "True",
+    "registered": _registered,
+    "ready": _ready,
+}
+
+
 def _converge(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
+        others = [o for o in env.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+                  if o["metadata"]["namespace"] != env.ns]
+        if others:  # apiserver_request_total has no namespace: their agents' writes would be counted too
+            print(f"# WARNING: {len(others)} SipAccounts in other namespaces; the status write counts include "
+                  "their writes", flush=True)
+        a0 = env.apiserver_writes()
         accs = env.create_accounts(args.accounts, "cv")
         t0 = env.t_apply
         names = {n for n, _ in accs}
-        seen = env.wait_all(names, _registered, "Registered", args.timeout)
-        ready = env.wait_all(names, _ready, "Ready", 120)
-        lat = [(seen[n] - env.created_at[n]) * 1000 for n in seen]
+        peak = [0]
+        seen = env.first_seen(names, PHASES, "ready", args.timeout,
+                              on_poll=lambda: peak.append(max(peak.pop(), env.operator.rss_bytes() or 0)))
+        peak_rss = peak[0]
+        time.sleep(5)  # the tail: the last status writes, kopf's bookkeeping
+        a1 = env.apiserver_writes()
+        api = {k: a1[k] - a0.get(k, 0.0) for k in a1 if a1[k] - a0.get(k, 0.0) > 0 and not k.startswith("DELETE")
+               and k.split(" ")[1] not in ("events", "leases")}
+        status_writes = sum(v for k, v in api.items() if k.endswith("sipaccounts/status") and not k.startswith("DELETE"))
+        try:
+            op_status = env.operator.metrics().get("sipfleet_status_patches_total", 0.0)
+        except Exception:  # noqa: BLE001 - numbers are informative only
+            op_status = float("nan")
         agents = len(env.core.list_namespaced_config_map(
             env.ns, label_selector="app.kubernetes.io/managed-by=sipfleet-operator").items)
+        reg = seen["registered"]
+        lat = [(reg[n] - env.created_at[n]) * 1000 for n in reg]
+
+        def phase(p: str) -> dict:  # seconds after the first create: when half of the accounts / all of them
+            ts = sorted(v - t0 for v in seen[p].values())
+            return {"n": len(ts), "p50_s": round(_pct(ts, 50), 2) if ts else None,
+                    "all_s": round(ts[-1], 2) if len(ts) == len(names) else None}
+
         print(json.dumps({
-            "benchmark": "converge", "accounts": len(names), "registered": len(seen), "ready": len(ready),
+            "benchmark": "converge", "accounts": len(names), "registered": len(reg), "ready": len(seen["ready"]),
             "agents": agents,
-            "all_registered_after_first_create_s": round(max(seen.values()) - t0, 2) if seen else None,
+            "all_registered_after_first_create_s": round(max(reg.values()) - t0, 2) if reg else None,
             "per_account_to_registered_p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+            "phases_after_first_create": {p: phase(p) for p in PHASES},
+            "sipaccount_status_writes_all_clients": status_writes,
+            "sipaccount_status_writes_per_account": round(status_writes / len(names), 2),
+            "operator_sipaccount_status_writes_per_account": round(op_status / len(names), 2),
+            "apiserver_writes_by_verb_resource_all_clients": api,  # pods: agent pods created (rolled ones too)
             "operator_rss_mib": round((env.operator.rss_bytes() or 0) / 2**20, 1),
+            "operator_rss_mib_peak": round(peak_rss / 2**20, 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "operator_writes": _op_writes(env, {}),
         }), flush=True)
-        return 0 if len(seen) == len(names) else 1
+        return 0 if len(reg) == len(names) else 1
 
 
 # ---------------------------------------------------------------------------------------------------- steady

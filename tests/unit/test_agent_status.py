@@ -85,3 +85,59 @@ def test_repair_history_is_bounded_and_updates_in_place():
     assert hist[-1].started_at == "t11" and hist[-1].result == "repaired"
     assert st.route.last_repair.result == "repaired"
     assert len({r.started_at for r in hist}) == 10
+
+
+def test_a_new_accounts_first_report_waits_for_the_registers_answer_a_moment():
+    clock = Clock()
+    out: list = []
+    d = Debouncer(0.2, lambda k, doc: out.append(doc), clock, first_hold_s=1.0)
+    st = AccountStatus("account", ["sip:p;lr"], AgentRef(name="a"))
+    d.mark("x", st.document)  # created: Registering, nothing answered
+    clock.t += 0.25
+    d.flush()
+    assert out == [] and d.next_due() is not None  # held, looked at again soon
+    clock.t += 0.2
+    st.set_registration(state="Registered", code=200)  # the answer: one report, the answer
+    d.mark("x", st.document)
+    clock.t += 0.25
+    d.flush()
+    assert [o["registration"]["state"] for o in out] == ["Registered"]
+    # a registrar that does not answer: the Registering report goes out once the hold has passed
+    d.mark("y", AccountStatus("account", [], AgentRef()).document)
+    for _ in range(6):
+        clock.t += 0.2
+        d.flush()
+    assert [o["registration"]["state"] for o in out] == ["Registered", "Registering"]
+    # later transitions are not held: a re-registration after a repair is reported within the window
+    st.set_registration(state="Registering", code=None)
+    d.mark("x", st.document)
+    clock.t += 0.25
+    d.flush()
+    assert [o["registration"]["state"] for o in out][-1] == "Registering"
+
+
+def test_state_changes_within_the_window_are_one_report_and_a_drift_then_repair_stays_visible():
+    clock = Clock()
+    out: list = []
+    d = Debouncer(0.2, lambda k, doc: out.append(doc), clock, first_hold_s=1.0)
+    st = AccountStatus("prevent", ["sip:p;lr"], AgentRef(name="a"))
+    st.set_registration(state="Registered", code=200)
+    st.set_route(in_sync=True)
+    d.mark("x", st.document)
+    clock.t += 0.25
+    d.flush()
+    assert len(out) == 1
+    # within 200 ms: drift seen, self-heal, back in sync -> one report, and its counters/history say what happened
+    st.set_route(in_sync=False, last_drift_at="2026-01-01T00:00:00.000Z")
+    d.mark("x", st.document)
+    clock.t += 0.05
+    st.add_repair(RepairRecord(started_at="2026-01-01T00:00:00.000Z", trigger="self-heal", method="recreate-account",
+                                result="repaired"))
+    st.set_route(in_sync=True, self_heal_count=1)
+    d.mark("x", st.document)
+    clock.t += 0.2
+    d.flush()
+    assert len(out) == 2
+    route = out[-1]["route"]
+    assert route["inSync"] is True and route["selfHealCount"] == 1 and route["lastDriftAt"]
+    assert [r["trigger"] for r in route["repairHistory"]] == ["self-heal"]

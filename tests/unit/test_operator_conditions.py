@@ -154,3 +154,20 @@ def test_the_agents_failure_reason_becomes_the_registered_conditions_reason():
     assert "at most 8" in conds["Registered"].message and conds["Ready"].reason == "RegistrarResponseRejected"
     with pytest.raises(ValueError):
         m.RegistrationStatus(state="Failed", failure_reason="not a reason")
+
+
+def test_an_agent_starting_is_one_state_and_its_own_early_report_is_not_a_stopped_agent():
+    """No pod yet, Pending, Running but not Ready: one and the same condition (no status write per step); the
+    starting pod's own report, sent before its readiness probe passed, does not make it 'not reporting'."""
+    placed = "sipfleet-agent-x-0"
+    steps = [None, c.PodState(name="p2", phase="Pending"), c.PodState(name="p2", phase="Running")]
+    seen = {tuple((x.type, x.status, x.reason, x.message) for x in c.desired(inputs(status(agent_pod=None), pod=p)))
+            for p in steps}
+    assert len(seen) == 1
+    early = by_type(c.compute(inputs(status("Registered", True, agent_pod="p2"), pod=steps[2]), T0))
+    assert (early["Registered"].status, early["Registered"].reason) == ("Unknown", "AgentPending")
+    assert early["AgentReady"].message == f"agent {placed} is starting"
+    # the same report from a pod that was Ready once and is not now: it stopped reporting
+    stopped = c.PodState(name="p2", phase="Running", ever_ready=True)
+    assert by_type(c.compute(inputs(status("Registered", True, agent_pod="p2"), pod=stopped), T0))[
+        "Registered"].reason == "AgentNotReporting"

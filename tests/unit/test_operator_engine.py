@@ -3,7 +3,8 @@ place of kopf's indexes: what it writes, and when.
 
 * nothing changed, nothing written: a second reconcile of an unchanged account, a refresh of an unchanged status,
   a pod event that changes nothing the status says;
-* one status write per real transition (placed, pod starting, pod Ready, registered);
+* one status write per real transition (placed, pod Ready, registered; an agent's start is not one), at most
+  three from create to Ready;
 * an agent's children in one pass: each child at most once per reconcile, and many accounts joining one agent
   at once share passes instead of costing one each;
 * the ladder wakes an account at its own ``wake_at`` (no scan), and a Secret arriving places the account
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from sipfleet.api import models as m
 from sipfleet_operator import builders as b
@@ -51,7 +54,10 @@ SECRET = {"kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
 
 
 class Fixture:
-    def __init__(self, *names: str, **drift) -> None:
+    #: the first Deployment of a new agent is not deferred here (test_a_new_agents_pod_is_not_replaced_... is)
+    SETTINGS = {"first_deploy_settle_seconds": 0.0}
+
+    def __init__(self, *names: str, settings: dict | None = None, **drift) -> None:
         self.api = MemoryApi()
         self.api.put(SECRET)
         for n in names:
@@ -59,7 +65,8 @@ class Fixture:
         self.pods: dict[str, list[cond.PodState]] = {}
         self.by_secret: dict[tuple[str, str], list[str]] = {(NS, "creds"): list(names)}
         self.clock = Clock()
-        self.eng = Engine(Settings(namespaces=(NS,), metrics_port=0, liveness_endpoint=None), client=self.api,
+        self.eng = Engine(Settings(namespaces=(NS,), metrics_port=0, liveness_endpoint=None,
+                                   **{**self.SETTINGS, **(settings or {})}), client=self.api,
                           pods=self.pods, accounts_by_secret=self.by_secret, clock=self.clock)
 
     def body(self, name: str) -> dict:
@@ -122,26 +129,70 @@ def test_one_status_write_per_real_transition():
         await f.eng.reconcile_account(f.body("alice"))  # 1: placed, no pod yet
         agent = f.agent_of("alice")
         assert f.condition("alice", "Ready")[0] == "False"
+        assert f.condition("alice", "AgentReady") == ("False", "AgentPending")
         f.pods[agent] = [pod(f"{agent}-x", ready=False)]
-        await f.eng.on_pod(agent)  # 2: the pod starts
+        await f.eng.on_pod(agent)  # the pod starts: still the agent starting, not a transition of the account
         assert f.condition("alice", "AgentReady") == ("False", "AgentPending")
         await f.eng.on_pod(agent)  # the same pod again: nothing
+        assert len(f.status_writes()) == 1
         f.pods[agent] = [pod(f"{agent}-x", ready=True)]
-        await f.eng.on_pod(agent)  # 3: Ready
+        await f.eng.on_pod(agent)  # 2: Ready
         assert f.condition("alice", "AgentReady")[0] == "True"
-        assert len(f.status_writes()) == 3
+        assert len(f.status_writes()) == 2
         await f.agent_writes_status("alice", {
             "registration": {"state": "Registered", "code": 200},
             "route": {"mode": "prevent", "inSync": True, "desired": ["sip:10.213.201.1;lr"],
                       "effective": ["sip:10.213.201.1;lr"]},
-        })  # 4: registered
+        })  # 3: registered
         assert f.condition("alice", "Registered")[0] == "True" and f.condition("alice", "Ready")[0] == "True"
-        assert len(f.status_writes()) == 4
+        assert len(f.status_writes()) == 3
         f.clock.t += timedelta(minutes=5)  # time alone changes nothing the status says
         await f.eng.refresh_status(NS, "alice")
         await f.eng.reconcile_account(f.body("alice"))
-        assert len(f.status_writes()) == 4
+        assert len(f.status_writes()) == 3
         assert len(f.writes("apply")) == 5  # the children were written by the first reconcile only
+        await f.eng.stop()
+
+    run(go())
+
+
+REGISTERED = {"registration": {"state": "Registered", "code": 200},
+              "route": {"mode": "prevent", "inSync": True, "desired": ["sip:10.213.201.1;lr"],
+                        "effective": ["sip:10.213.201.1;lr"]}}
+
+
+@pytest.mark.parametrize("order", ["registers-before-pod-ready", "pod-ready-before-the-agent-reports"])
+def test_create_to_ready_costs_at_most_three_status_writes(order):
+    """The whole way from a new SipAccount to Ready as the cluster plays it (the pod unscheduled, scheduled,
+    running, then Ready; the agent reporting before or after its readiness probe passes): the operator writes the
+    account's status at most three times. (The agent holds back its first "Registering" until the REGISTER is
+    answered or a moment has passed - test_agent_status.py - so after a Ready pod its first report is the
+    answer; one that comes while the pod starts costs nothing.)"""
+    async def go():
+        f = Fixture("alice")
+        await f.eng.load()
+        await f.eng.reconcile_account(f.body("alice"))
+        agent = f.agent_of("alice")
+        name = f"{agent}-7c9f-x2"
+        ref = {"agent": {"name": agent, "pod": name}}
+
+        async def pod_is(**kw) -> None:
+            f.pods[agent] = [cond.PodState(name=name, started_at="2026-01-01T12:00:01Z", **kw)]
+            await f.eng.on_pod(agent)
+
+        await pod_is(phase="Pending", unschedulable=None)
+        await pod_is(phase="Pending")  # scheduled, pulling, containers created
+        await pod_is(phase="Running")  # running, readiness probe not passed yet
+        if order == "registers-before-pod-ready":
+            await f.agent_writes_status("alice", {"registration": {"state": "Registering"}, **ref})
+            await f.agent_writes_status("alice", {**REGISTERED, **ref})
+            await pod_is(phase="Running", ready=True, ever_ready=True)
+        else:
+            await pod_is(phase="Running", ready=True, ever_ready=True)
+            await f.agent_writes_status("alice", {**REGISTERED, **ref})
+        assert f.condition("alice", "Ready") == ("True", "Ready")
+        writes = len(f.status_writes())
+        assert writes <= 3, f"{writes} status writes from create to Ready"
         await f.eng.stop()
 
     run(go())
@@ -197,6 +248,47 @@ def test_accounts_joining_one_agent_at_once_share_its_passes(monkeypatch):
         assert 1 <= len(config_writes) <= 2, config_writes  # the first pass, then one shared by all the others
         assert 1 <= len(passes) <= 2, passes  # not one pass per account
         assert len(f.status_writes()) == len(names)
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_a_new_agents_pod_is_not_replaced_while_a_bulk_create_fills_it():
+    """Accounts joining a new agent one after the other: its Deployment is created once, sized for all of them,
+    after they stopped coming (not at the first account and again at the 17th, which would replace its pod)."""
+    async def go():
+        names = [f"a{i:02d}" for i in range(20)]
+        f = Fixture(*names, settings={"first_deploy_settle_seconds": 0.3, "first_deploy_wait_seconds": 30})
+        await f.eng.load()
+        for n in names:
+            await f.eng.reconcile_account(f.body(n))
+        agent = f.agent_of("a00")
+        assert {f.agent_of(n) for n in names} == {agent}
+        assert f.writes("apply", "Deployment") == []  # still joining: no pod yet
+        assert {w[1] for w in f.writes("apply")} == {"Role", "ConfigMap", "ServiceAccount", "RoleBinding"}
+        for _ in range(100):  # the deferred pass comes once they stopped joining
+            await asyncio.sleep(0.05)
+            if f.writes("apply", "Deployment"):
+                break
+        await asyncio.sleep(0.1)
+        assert f.writes("apply", "Deployment") == [("apply", "Deployment", NS, agent)]
+        dep = f.api.objects[("Deployment", NS, agent)]
+        assert dep["metadata"]["annotations"][b.ANNOTATION_SIZE] == "4"  # 20 accounts: 3 workers, class 4
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_a_full_new_agent_gets_its_deployment_at_once():
+    async def go():
+        names = ["a0", "a1", "a2"]
+        f = Fixture(*names, settings={"first_deploy_settle_seconds": 30, "accounts_per_agent": 3})
+        await f.eng.load()
+        for n in names[:2]:
+            await f.eng.reconcile_account(f.body(n))
+        assert f.writes("apply", "Deployment") == []
+        await f.eng.reconcile_account(f.body("a2"))  # full: nothing more can join it
+        assert [w[3] for w in f.writes("apply", "Deployment")] == [f.agent_of("a0")]
         await f.eng.stop()
 
     run(go())
@@ -354,3 +446,55 @@ def test_the_last_account_leaving_removes_its_agent():
         await f.eng.stop()
 
     run(go())
+
+
+def test_kopfs_create_handler_after_the_event_handler_does_the_work_once(monkeypatch):
+    """kopf runs the event handler (account_event: it reconciles) and then the create/update/resume handler for
+    the same version: the second one finds it reconciled and does nothing (no children pass, no Secret read);
+    a version the event handler could not reconcile is still reconciled by it (kopf retries that one)."""
+    from sipfleet_operator import children, handlers
+
+    passes: list[str] = []
+    build = b.build_children
+    monkeypatch.setattr(children.b, "build_children", lambda agent, *a, **kw: passes.append(agent.name) or
+                        build(agent, *a, **kw))
+
+    class Activation:
+        def __init__(self, eng):
+            self.eng = eng
+
+        async def engine(self):
+            return self.eng
+
+    async def go():
+        f = Fixture("alice", "bob")
+        await f.eng.load()
+        memo = {"activation": Activation(f.eng)}
+        reads = []
+        get = f.api.get
+
+        async def counting_get(kind, ns, name):
+            reads.append(kind)
+            return await get(kind, ns, name)
+
+        f.api.get = counting_get
+        f.eng.remember(f.body("alice"))
+        await f.eng.reconcile_account(f.body("alice"))  # what account_event does
+        before = (len(passes), len(reads), len(f.api.writes))
+        await handlers.reconcile(body=f.body("alice"), memo=memo)
+        assert (len(passes), len(reads), len(f.api.writes)) == before
+        await handlers.reconcile(body=f.body("bob"), memo=memo)  # not reconciled yet: the handler does it
+        assert f.agent_of("bob") and len(passes) == before[0] + 1
+        await f.eng.stop()
+
+    run(go())
+
+
+def test_the_cached_account_leaves_managed_fields_out():
+    f = Fixture("alice")
+    body = f.body("alice")
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}] * 3
+    f.eng.remember(body)
+    cached = f.eng.state.body(NS, "alice")
+    assert "managedFields" not in cached["metadata"] and cached["metadata"]["name"] == "alice"
+    assert cached["spec"] == body["spec"] and "managedFields" in body["metadata"]  # the caller's body untouched

@@ -138,3 +138,14 @@ def _deployment(a: p.Agent, settings: Settings, size):
         aor=f"sip:{n}@example.com", registrar="sip:127.0.20.2", route=list(a.shape_map[n][1]),
         credentials={"secretName": "s"})) for n in a.accounts]
     return b.build_deployment(a, hosted, settings, size)
+
+
+def test_a_new_agents_first_deployment_waits_while_accounts_join():
+    from sipfleet_operator.sizing import first_deploy_wait
+
+    # joining: wait until a quiet second has passed, but never longer than 3 s after the first account
+    assert first_deploy_wait(10.0, 10.0, 10.0, False, 1.0, 3.0) == 1.0
+    assert first_deploy_wait(10.5, 10.0, 10.4, False, 1.0, 3.0) == pytest.approx(0.9)
+    assert first_deploy_wait(12.5, 10.0, 12.4, False, 1.0, 3.0) == pytest.approx(0.5)  # the 3 s bound
+    assert first_deploy_wait(11.5, 10.0, 10.4, False, 1.0, 3.0) == 0.0  # quiet long enough
+    assert first_deploy_wait(10.0, 10.0, 10.0, True, 1.0, 3.0) == 0.0  # full: nothing more can join

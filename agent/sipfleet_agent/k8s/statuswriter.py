@@ -1,6 +1,9 @@
 """Patches the agent-owned ``status.registration/route/agent/tls`` of SipAccounts (JSON merge patches, from its own
-thread, only when something changed against what the server holds). A failed patch is tried again after a second
-or two, or after the server's own ``Retry-After`` (a 429 from API priority and fairness)."""
+thread, only when something changed against what the server holds). At most one patch per account within
+``window_s``: documents arriving meanwhile (from the account's worker, the supervisor's own verdicts) replace each
+other and the last one is written when the window ends; a document after a quiet spell goes out at once. A failed
+patch is tried again after a second or two, or after the server's own ``Retry-After`` (a 429 from API priority
+and fairness)."""
 
 from __future__ import annotations
 
@@ -8,30 +11,38 @@ import logging
 import random
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from sipfleet.api import kerrors
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
-from ..status import apply_merge_patch, merge_patch
+from ..status import apply_merge_patch, merge_patch, replace_patch
 from . import API_TIMEOUT_S
 
 LOG = logging.getLogger("sipfleet_agent.cluster")
 OWNED = ("registration", "route", "agent", "tls")  # tls: transport tls accounts only
+#: one patch per account per this many seconds at most (the later documents of a burst are one patch)
+WINDOW_S = 0.15
 
 
 class StatusWriter:
     """Patches ``status.registration/route/agent`` of SipAccounts from its own thread.
 
-    Keeps a copy of what the server holds (read once, then updated from each successful patch) and
-    sends only the merge patch between that copy and the new document; no request when it is empty.
-    Newer documents for the same account replace queued ones.
+    Keeps a copy of what the server holds (from its own successful patches: an account's first patch replaces
+    the owned fields, ``replace_patch``, so nothing is read) and then sends only the merge patch between that
+    copy and the new document; no request when it is empty (a conflict or an invalid patch forgets the copy).
+    Newer documents for the same account replace queued ones; an account written less than ``window_s`` ago
+    waits for the end of that window (``clock``: monotonic seconds).
     """
 
-    def __init__(self, custom: Any, default_namespace: str):
+    def __init__(self, custom: Any, default_namespace: str, window_s: float = WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.custom = custom
         self.ns = default_namespace
+        self.window_s = window_s
+        self.clock = clock
         self._pending: dict[tuple[str, str], dict] = {}
+        self._not_before: dict[tuple[str, str], float] = {}  # account -> when its window ends
         self._known: dict[tuple[str, str], dict] = {}
         self._cond = threading.Condition()
         self._stop = False
@@ -46,60 +57,52 @@ class StatusWriter:
             self._cond.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Write what is pending (windows no longer wait), then end the thread; gives up after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending and time.monotonic() < deadline:
-                self._cond.wait(0.1)
             self._stop = True
             self._cond.notify()
         self._thread.join(max(0.1, deadline - time.monotonic()))
 
+    def _take(self) -> dict[tuple[str, str], dict] | None:
+        """The pending documents whose window has ended (all of them when stopping); waits for one. None: stop."""
+        with self._cond:
+            while True:
+                if self._stop and not self._pending:
+                    return None
+                now = self.clock()
+                self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+                due = [k for k in self._pending if self._stop or k not in self._not_before]
+                if due:
+                    return {k: self._pending.pop(k) for k in due}
+                waits = [self._not_before[k] - now for k in self._pending]
+                self._cond.wait(min(waits) if waits else None)
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._pending and not self._stop:
-                    self._cond.wait()
-                if self._stop and not self._pending:
-                    return
-                batch = self._pending
-                self._pending = {}
+            batch = self._take()
+            if batch is None:
+                return
             for (ns, name), doc in batch.items():
                 retry_in = self._write(ns, name, doc)
-                if retry_in is not None:
-                    with self._cond:
+                with self._cond:
+                    self._not_before[(ns, name)] = self.clock() + self.window_s
+                    if retry_in is not None:
                         self._pending.setdefault((ns, name), doc)
+                if retry_in is not None:
                     time.sleep(retry_in)
-
-    def _current(self, ns: str, name: str) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
-
-        if (ns, name) in self._known:
-            return self._known[(ns, name)]
-        try:
-            obj = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name,
-                                                                  _request_timeout=API_TIMEOUT_S)
-        except ApiException as e:
-            if isinstance(kerrors.from_api_exception(e), kerrors.NotFound):
-                return None
-            LOG.warning("cannot read SipAccount %s/%s status: %s", ns, name, e.reason)
-            cur: dict = {}
-        else:
-            status = (obj or {}).get("status") or {}
-            cur = {k: status[k] for k in OWNED if k in status}
-        self._known[(ns, name)] = cur
-        return cur
 
     def _write(self, ns: str, name: str, doc: dict) -> float | None:
         """Patch one account's status; None when done (or nothing to do), else the seconds to wait before retrying."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            cur = self._current(ns, name)
-            if cur is None:
-                LOG.info("SipAccount %s/%s not found: status not written", ns, name)
-                return None
-            patch = merge_patch(cur, {k: doc[k] for k in OWNED if k in doc} | {k: cur[k] for k in cur if k not in doc})
-            if patch is None:
+            cur = self._known.get((ns, name))
+            if cur is None:  # not written by this process yet: replace the owned fields, no read first
+                cur, patch = {}, replace_patch(doc)
+            else:
+                patch = merge_patch(cur, {k: doc[k] for k in OWNED if k in doc} | {k: cur[k] for k in cur if k not in doc})
+            if not patch:
                 return None
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ns, PLURAL, name, {"status": patch}, _content_type="application/merge-patch+json",
@@ -111,9 +114,10 @@ class StatusWriter:
             err = kerrors.from_api_exception(e)
             if isinstance(err, kerrors.NotFound):
                 self._known.pop((ns, name), None)
+                LOG.info("SipAccount %s/%s not found: status not written", ns, name)
                 return None
             if isinstance(err, (kerrors.Conflict, kerrors.Invalid)):
-                self._known.pop((ns, name), None)  # re-read what the server holds
+                self._known.pop((ns, name), None)  # the next patch replaces the owned fields
             LOG.warning("status patch for %s/%s failed: %s %s", ns, name, err.status, type(err).__name__)
             return err.retry_after if err.retry_after is not None else 1 + random.random()
         except Exception as e:  # noqa: BLE001 - connection problems: retry

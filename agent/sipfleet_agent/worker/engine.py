@@ -28,7 +28,7 @@ from ..config import ResolvedAccount
 from ..logs import log
 from ..metrics import Metrics
 from ..siplog import TxRequest, scrub
-from ..status import Debouncer, now_iso
+from ..status import FIRST_REPORT_HOLD_S, Debouncer, now_iso
 from . import assignplan, endpoint, tlsport
 from .accounts import AccountRuntime, AccountSet
 from .calls import CallRegistry
@@ -78,7 +78,8 @@ class Agent:
         self.retrier = Retrier(self)
         self.tls = tlsport.TlsPort(self)
         self.tls_from_accounts = False  # Init.tls_from_accounts: no default (unverified) TLS transport
-        self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit)
+        self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit,
+                                    first_hold_s=FIRST_REPORT_HOLD_S if settings.status_debounce_ms else 0.0)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._finished = threading.Event()

@@ -1,0 +1,114 @@
+"""The agent's status writer against a recording stand-in for the CustomObjectsApi (unit test of its logic):
+documents of one account within its window are one patch with the last state; other accounts are not held up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sipfleet_agent.k8s.statuswriter import StatusWriter
+from sipfleet_agent.status import apply_merge_patch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Custom:
+    """The status subresource of SipAccounts: merge patches applied to what it holds; no reads expected."""
+
+    def __init__(self, held: dict | None = None) -> None:
+        self.patches: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        self.held: dict[str, dict] = dict(held or {})
+        self.reads = 0
+
+    def get_namespaced_custom_object_status(self, group, version, ns, plural, name, **_):
+        self.reads += 1
+        return {"status": self.held.get(name, {})}
+
+    def patch_namespaced_custom_object_status(self, group, version, ns, plural, name, body, **_):
+        with self.lock:
+            self.patches.append((name, body["status"]))
+            self.held[name] = apply_merge_patch(self.held.get(name, {}), body["status"])
+
+    def count(self, name: str | None = None) -> int:
+        with self.lock:
+            return len([p for p in self.patches if name is None or p[0] == name])
+
+
+def wait_until(pred, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def reg(state: str, code: int | None = None) -> dict:
+    return {"registration": {"state": state, **({"code": code} if code else {})}}
+
+
+def test_documents_within_an_accounts_window_are_one_patch_the_last_one():
+    clock, api = Clock(), Custom()
+    w = StatusWriter(api, "ns", window_s=0.15, clock=clock)
+    try:
+        w.submit(("ns", "a"), "a", reg("Registering"))  # after a quiet spell: at once
+        wait_until(lambda: api.count("a") == 1)
+        w.submit(("ns", "a"), "a", reg("Registered", 200))  # within the window: waits ...
+        w.submit(("ns", "a"), "a", {**reg("Registered", 200), "route": {"inSync": False}})
+        w.submit(("ns", "a"), "a", {**reg("Registered", 200), "route": {"inSync": True, "selfHealCount": 1}})
+        w.submit(("ns", "b"), "b", reg("Registered", 200))  # another account is not held up
+        wait_until(lambda: api.count("b") == 1)
+        time.sleep(0.3)  # real time passes, the (fake) window has not ended
+        assert api.count("a") == 1
+        clock.t += 0.2
+        wait_until(lambda: api.count("a") == 2)
+        time.sleep(0.2)
+        assert api.count("a") == 2  # ... and then one patch, with the last state
+        last = [p for n, p in api.patches if n == "a"][-1]
+        assert last["registration"]["state"] == "Registered" and last["route"] == {"inSync": True, "selfHealCount": 1}
+    finally:
+        clock.t += 1
+        w.stop(2)
+    assert w.patches == 3
+
+
+def test_stop_writes_what_is_pending_without_waiting_for_the_window():
+    clock, api = Clock(), Custom()
+    w = StatusWriter(api, "ns", window_s=60, clock=clock)
+    w.submit(("ns", "a"), "a", reg("Registered", 200))
+    wait_until(lambda: api.count("a") == 1)
+    w.submit(("ns", "a"), "a", reg("Unregistered"))  # the last word of an agent that stops
+    w.stop(2)
+    assert api.count("a") == 2 and api.patches[-1][1]["registration"]["state"] == "Unregistered"
+
+
+def test_the_first_patch_replaces_what_a_previous_agent_left_without_reading_it():
+    stale = {"conditions": [{"type": "Ready", "status": "True"}],  # the operator's: untouched
+             "registration": {"state": "Registered", "code": 200, "expiresAt": "2026-01-01T00:05:00Z"},
+             "route": {"mode": "prevent", "inSync": False, "lastDriftAt": "2026-01-01T00:00:00.000Z",
+                       "lastRepair": {"method": "recreate-account", "trigger": "self-heal", "startedAt": "x",
+                                      "completedAt": "y", "result": "repaired"}},
+             "agent": {"name": "old", "pod": "old-pod", "repairTokenAck": "t1"}}
+    api = Custom({"a": stale})
+    w = StatusWriter(api, "ns", window_s=0.0)
+    doc = {"registration": {"state": "Registering"},
+           "route": {"mode": "prevent", "inSync": True,
+                     "lastRepair": {"method": "recreate-account", "trigger": "operator", "startedAt": "z",
+                                    "result": "in-progress"}},
+           "agent": {"name": "new", "pod": "new-pod"}}
+    w.submit(("ns", "a"), "a", doc)
+    wait_until(lambda: api.count("a") == 1)
+    w.submit(("ns", "a"), "a", {**doc, "registration": {"state": "Registered", "code": 200}})
+    wait_until(lambda: api.count("a") == 2)
+    w.stop(2)
+    assert api.reads == 0
+    held = api.held["a"]
+    assert held["conditions"] == stale["conditions"]
+    assert held["registration"] == {"state": "Registered", "code": 200}
+    assert held["route"] == doc["route"] and held["agent"] == doc["agent"]
+    assert api.patches[1][1] == {"registration": {"code": 200, "state": "Registered"}}  # then only the change
