@@ -68,9 +68,12 @@ class PrometheusServer:
         procs.write_json_atomic(self.dir / PIDS, {"url": self.url, "records": [self.record.to_json()]})
         try:
             wait_for(self.ready, timeout=timeout, interval=0.2, message="Prometheus /-/ready", ignore=(OSError,))
-        except Exception:
+        except PrometheusError:
             self.stop()
-            raise PrometheusError(f"Prometheus did not become ready; log tail:\n{self.log_tail()}") from None
+            raise
+        except Exception as e:  # noqa: BLE001 - any other way of not becoming ready: stop it, say why
+            self.stop()
+            raise PrometheusError(f"Prometheus did not become ready ({e}); log tail:\n{self.log_tail()}") from None
         return self
 
     def ready(self) -> bool:
