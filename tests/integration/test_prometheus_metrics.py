@@ -21,21 +21,17 @@ mallory. What every query showed is printed (pytest -s) as a table.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 import urllib.request
 import uuid
 
 import pytest
-from kubernetes import client
 
 from sipfleet.localenv.prometheus import check
 from sipfleet.localenv.prometheus import config as promconfig
 from sipfleet.localenv.prometheus import rules as promrules
 from sipfleet.localenv.prometheus.server import PrometheusServer, wait_scraped
 from sipfleet.localenv.waiting import wait_for
-from tests.fixtures.chart import CHART, ensure_crd, restricted
+from tests.fixtures.chart import namespaced_release
 from tests.fixtures.operator import SipAccounts
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab]
@@ -54,27 +50,10 @@ NEEDS_FAULT = {
 
 @pytest.fixture
 def fleet(cluster, k8s, helm_bin, lab, tmp_path):
-    core = client.CoreV1Api(k8s)
-    ns = f"pm-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": ns, "labels": {"sipfleet.io/test": "true"}}})
-    wait_for(lambda: core.list_namespaced_service_account(ns).items, timeout=60, message="default ServiceAccount")
-    restricted(cluster, ns)
-    ensure_crd(cluster)
-    env = {**os.environ, **{v: str(tmp_path / v.lower()) for v in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME",
-                                                                    "HELM_DATA_HOME")}}
-
-    def helm(*args: str) -> None:
-        subprocess.run([str(helm_bin), "--kubeconfig", str(cluster.kubeconfig), *args], check=True, env=env,
-                       capture_output=True, text=True, timeout=180)
-
-    helm("install", RELEASE, str(CHART), "--namespace", ns, "--set", f"watchNamespaces={{{ns}}}",
-         "--set", "extraEnv[0].name=SIPFLEET_AGENT_DEBUG_HOOKS", "--set-string", "extraEnv[0].value=true")
-    try:
+    with namespaced_release(cluster, k8s, helm_bin, RELEASE, tmp_path, "--set",
+                            "extraEnv[0].name=SIPFLEET_AGENT_DEBUG_HOOKS", "--set-string",
+                            "extraEnv[0].value=true") as ns:
         yield SipAccounts(k8s, cluster, ns)
-    finally:
-        subprocess.run([str(helm_bin), "--kubeconfig", str(cluster.kubeconfig), "uninstall", RELEASE, "--namespace",
-                        ns, "--wait", "--timeout", "120s"], env=env, capture_output=True, timeout=180)
-        core.delete_namespace(ns, propagation_policy="Background")
 
 
 def test_dashboard_and_alerts_against_a_real_prometheus(fleet, cluster, helm_bin, lab, tmp_path):
