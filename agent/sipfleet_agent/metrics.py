@@ -8,7 +8,11 @@ Registration Request Delay (RRD). The per-account registration state gauge is th
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sipfleet.api.models import RepairTrigger
 
 
 class Metrics:
@@ -58,5 +62,8 @@ class Metrics:
         self.accounts = Gauge("sipfleet_agent_accounts", "Accounts created in pjsua", registry=r)
         for state in ("Registering", "Registered", "Failed", "Unregistered"):
             self.registrations.labels(state=state).set(0)
+        # exported at 0 from the start: a series born at 1 is never counted by increase()/rate()
+        for trigger in get_args(RepairTrigger):
+            self.repairs.labels(trigger=trigger)
         for reason in ("timeout", "failure"):
             self.ineffective_registration_attempts.labels(reason=reason)

@@ -116,6 +116,10 @@ def test_dashboard_and_alerts_against_a_real_prometheus(fleet, cluster, helm_bin
         wait_for(lambda: [x for x in prom.query(rejected["expr"]) if x["metric"].get("account") == "mallory"],
                  timeout=30, message="SipAccountRejected expression non-empty for mallory")
         # the repair's samples: the operator's repair histogram and the agent's re-created REGISTER
+        # counted by increase(): the counters were exported at 0 before the repair
+        wait_for(lambda: prom.query(f"sum(increase(sipfleet_drift_repaired_total[{WINDOW}])) > 0.5")
+                 and prom.query(f"sum(increase(sipfleet_agent_repairs_total{{trigger='operator'}}[{WINDOW}])) > 0.5"),
+                 timeout=30, message="the ladder's repair counted by the operator and the agent")
         quantile = "histogram_quantile(0.5, sum by (le) (rate({}_bucket[" + WINDOW + "])))"
         wait_for(lambda: all(check.has_data(prom.query(quantile.format(h))) for h in (
             "sipfleet_repair_seconds", "sipfleet_agent_register_request_delay_seconds")),

@@ -74,3 +74,21 @@ def test_the_supervisors_registry_serves_the_state_gauge_from_its_documents():
     text = generate_latest(sup.registry).decode()
     assert 'sipfleet_agent_registration_state{account="alice"} 1.0' in text
     assert 'sipfleet_agent_registration_state{account="bob"} 3.0' in text
+
+
+def test_counters_with_known_label_values_start_at_zero():
+    """A series born at 1 is never counted by increase()/rate(): the known label values are exported at 0."""
+    from prometheus_client import REGISTRY
+
+    from sipfleet_agent.metrics import Metrics
+    from sipfleet_operator import metrics as opm  # noqa: F401 (registers the operator's families)
+
+    agent = generate_latest(Metrics().registry).decode()
+    for trigger in ("self-heal", "operator", "user", "reregister"):
+        assert f'sipfleet_agent_repairs_total{{trigger="{trigger}"}} 0.0' in agent
+    for reason in ("timeout", "failure"):
+        assert f'sipfleet_agent_ineffective_registration_attempts_total{{reason="{reason}"}} 0.0' in agent
+    assert "sipfleet_agent_registration_attempts_total 0.0" in agent
+    op = generate_latest(REGISTRY).decode()
+    for method in ("recreate-account", "restart-pod"):
+        assert f'sipfleet_drift_repaired_total{{method="{method}"}}' in op
