@@ -1,8 +1,18 @@
-"""Prometheus metrics of one agent process (its own registry, served on /metrics)."""
+"""Prometheus metrics of one agent worker process (its own registry; the supervisor serves their sum on /metrics).
+
+Names, labels and their cardinality: docs/operations.md ("Metrics"). The registration measurements follow RFC 6076
+(:mod:`.worker.regattempts`): attempts, re-registrations, Ineffective Registration Attempts (IRA) and the
+Registration Request Delay (RRD). The per-account registration state gauge is the supervisor's
+(:mod:`.supervisor.metricsagg`), from the status documents it passes on.
+"""
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sipfleet.api.models import RepairTrigger
 
 
 class Metrics:
@@ -29,6 +39,23 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.registration_attempts = Counter(
+            "sipfleet_agent_registration_attempts",
+            "Registration attempts begun (RFC 6076: first REGISTER of an attempt; challenges and retransmissions "
+            "included in it, un-REGISTERs not)", registry=r)
+        self.reregistrations = Counter(
+            "sipfleet_agent_reregistrations",
+            "Registration attempts begun while the account held a binding (refreshes of it)", registry=r)
+        self.ineffective_registration_attempts = Counter(
+            "sipfleet_agent_ineffective_registration_attempts",
+            "RFC 6076 Ineffective Registration Attempts: attempts whose final answer was no 2xx, by reason "
+            "(timeout: 408, failure: any other)", ["reason"], registry=r)
+        self.register_request_delay = Histogram(
+            "sipfleet_agent_register_request_delay_seconds",
+            "RFC 6076 Registration Request Delay: from an attempt's first REGISTER to its final 2xx",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 32),
+            registry=r,
+        )
         self.calls = Counter("sipfleet_agent_calls", "Incoming calls by result", ["result"], registry=r)
         self.active_calls = Gauge("sipfleet_agent_active_calls", "Calls not yet disconnected", registry=r)
         self.ip_changes = Counter("sipfleet_agent_ip_changes", "handleIpChange() calls", registry=r)
@@ -42,3 +69,8 @@ class Metrics:
             registry=r)
         for state in ("Registering", "Registered", "Failed", "Unregistered"):
             self.registrations.labels(state=state).set(0)
+        # exported at 0 from the start: a series born at 1 is never counted by increase()/rate()
+        for trigger in get_args(RepairTrigger):
+            self.repairs.labels(trigger=trigger)
+        for reason in ("timeout", "failure"):
+            self.ineffective_registration_attempts.labels(reason=reason)

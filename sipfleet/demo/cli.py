@@ -18,6 +18,8 @@ from .finish import down, step_finish, teardown
 from .follow import step_follow
 from .install import step_helm
 from .output import Output
+from .prometheus import report as prometheus_report
+from .prometheus import step_prometheus
 from .watcher import StatusWatcher
 
 NEEDS_ROOT = ("sipfleet demo needs root: it runs a real Kubernetes node (containerd, runc, the kubelet) and network "
@@ -46,6 +48,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", default=None, metavar="FILE",
                         help="write what the verdict was computed from (wire records, status history, events, the "
                              "agent's log rows, the fault) to FILE as JSON")
+    parser.add_argument("--with-prometheus", action="store_true",
+                        help="also run a real Prometheus (built from the pinned module, on loopback) that scrapes "
+                             "the operator and the agents with the chart's alerts, and print what the dashboard's "
+                             "queries and the alerts show after the fault")
     parser.set_defaults(func=main)
 
 
@@ -89,6 +95,7 @@ def run(d: Demo) -> int:
     manifest, accounts, _ = render_examples(d.lab.subnet, wanted, d.namespace)
     step_helm(d)
     step_accounts(d, manifest, accounts)
+    prom = step_prometheus(d)
     drift = drift_account(accounts)
     watcher = StatusWatcher(d.cluster, d.namespace, drift["metadata"]["name"])
     watcher.start()
@@ -98,5 +105,6 @@ def run(d: Demo) -> int:
         verdict = step_follow(d, target, fault, watcher)
     finally:
         watcher.stop()
+    prometheus_report(d, prom)
     step_finish(d, verdict)
     return 0 if verdict.ok else 1

@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 
 from .context import RELEASE, RELEASE_NAMESPACE, Demo
+from .prometheus import prometheus_dir
+from .prometheus import stop as stop_prometheus
+from .prometheus import wanted as wanted_prometheus
 from .verdict import Verdict
 
 
@@ -46,12 +49,16 @@ def _how_to_use(d: Demo) -> None:
     lab = f"sipfleet lab --name {d.lab.name}" + (f" --state-dir {d.lab.state_dir}" if d.state_root else "")
     out.line(f"  {lab} wire --method REGISTER --last 10   # requests as P, R and E received them")
     out.line(f"  {lab} status")
+    if wanted_prometheus(d):
+        out.line(f"  Prometheus: {prometheus_dir(d) / 'pids.json'} has its URL (the HTTP API: /api/v1/query?query=...)")
     out.line(f"To stop them (by PID; logs are kept): {d.down_command()}")
 
 
 def teardown(d: Demo) -> None:
     """--no-keep: stop the lab and the cluster (by PID), whatever happened before."""
     d.out.line("--no-keep: stopping the SIP lab and the cluster")
+    if stop_prometheus(d):
+        d.out.line("Prometheus stopped")
     try:
         d.lab.down()
     except Exception as e:  # noqa: BLE001 - go on with the cluster
@@ -63,6 +70,8 @@ def teardown(d: Demo) -> None:
 def down(d: Demo) -> int:
     """``sipfleet demo --down``: stop lab and cluster (each only if it runs), keep the logs."""
     out = d.out
+    if stop_prometheus(d):
+        out.line("Prometheus stopped")
     lab_was = any(n.running for n in d.lab.nodes())
     where = f"{d.lab.subnet}.1-3" if d.lab.slot else "no network"
     d.lab.down()

@@ -7,7 +7,8 @@ flags, so changing either builds anew. Everything here is pure (reads only files
 Sets: ``kube`` (control plane, kubectl, kubelet, kube-proxy), ``helm``, ``containerd``, ``runc``, ``cni``
 (CNI plugins, installed together in one directory), ``buildkit`` (image builder), ``crictl``, and ``pause``
 (the pause container's static C binary, compiled from the k8s.io/kubernetes module's ``build/pause``), and the
-chart checkers ``kubeconform`` and ``kube-score``. ``promcrds`` is a source-only pin (nothing is built from it): the
+chart checkers ``kubeconform`` and ``kube-score``, and ``prometheus`` (the server and ``promtool``: the metrics
+tests and ``sipfleet demo --with-prometheus``). ``promcrds`` is a source-only pin (nothing is built from it): the
 prometheus-operator module whose CRDs give the chart tests the monitoring.coreos.com schemas (``kubeschemas``).
 """
 
@@ -43,6 +44,12 @@ def module_version(go_mod: Path, module: str) -> str:
     return m.group(1)
 
 
+def prometheus_release(version: str) -> str:
+    """Prometheus' Go module versions encode its release: v0.316.0 is 3.16.0 (v0.MNN.P -> M.NN.P); else bare."""
+    m = re.fullmatch(r"v0\.(\d)(\d\d)\.(\d+)", version)
+    return f"{m.group(1)}.{int(m.group(2))}.{m.group(3)}" if m else version.lstrip("v")
+
+
 def cache_key(module_dir: Path, extra: str = "") -> str:
     """12 hex digits of sha256 over go.mod, go.sum, tools.go and ``extra`` (build flags)."""
     h = hashlib.sha256()
@@ -75,7 +82,8 @@ class BinarySet:
         v = self.version()
         m = re.match(r"v(\d+)\.(\d+)", v)
         major, minor = (m.group(1), m.group(2)) if m else ("0", "0")
-        return self.ldflags_template.format(version=v, bare=v.lstrip("v"), major=major, minor=minor)
+        return self.ldflags_template.format(version=v, bare=v.lstrip("v"), major=major, minor=minor,
+                                            release=prometheus_release(v))
 
     def build_flags(self) -> str:
         """Everything besides the pins that changes the output; part of the cache key."""
@@ -130,6 +138,14 @@ _CRICTL_LDFLAGS = "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={bare}"
 _KUBECONFORM_LDFLAGS = "-s -w -X main.version={version}"
 _KUBE_SCORE_LDFLAGS = "-s -w -X main.version={bare}"
 # build/pause/Makefile: CFLAGS = -Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV)
+# Prometheus' .promu.yml: -X github.com/prometheus/common/version.* (the module v0.316.0 is release 3.16.0; the git
+# revision is not known from a module zip: left out). Tags: netgo as its release builds; no builtinassets (the
+# module zip has no built web UI: the HTTP API is all sipfleet uses); remove_all_sd + enable_kubernetes_sd keep
+# only the file, HTTP and Kubernetes service discovery (no cloud SDKs compiled in).
+_PROMETHEUS_LDFLAGS = (
+    "-s -w -X github.com/prometheus/common/version.Version={release}"
+    " -X github.com/prometheus/common/version.Branch=HEAD"
+)
 PAUSE_TAG = "3.10.1"
 _PAUSE_CFLAGS = "-Os -Wall -Werror -static -DVERSION=v" + PAUSE_TAG + "-{version}"
 
@@ -231,6 +247,17 @@ SETS: dict[str, BinarySet] = {
         packages={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
         ldflags_template=_KUBE_SCORE_LDFLAGS,
     ),
+    "prometheus": BinarySet(
+        name="prometheus",
+        module_dir=GOMOD_DIR / "prometheus",
+        main_module="github.com/prometheus/prometheus",
+        packages={
+            "prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
+            "promtool": "github.com/prometheus/prometheus/cmd/promtool",
+        },
+        ldflags_template=_PROMETHEUS_LDFLAGS,
+        tags=("netgo", "remove_all_sd", "enable_kubernetes_sd"),
+    ),
 }
 #: source-only pin: the prometheus-operator module (its CRDs), read by ``kubeschemas``; nothing is built from it
 PROMCRDS_DIR = GOMOD_DIR / "promcrds"
@@ -246,8 +273,10 @@ NODE: list[str] = ["runc", "containerd", "containerd-shim-runc-v2", "ctr", *CNI_
                    "kube-proxy"]
 #: the chart checkers (tests/unit/test_chart_checks.py)
 CHART_CHECK: list[str] = ["kubeconform", "kube-score"]
+#: the metrics pipeline: a real Prometheus and its promtool (tests/unit/test_prom_rules.py, the metrics test)
+PROMETHEUS: list[str] = ["prometheus", "promtool"]
 #: every component, in build order (cheapest and most needed first)
-ALL: list[str] = [*CONTROL_PLANE, "kubectl", "helm", *IMAGE_BUILD, *NODE, "crictl", *CHART_CHECK]
+ALL: list[str] = [*CONTROL_PLANE, "kubectl", "helm", *IMAGE_BUILD, *NODE, "crictl", *CHART_CHECK, *PROMETHEUS]
 #: names accepted by ``sipfleet cluster build`` besides single components
 GROUPS: dict[str, list[str]] = {
     "control-plane": [*CONTROL_PLANE, "kubectl", "helm"],
@@ -255,6 +284,7 @@ GROUPS: dict[str, list[str]] = {
     "images": IMAGE_BUILD,
     "cni": CNI_PLUGINS,
     "chart-check": CHART_CHECK,
+    "prometheus": PROMETHEUS,
     "all": ALL,
 }
 #: binaries taken from PATH when a working one is there

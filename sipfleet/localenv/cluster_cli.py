@@ -21,7 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = add("build", "build (or find) the pinned binaries: control plane, kubectl, helm, the node's and BuildKit",
             _build)
     p.add_argument("components", nargs="*",
-                   help="only these components or groups (control-plane, node, images, cni, chart-check; default: all)")
+                   help="only these components or groups (control-plane, node, images, cni, chart-check, prometheus; default: all)")
     p = add("up", "start the local cluster (idempotent) and wait until it is ready", _up)
     p.add_argument("--fresh", action="store_true", help="drop etcd data first")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness")

@@ -49,6 +49,7 @@ from .binsets import (  # noqa: F401  (re-exported: the rest of sipfleet imports
     IMAGE_BUILD,
     NODE,
     PATH_OK,
+    PROMETHEUS,
     SETS,
     BinarySet,
     KubebinError,

@@ -2,7 +2,8 @@
 every metric the code exports is documented.
 
 The names come from the collectors themselves: the operator's module-level metrics
-(``sipfleet_operator.metrics``) and a fresh agent registry (``sipfleet_agent.metrics.Metrics().registry``).
+(``sipfleet_operator.metrics``), a fresh agent worker registry (``sipfleet_agent.metrics.Metrics().registry``) and
+the agent supervisor's per-account state gauge (``sipfleet_agent.supervisor.metricsagg.AccountStates``).
 If either module is missing, these tests fail (they do not pass vacuously).
 """
 
@@ -50,8 +51,9 @@ def operator_families() -> dict[str, str]:
 
 def agent_families() -> dict[str, str]:
     from sipfleet_agent.metrics import Metrics
+    from sipfleet_agent.supervisor.metricsagg import AccountStates
 
-    return _families([Metrics().registry])
+    return _families([Metrics().registry, AccountStates(lambda: [("alice", None)])])
 
 
 def exposed(families: dict[str, str]) -> set[str]:
@@ -118,6 +120,8 @@ def test_documented_label_values_match_the_code():
     from sipfleet_agent.metrics import Metrics
     from sipfleet_operator import metrics
 
+    from sipfleet_agent.supervisor.metricsagg import STATE_GAUGE
+
     wrappers = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
     wrappers += [v for v in vars(Metrics()).values() if isinstance(v, MetricWrapperBase)]
     rows = {}
@@ -134,3 +138,4 @@ def test_documented_label_values_match_the_code():
         typ, labels = rows[main]
         assert typ == fam.type, (main, typ, fam.type)
         assert labels == set(w._labelnames), (main, labels, w._labelnames)
+    assert rows[STATE_GAUGE] == ("gauge", {"account"}), rows.get(STATE_GAUGE)  # the supervisor's own collector

@@ -31,7 +31,7 @@ from ..status import now_iso, self_heals_between
 from .launch import default_launcher
 from .messages import self_heal_message, wire
 from .backoff import RestartPolicy, RestartState, hung, on_failure
-from .metricsagg import WorkerMetrics
+from .metricsagg import AccountStates, WorkerMetrics
 from .plan import WorkerSlot, diff, plan_workers
 from .attribution import suspect
 from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject, status_message
@@ -85,6 +85,7 @@ class Supervisor:
         self.metrics = WorkerMetrics(self._live_metrics)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.metrics)
+        self.registry.register(AccountStates(lambda: [(k[1], self.docs.get(k)) for k in list(self.accounts)]))
         self.docs: dict[tuple, dict] = {}
         self.exit_code = 0
         self._lock = threading.RLock()

@@ -52,6 +52,7 @@ class AccountRuntime:
         self.lapse_timer: Any = None  # the granted binding's expiry
         self.dropped_answer: tuple | None = None  # (message, monotonic, call-id): pjsip dropped an answer
         self.grant_seq = 0  # 2xx grants seen, so a lapse timer knows whether a newer grant came
+        self.reg_attempt: Any = None  # regattempts.Pending: the registration attempt waiting for its final answer
         self.status = AccountStatus(mode=res.spec.route_mode, desired=list(res.spec.route), agent=agent)
 
     @property

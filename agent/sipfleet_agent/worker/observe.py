@@ -17,7 +17,7 @@ import pjsua2 as pj
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
-from . import refreshplan, regstate, responseguard
+from . import refreshplan, regattempts, regstate, responseguard
 from .accounts import AccountRuntime
 from .routemeter import aor_key
 
@@ -131,6 +131,7 @@ class Observer:
         rt.last_tx_register = time.monotonic()
         if obs.kind == "retransmission":
             return
+        self._attempt_started(rt, req.call_id)
         at = now_iso()
         rt.last_register = (req, at)  # a SentRequest is built only when someone asks (GET /status)
         rt.status.observed_at = at
@@ -178,6 +179,7 @@ class Observer:
                    "failure_reason": rt.dropped_answer[3]}
         elif reg and not out.failed:
             rt.dropped_answer = None
+        self._attempt_ended(rt, code, expiration)
         if reg and out.failed:
             reg = self.a.tls.classify(rt, reg, reason)
         if out.failed:
@@ -201,3 +203,20 @@ class Observer:
         self.a.mark(rt)
         if self.a.reg_hook is not None:
             self.a.reg_hook(rt, code, expiration)
+
+    def _attempt_started(self, rt: AccountRuntime, call_id: str) -> None:
+        new = regattempts.on_register(rt.reg_attempt, call_id=call_id, now=time.monotonic(),
+                                      registered=rt.status.registration.state == "Registered")
+        if new is not None:
+            rt.reg_attempt = new
+            self.a.metrics.registration_attempts.inc()
+            if new.refresh:
+                self.a.metrics.reregistrations.inc()
+
+    def _attempt_ended(self, rt: AccountRuntime, code: int, expiration: int) -> None:
+        ended = regattempts.on_final(rt.reg_attempt, code=code, expiration=expiration, now=time.monotonic())
+        rt.reg_attempt = None
+        if ended is not None and ended.delay is not None:
+            self.a.metrics.register_request_delay.observe(ended.delay)
+        elif ended is not None and ended.ineffective:
+            self.a.metrics.ineffective_registration_attempts.labels(reason=ended.ineffective).inc()
