@@ -46,6 +46,10 @@ NEEDS_FAULT = {
     ("Operator: reconcile errors", "A"): "a reconcile error (sipfleet_reconcile_errors_total{where} has no series "
                                          "before one)",
     "SipOperatorErrors": "a reconcile error (as above)",
+    ("Agents: TLS connections and failures", "A"): "a transport tls account (sipfleet_agent_tls_connected_accounts"
+                                                   "{protocol,cipher} has no series before one connects)",
+    ("Agents: TLS connections and failures", "B"): "a failed TLS connection (sipfleet_agent_tls_failures_total"
+                                                   "{reason} has no series before one)",
 }
 
 
