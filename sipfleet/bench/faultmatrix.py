@@ -6,15 +6,19 @@ start until the fleet was settled again), how long after the fault ended the las
 the fleet was settled again, the
 apiserver writes during the whole run of the fault, and what was lost: a SipAccount spec that changed, an
 account hosted by no agent or by two, an agent ConfigMap without its Deployment (or the reverse), an account
-not Ready at the end.
+not Ready at the end. A fault that adds accounts (the operator killed during a converge) has them watched and
+judged with the rest (:class:`FaultRun`), and what deleting them again left behind is lost too
+(:func:`deletion_leftovers`). Takeover times are read from the operators' JSON logs (:func:`first_log_at`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from datetime import datetime
+from typing import Callable, Iterable
 
 
 @dataclass
@@ -28,6 +32,27 @@ class Row:
     writes: int | None = 0  # None: not known (the apiserver's counters were reset by its restart)
     lost: list[str] = field(default_factory=list)
     note: str = ""
+
+
+@dataclass
+class FaultRun:
+    """What one fault may add to its row: accounts it created (``specs``: name -> spec digest, ``users``: name ->
+    lab user), watched from another thread, and checks to run after the row is taken (``after``: each returns
+    what it found lost and a note)."""
+
+    specs: dict[str, str]
+    users: dict[str, str]
+    after: list[Callable[[], tuple[list[str], str]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_accounts(self, specs: dict[str, str], users: dict[str, str]) -> None:
+        with self._lock:
+            self.specs = {**self.specs, **specs}
+            self.users = {**self.users, **users}
+
+    def watched(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.specs)
 
 
 def spec_digest(obj: dict) -> str:
@@ -64,6 +89,49 @@ def losses(before_specs: dict[str, str], accounts: Iterable[dict], assignments: 
     out += [f"agent {a}: ConfigMap without Deployment" for a in sorted(set(assignments) - deps)]
     out += [f"agent {d}: Deployment without ConfigMap" for d in sorted(deps - set(assignments))]
     return out
+
+
+def deletion_leftovers(deleted: dict[str, str], accounts: Iterable[dict], assignments: dict[str, list[str]],
+                       contacts: dict[str, list[str]]) -> list[str]:
+    """What deleting accounts left behind. ``deleted``: account name -> lab user; ``contacts``: lab user -> the
+    registrar's contacts for it. Pure."""
+    names = {o["metadata"]["name"] for o in accounts}
+    out = [f"{n}: SipAccount still there after its deletion" for n in sorted(deleted) if n in names]
+    out += [f"{n}: deleted but still assigned to agent {a}" for a, ns in sorted(assignments.items())
+            for n in sorted(ns) if n in deleted]
+    out += [f"{n}: deleted but {len(contacts[u])} contact(s) left at the registrar" for n, u in sorted(deleted.items())
+            if contacts.get(u)]
+    return out
+
+
+def first_log_at(log_text: str, needle: str, after: datetime) -> datetime | None:
+    """When the first JSON log line (``ts``, ``msg``) whose message contains ``needle`` was written at or after
+    ``after`` (an aware datetime); None if none was. Lines that are not such JSON are skipped. Pure."""
+    for line in log_text.splitlines():
+        try:
+            doc = json.loads(line)
+            ts = datetime.fromisoformat(doc["ts"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if needle in str(doc.get("msg", "")) and ts >= after:
+            return ts
+    return None
+
+
+def engine_running(log_text: str) -> bool:
+    """From an operator's JSON log: its engine was started and not stopped since (a standby's engine may have run
+    a moment while it saw itself alone). Pure."""
+    running = False
+    for line in log_text.splitlines():
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except (ValueError, AttributeError):
+            continue
+        if msg.startswith("engine started"):
+            running = True
+        elif msg.startswith("engine stopped"):
+            running = False
+    return running
 
 
 def render(rows: list[Row]) -> str:
