@@ -91,14 +91,12 @@ def _delete_again(env: Env, run: fm.FaultRun, users: dict[str, str], timeout: fl
             if e.status != 404:
                 raise
     before = {k: v for k, v in run.watched().items() if k not in users}
-    left: list[str] = []
-    contacts: dict[str, list[str]] = {}
     while time.monotonic() - t0 < timeout:
-        accounts, assigned = env.accounts(), assignments(env)
+        accounts, assigned, deps = fleet_state(env)
         names = {o["metadata"]["name"] for o in accounts}
-        if not (names & set(users)) and not any(a in users for ns in assigned.values() for a in ns):
-            contacts = {u: env.lab.contacts(u) for u in users.values()}  # unREGISTERs may still be under way
-            if not any(contacts.values()):
+        if not (names & set(users)) and not any(a in users for ns in assigned.values() for a in ns) \
+                and set(assigned) == set(deps):  # an agent left without accounts goes with both its children
+            if not any(env.lab.contacts(u) for u in users.values()):  # unREGISTERs may still be under way
                 break
         time.sleep(2)
     took = time.monotonic() - t0
