@@ -134,6 +134,14 @@ def engine_running(log_text: str) -> bool:
     return running
 
 
+def lost_cell(lost: list[str], show: int = 3) -> str:
+    """A row's losses for the table: the first ``show`` and how many more (the JSON rows keep them all). Pure."""
+    if not lost:
+        return "nothing"
+    more = len(lost) - show
+    return "; ".join(lost[:show]) + (f"; ... and {more} more" if more > 0 else "")
+
+
 def render(rows: list[Row]) -> str:
     """The matrix as a text table."""
     head = ("fault", "accounts affected", "recovered after end", "REGISTERs during/until settled", "API writes",
@@ -141,7 +149,7 @@ def render(rows: list[Row]) -> str:
     body = [(r.fault, f"{r.affected}/{r.accounts}",
              "not within timeout" if r.recovery_s is None else f"{r.recovery_s:.1f} s",
              f"{r.registers}/{r.registers_total}",
-             "counters reset" if r.writes is None else str(r.writes), "; ".join(r.lost) or "nothing", r.note) for r in rows]
+             "counters reset" if r.writes is None else str(r.writes), lost_cell(r.lost), r.note) for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

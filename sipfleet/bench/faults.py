@@ -220,6 +220,8 @@ FAULTS: dict[str, Callable[[Env, fm.FaultRun], str]] = {
 
 # ---------------------------------------------------------------------------------------------- one fault
 
+FAILED = "the fault itself failed"  # how a row's note starts when the fault could not be carried out
+
 
 def _watch(env: Env, run: fm.FaultRun, result: dict[str, Any], seen: dict[str, Any]) -> None:
     """Look at the fleet every half second until it has been healthy for ``--settle`` s after the fault ended
@@ -260,7 +262,7 @@ def run_fault(env: Env, name: str, users: dict[str, str], specs: dict[str, str])
     try:
         result["note"] = FAULTS[name](env, run)
     except Exception as e:  # noqa: BLE001 - reported in the row
-        result["note"] = f"the fault itself failed: {type(e).__name__}: {e}"
+        result["note"] = f"{FAILED}: {type(e).__name__}: {e}"
     end = result["end"] = time.time()
     watcher.join()
     row = fm.Row(fault=name, accounts=len(run.specs))
@@ -312,4 +314,4 @@ def _run(args: argparse.Namespace) -> int:
         print(fm.render(rows))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
-        return 1 if any(r.lost or r.recovery_s is None for r in rows) else 0
+        return 1 if any(r.lost or r.recovery_s is None or r.note.startswith(FAILED) for r in rows) else 0

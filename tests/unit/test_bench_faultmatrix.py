@@ -81,3 +81,10 @@ def test_engine_running_follows_the_last_start_or_stop():
     assert not fm.engine_running("") and not fm.engine_running("not json\n[1]")
     assert fm.engine_running(start) and not fm.engine_running(f"{start}\n{stop}")
     assert fm.engine_running(f"{start}\n{stop}\n{start}\nother")
+
+
+def test_the_table_shows_the_first_losses_and_how_many_more():
+    assert fm.lost_cell([]) == "nothing" and fm.lost_cell(["a", "b", "c"]) == "a; b; c"
+    assert fm.lost_cell([f"x{i}" for i in range(200)]) == "x0; x1; x2; ... and 197 more"
+    row = fm.Row("operator-kill-converge", 216, lost=[f"cp{i:03d}: hosted by 0 agents []" for i in range(50)])
+    assert "... and 47 more" in fm.render([row]) and "cp049" not in fm.render([row])
