@@ -113,7 +113,11 @@ def _apply_peering_crds(env: Env) -> None:
     out = subprocess.run([sys.executable, "-m", "sipfleet_operator.main", "peering-crds", "-n", env.ns],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     env.cluster.kubectl("apply", "-f", "-", input=out, check=False)  # the KopfPeering fails while its CRD is new
-    env.cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+    for _ in range(30):  # kubectl wait fails at once while a new CRD has no status.conditions yet ("accessor error")
+        if env.cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s",
+                               check=False).returncode == 0:
+            break
+        time.sleep(1)
     env.cluster.kubectl("apply", "-f", "-", input=out)
 
 
