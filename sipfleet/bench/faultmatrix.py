@@ -6,15 +6,19 @@ start until the fleet was settled again), how long after the fault ended the las
 the fleet was settled again, the
 apiserver writes during the whole run of the fault, and what was lost: a SipAccount spec that changed, an
 account hosted by no agent or by two, an agent ConfigMap without its Deployment (or the reverse), an account
-not Ready at the end.
+not Ready at the end. A fault that adds accounts (the operator killed during a converge) has them watched and
+judged with the rest (:class:`FaultRun`), and what deleting them again left behind is lost too
+(:func:`deletion_leftovers`). Takeover times are read from the operators' JSON logs (:func:`first_log_at`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from datetime import datetime
+from typing import Callable, Iterable
 
 
 @dataclass
@@ -28,6 +32,27 @@ class Row:
     writes: int | None = 0  # None: not known (the apiserver's counters were reset by its restart)
     lost: list[str] = field(default_factory=list)
     note: str = ""
+
+
+@dataclass
+class FaultRun:
+    """What one fault may add to its row: accounts it created (``specs``: name -> spec digest, ``users``: name ->
+    lab user), watched from another thread, and checks to run after the row is taken (``after``: each returns
+    what it found lost and a note)."""
+
+    specs: dict[str, str]
+    users: dict[str, str]
+    after: list[Callable[[], tuple[list[str], str]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_accounts(self, specs: dict[str, str], users: dict[str, str]) -> None:
+        with self._lock:
+            self.specs = {**self.specs, **specs}
+            self.users = {**self.users, **users}
+
+    def watched(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.specs)
 
 
 def spec_digest(obj: dict) -> str:
@@ -66,6 +91,57 @@ def losses(before_specs: dict[str, str], accounts: Iterable[dict], assignments: 
     return out
 
 
+def deletion_leftovers(deleted: dict[str, str], accounts: Iterable[dict], assignments: dict[str, list[str]],
+                       contacts: dict[str, list[str]]) -> list[str]:
+    """What deleting accounts left behind. ``deleted``: account name -> lab user; ``contacts``: lab user -> the
+    registrar's contacts for it. Pure."""
+    names = {o["metadata"]["name"] for o in accounts}
+    out = [f"{n}: SipAccount still there after its deletion" for n in sorted(deleted) if n in names]
+    out += [f"{n}: deleted but still assigned to agent {a}" for a, ns in sorted(assignments.items())
+            for n in sorted(ns) if n in deleted]
+    out += [f"{n}: deleted but {len(contacts[u])} contact(s) left at the registrar" for n, u in sorted(deleted.items())
+            if contacts.get(u)]
+    return out
+
+
+def first_log_at(log_text: str, needle: str, after: datetime) -> datetime | None:
+    """When the first JSON log line (``ts``, ``msg``) whose message contains ``needle`` was written at or after
+    ``after`` (an aware datetime); None if none was. Lines that are not such JSON are skipped. Pure."""
+    for line in log_text.splitlines():
+        try:
+            doc = json.loads(line)
+            ts = datetime.fromisoformat(doc["ts"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if needle in str(doc.get("msg", "")) and ts >= after:
+            return ts
+    return None
+
+
+def engine_running(log_text: str) -> bool:
+    """From an operator's JSON log: its engine was started and not stopped since (a standby's engine may have run
+    a moment while it saw itself alone). Pure."""
+    running = False
+    for line in log_text.splitlines():
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except (ValueError, AttributeError):
+            continue
+        if msg.startswith("engine started"):
+            running = True
+        elif msg.startswith("engine stopped"):
+            running = False
+    return running
+
+
+def lost_cell(lost: list[str], show: int = 3) -> str:
+    """A row's losses for the table: the first ``show`` and how many more (the JSON rows keep them all). Pure."""
+    if not lost:
+        return "nothing"
+    more = len(lost) - show
+    return "; ".join(lost[:show]) + (f"; ... and {more} more" if more > 0 else "")
+
+
 def render(rows: list[Row]) -> str:
     """The matrix as a text table."""
     head = ("fault", "accounts affected", "recovered after end", "REGISTERs during/until settled", "API writes",
@@ -73,7 +149,7 @@ def render(rows: list[Row]) -> str:
     body = [(r.fault, f"{r.affected}/{r.accounts}",
              "not within timeout" if r.recovery_s is None else f"{r.recovery_s:.1f} s",
              f"{r.registers}/{r.registers_total}",
-             "counters reset" if r.writes is None else str(r.writes), "; ".join(r.lost) or "nothing", r.note) for r in rows]
+             "counters reset" if r.writes is None else str(r.writes), lost_cell(r.lost), r.note) for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

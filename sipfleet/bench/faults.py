@@ -8,12 +8,14 @@ asserted (the CI test asserts only that nothing is lost).
 
 Faults (``--faults``, comma-separated; default all): control plane (``apiserver-restart``, ``etcd-restart``,
 ``kcm-down`` for --outage s), node (``kubelet-restart``, ``containerd-restart``, ``pods-killed``: every agent pod
-deleted at once), sipfleet (``operator-kill``: SIGKILL then started again, ``supervisor-kill``, ``worker-kill``:
-SIGKILL of an agent's supervisor or one of its pjsua2 workers), network (``link-down``: an agent pod's eth0 down
+deleted at once), sipfleet (``operator-kill``: SIGKILL then started again; ``operator-kill-converge``: SIGKILL
+halfway through the converge of ``--converge`` new accounts, deleted again after the row; ``operator-ha-kill``:
+the active one of two peered replicas SIGKILLed, with the takeover time: faults_operator.py; ``supervisor-kill``,
+``worker-kill``: SIGKILL of an agent's supervisor or one of its pjsua2 workers), network (``link-down``: an agent pod's eth0 down
 for --outage s, ``partition-p``: the proxy P cut off), registrar (``registrar-down``: R stopped for --outage s,
 ``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s; through the scripted registrar S:
 ``registrar-403``, ``registrar-503-retry-after``, ``registrar-500``, and the hostile answers ``hostile-registrar``
-(10 Service-Route URIs), ``hostile-big-header`` (8 KB), ``hostile-bad-contact``, ``hostile-expires-1``).
+(10 Service-Route URIs), ``hostile-big-header`` (8 KB), ``hostile-bad-contact``, ``hostile-expires-1``, ``hostile-expires-0``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from sipfleet.api import keys
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 from . import faultmatrix as fm
+from .faults_fleet import agent_pods, agents_ready, fleet_state
+from .faults_operator import operator_ha_kill, operator_kill_converge
 from .fleet import Env
 
 
@@ -47,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="that cluster's state directory (default: sipfleet's state root)")
     p.add_argument("--timeout", type=float, default=300, help="per fault: give up waiting after this long")
     p.add_argument("--keep", action="store_true", help="leave cluster, lab and namespace running")
+    p.add_argument("--converge", type=int, default=200,
+                   help="operator-kill-converge: new accounts whose converge the SIGKILL interrupts (default 200)")
     p.add_argument("--json", dest="json_out", help="also write the rows to this file as JSON")
     p.set_defaults(func=_run)
 
@@ -91,11 +97,6 @@ def agent_worker_pid(cluster: Any, namespace: str, pod: Any, account: str | None
 # ---------------------------------------------------------------------------------------------- the faults
 
 
-def _agent_pods(env: Env) -> list:
-    return [p for p in env.core.list_namespaced_pod(env.ns, label_selector=keys.AGENT_SELECTOR).items
-            if not p.metadata.deletion_timestamp and p.status.phase == "Running"]
-
-
 def _hold(env: Env, start: Callable[[], None], end: Callable[[], None]) -> str:
     start()
     try:
@@ -122,54 +123,54 @@ def _with_reregister(start: Callable[[Env], None]) -> Callable[[Env], None]:
 
 
 def _restart(name: str, kill: bool = False, down: bool = False):
-    def run(env: Env) -> str:
+    def run(env: Env, *_: Any) -> str:
         took = env.cluster.restart_component(name, kill=kill, down_s=env.args.outage if down else 0.0)
         return f"{name} serving again {took:.1f} s after the stop"
     return run
 
 
-def _operator_kill(env: Env) -> str:
+def _operator_kill(env: Env, *_: Any) -> str:
     env.operator.kill()
     time.sleep(2)
     env.operator.start()
     return "SIGKILL, started again 2 s later"
 
 
-def _supervisor_kill(env: Env) -> str:
-    pod = _agent_pods(env)[0]
+def _supervisor_kill(env: Env, *_: Any) -> str:
+    pod = agent_pods(env)[0]
     os.kill(env.cluster.container_pid(env.ns, pod.metadata.name), signal.SIGKILL)
     return f"pod {pod.metadata.name}"
 
 
-def _worker_kill(env: Env) -> str:
-    pod = _agent_pods(env)[0]
+def _worker_kill(env: Env, *_: Any) -> str:
+    pod = agent_pods(env)[0]
     os.kill(agent_worker_pid(env.cluster, env.ns, pod), signal.SIGKILL)
     return f"a worker of {pod.metadata.name}"
 
 
-def _pods_killed(env: Env) -> str:
-    pods = _agent_pods(env)
+def _pods_killed(env: Env, *_: Any) -> str:
+    pods = agent_pods(env)
     for p in pods:
         env.core.delete_namespaced_pod(p.metadata.name, env.ns, grace_period_seconds=0)
     return f"{len(pods)} agent pods deleted (grace 0)"
 
 
-def _link_down(env: Env) -> str:
-    pod = _agent_pods(env)[0]
+def _link_down(env: Env, *_: Any) -> str:
+    pod = agent_pods(env)[0]
     netns = env.cluster.pod_netns(env.ns, pod.metadata.name)
     return _hold(env, lambda: env.lab.link_down(netns=netns), lambda: env.lab.link_up(netns=netns)) + \
         f", pod {pod.metadata.name}"
 
 
 def _inject(node: str, mode: str):
-    def run(env: Env) -> str:
+    def run(env: Env, *_: Any) -> str:
         start = _with_reregister(lambda e: e.lab.inject(node, mode))
         return _hold(env, lambda: start(env), lambda: env.lab.inject(node, "heal" if mode == "partition" else "normal")) \
             + f", {node} {mode}, every account asked to re-register at its start"
     return run
 
 
-def _registrar_down(env: Env) -> str:
+def _registrar_down(env: Env, *_: Any) -> str:
     start = _with_reregister(lambda e: e.lab.stop_node("R"))
     return _hold(env, lambda: start(env), lambda: env.lab.start_node("R")) + \
         ", every account asked to re-register at its start"
@@ -177,7 +178,7 @@ def _registrar_down(env: Env) -> str:
 
 def _scripted(answer: str, what: str):
     """P and E send REGISTERs to the scripted registrar S, which gives every one ``answer``; then R again."""
-    def run(env: Env) -> str:
+    def run(env: Env, *_: Any) -> str:
         def start(e: Env) -> None:
             e.lab.scripted.script(answer)
             e.lab.set_registrar("S")
@@ -186,11 +187,15 @@ def _scripted(answer: str, what: str):
     return run
 
 
-FAULTS: dict[str, Callable[[Env], str]] = {
+#: name -> fault(env, run): carries the fault out and says how in a note; ``run`` (fm.FaultRun) takes the accounts it
+#: adds and the checks to make after the row
+FAULTS: dict[str, Callable[[Env, fm.FaultRun], str]] = {
     "apiserver-restart": _restart("kube-apiserver"),
     "etcd-restart": _restart("etcd"),
     "kcm-down": _restart("kube-controller-manager", down=True),
     "operator-kill": _operator_kill,
+    "operator-kill-converge": operator_kill_converge,
+    "operator-ha-kill": operator_ha_kill,
     "supervisor-kill": _supervisor_kill,
     "worker-kill": _worker_kill,
     "kubelet-restart": _restart("kubelet", kill=True),
@@ -209,41 +214,23 @@ FAULTS: dict[str, Callable[[Env], str]] = {
     "hostile-big-header": _scripted("200 big-header=8192", "with a 200 carrying an 8 KB header"),
     "hostile-bad-contact": _scripted("200 bad-contact", "with a 200 whose Contact does not parse"),
     "hostile-expires-1": _scripted("200 expires=1", "with a 200 granting 1 s"),
+    "hostile-expires-0": _scripted("200 expires=0", "with a 200 granting 0 s"),
 }
 
 
 # ---------------------------------------------------------------------------------------------- one fault
 
-
-def _agents_ready(env: Env) -> bool:
-    """Every agent pod of the fleet Running with all containers ready (False when it cannot be read)."""
-    try:
-        pods = env.core.list_namespaced_pod(env.ns, label_selector=keys.AGENT_SELECTOR).items
-    except Exception:  # noqa: BLE001 - the apiserver may be the fault
-        return False
-    return bool(pods) and all(not p.metadata.deletion_timestamp and p.status.phase == "Running" and all(
-        cs.ready for cs in p.status.container_statuses or []) for p in pods)
+FAILED = "the fault itself failed"  # how a row's note starts when the fault could not be carried out
 
 
-def _fleet_state(env: Env) -> tuple[list[dict], dict[str, list[str]], list[str]]:
-    from kubernetes import client
-
-    accounts = env.accounts()
-    cms = env.core.list_namespaced_config_map(env.ns, label_selector=keys.AGENT_SELECTOR).items
-    assignments = {cm.metadata.name: [a["name"] for a in json.loads((cm.data or {}).get(keys.ASSIGNMENT_KEY)
-                                                                       or "{}").get("accounts", [])] for cm in cms}
-    deps = [d.metadata.name for d in client.AppsV1Api(env.api).list_namespaced_deployment(
-        env.ns, label_selector=keys.AGENT_SELECTOR).items]
-    return accounts, assignments, deps
-
-
-def _watch(env: Env, specs: dict[str, str], result: dict[str, Any], seen: dict[str, Any]) -> None:
+def _watch(env: Env, run: fm.FaultRun, result: dict[str, Any], seen: dict[str, Any]) -> None:
     """Look at the fleet every half second until it has been healthy for ``--settle`` s after the fault ended
     (``result["end"]``), or the deadline; ``seen``: affected names, the last time anything was bad, timed out."""
     healthy_since: float | None = None
     deadline = time.monotonic() + env.args.outage + env.args.timeout + 120
     while time.monotonic() < deadline:
         now = time.time()
+        specs = run.watched()  # with the accounts the fault added
         try:
             objs = [o for o in env.accounts() if o["metadata"]["name"] in specs]
         except Exception:  # noqa: BLE001 - the apiserver may be the fault: look again
@@ -252,7 +239,7 @@ def _watch(env: Env, specs: dict[str, str], result: dict[str, Any], seen: dict[s
             bad = {o["metadata"]["name"] for o in objs if not fm.healthy(o)} | (set(specs) - {
                 o["metadata"]["name"] for o in objs})
             seen["affected"] |= bad
-            if bad or not _agents_ready(env):  # an agent restarting may not have shown in status yet
+            if bad or not agents_ready(env):  # an agent restarting may not have shown in status yet
                 seen["last_bad"], healthy_since = now, None
             elif "end" in result:
                 healthy_since = healthy_since or now
@@ -265,31 +252,39 @@ def _watch(env: Env, specs: dict[str, str], result: dict[str, Any], seen: dict[s
 def run_fault(env: Env, name: str, users: dict[str, str], specs: dict[str, str]) -> fm.Row:
     """One fault, carried out on this (the main) thread: processes it starts again (the operator) get the
     parent-death signal of the thread that started them, so a fault thread ending would SIGTERM them."""
-    row = fm.Row(fault=name, accounts=len(specs))
     writes0 = sum(env.apiserver_writes().values())
     t0 = time.time()
     result: dict[str, Any] = {}
     seen: dict[str, Any] = {"affected": set(), "last_bad": None, "timed_out": False}
-    watcher = threading.Thread(target=_watch, args=(env, specs, result, seen), name=f"watch-{name}", daemon=True)
+    run = fm.FaultRun(dict(specs), dict(users))
+    watcher = threading.Thread(target=_watch, args=(env, run, result, seen), name=f"watch-{name}", daemon=True)
     watcher.start()
     try:
-        result["note"] = FAULTS[name](env)
+        result["note"] = FAULTS[name](env, run)
     except Exception as e:  # noqa: BLE001 - reported in the row
-        result["note"] = f"the fault itself failed: {type(e).__name__}: {e}"
+        result["note"] = f"{FAILED}: {type(e).__name__}: {e}"
     end = result["end"] = time.time()
     watcher.join()
+    row = fm.Row(fault=name, accounts=len(run.specs))
     row.recovery_s = None if seen["timed_out"] else max(0.0, (seen["last_bad"] or end) - end)
     row.affected = len(seen["affected"])
-    wanted = set(users.values())
+    wanted = set(run.users.values())
     fleet_regs = [r for r in env.lab.wire(since=t0, method="REGISTER") if r.node in ("P", "E")
                   and any(f":{u}@" in r.from_uri for u in wanted)]
     row.registers = len([r for r in fleet_regs if r.at <= end])
     row.registers_total = len(fleet_regs)
     writes1 = sum(env.apiserver_writes().values())
     row.writes = int(writes1 - writes0) if writes1 >= writes0 else None  # an apiserver restart resets its counters
-    accounts, assignments, deps = _fleet_state(env)
-    row.lost = fm.losses(specs, accounts, assignments, deps)
+    accounts, assignments, deps = fleet_state(env)
+    row.lost = fm.losses(run.specs, accounts, assignments, deps)
     row.note = str(result.get("note", ""))
+    for check in run.after:  # e.g. the accounts the fault added deleted again: what that left behind
+        try:
+            lost, note = check()
+        except Exception as e:  # noqa: BLE001 - reported in the row
+            lost, note = [f"the check after the fault failed: {type(e).__name__}: {e}"], ""
+        row.lost += [x for x in lost if x not in row.lost]
+        row.note += f"; {note}" if note else ""
     return row
 
 
@@ -319,4 +314,4 @@ def _run(args: argparse.Namespace) -> int:
         print(fm.render(rows))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
-        return 1 if any(r.lost or r.recovery_s is None for r in rows) else 0
+        return 1 if any(r.lost or r.recovery_s is None or r.note.startswith(FAILED) for r in rows) else 0
