@@ -23,6 +23,10 @@ REGISTRAR_RESPONSE_REJECTED = "RegistrarResponseRejected"
 #: The granted binding expired without a successful refresh: no longer registered.
 REGISTRATION_LAPSED = "RegistrationLapsed"
 
+#: A 2xx to a REGISTER that asked for a binding granted none (expires 0 / no Contact of ours): not registered, and
+#: retried with back-off like a failure (a quiet "Unregistered" would never be retried).
+REGISTRAR_GRANTED_NO_BINDING = "RegistrarGrantedNoBinding"
+
 #: The registrar answered, but pjsip dropped the answer as unparsable (e.g. a Contact with a syntax error).
 REGISTRAR_RESPONSE_UNPARSABLE = "RegistrarResponseUnparsable"
 
@@ -64,4 +68,4 @@ TLS_HANDSHAKE_FAILED = "TlsHandshakeFailed"
 #: TLS: the account's TLS material cannot be used (missing key, not PEM, refused by pjsip's OpenSSL).
 TLS_CONFIG_INVALID = "TlsConfigInvalid"
 
-ALL = (TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, AUTH_FAILED, PERMANENT_FAILURE, REDIRECT_REFUSED, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)
+ALL = (REGISTRAR_GRANTED_NO_BINDING, TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, AUTH_FAILED, PERMANENT_FAILURE, REDIRECT_REFUSED, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)

@@ -3,6 +3,8 @@ lines), registration state machine and retry watchdog, repair policy, assignment
 
 from __future__ import annotations
 
+from sipfleet.api import reasons
+
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -198,6 +200,12 @@ def test_registration_state_machine():
     gone = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="", service_route=[],
                                  configured_route=[P], now="T5")
     assert gone.registration["state"] == "Unregistered" and not gone.failed
+    # the same 2xx answering a REGISTER that asked for a binding: the registrar granted none - a failure to retry
+    none = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="127.0.20.1:5060",
+                                 service_route=[], configured_route=[P], now="T6", asked_binding=True)
+    assert none.failed and none.registration["state"] == "Failed"
+    assert none.registration["failure_reason"] == reasons.REGISTRAR_GRANTED_NO_BINDING
+    assert none.registration["last_failure"] == "T6" and "no binding" in none.registration["reason"]
 
 
 # ------------------------------------------------------------------------------------------------ repair

@@ -162,10 +162,14 @@ class Observer:
         before = st.registration.state
         at = _dt.datetime.now(_dt.timezone.utc)
         granted = expiration if 200 <= code < 300 and expiration > 0 else 0
+        last = rt.last_register[0] if rt.last_register else None
+        asked = (last is not None and last.expires != 0 and not last.contact_expires_zero
+                 and not rt.removed and not self.a.stopping)
         out = regstate.on_reg_state(st.registration, st.route, code=code, reason=reason, expiration=expiration, src=src,
                                     service_route=service_route_from_message(whole) if whole and 200 <= code < 300 else [],
                                     configured_route=list(rt.res.spec.route), now=now_iso(),
-                                    expires_at=refreshplan.expires_at(at, granted) if granted else None)
+                                    expires_at=refreshplan.expires_at(at, granted) if granted else None,
+                                    asked_binding=asked)
         if granted:
             self.a.refresher.on_grant(rt, granted)
         else:

@@ -2,8 +2,9 @@
 
 Promise: :func:`on_reg_state` turns one pjsua ``onRegState`` outcome (final code, reason, granted expiry, where
 the answer came from, the Service-Route it carried) into the registration and route status updates: 2xx with an
-expiry is ``Registered`` (``registeredSince`` kept across refreshes), 2xx without is ``Unregistered``, anything
-else ``Failed`` (with ``lastFailure``); ``expiresAt`` is the granted binding's end (every 2xx moves it). When a failed account retries is
+expiry is ``Registered`` (``registeredSince`` kept across refreshes), 2xx without is ``Unregistered`` when it answers
+the agent's own un-REGISTER and ``Failed`` (``RegistrarGrantedNoBinding``) when it answers a REGISTER that asked for
+a binding, anything else ``Failed`` (with ``lastFailure``); ``expiresAt`` is the granted binding's end (every 2xx moves it). When a failed account retries is
 :mod:`.retrypolicy`'s decision, not this module's.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from sipfleet.api import reasons
 
 @dataclasses.dataclass(frozen=True)
 class RegOutcome:
@@ -21,9 +24,11 @@ class RegOutcome:
 
 def on_reg_state(reg: Any, route: Any, *, code: int, reason: str, expiration: int, src: str,
                  service_route: list[str], configured_route: list[str], now: str,
-                 expires_at: str | None = None) -> RegOutcome:
+                 expires_at: str | None = None, asked_binding: bool = False) -> RegOutcome:
     """``reg``/``route``: the current RegistrationStatus / RouteStatus; ``now``: an ISO timestamp; ``expires_at``:
-    when the granted binding lapses (2xx with an expiry)."""
+    when the granted binding lapses (2xx with an expiry); ``asked_binding``: the REGISTER this answers asked for a
+    binding (not the agent's own un-REGISTER) - a 2xx granting none to it is a failure
+    (``RegistrarGrantedNoBinding``), retried by the policy, not a quiet ``Unregistered`` that nothing retries."""
     before = reg.state
     if 200 <= code < 300:
         desired = list(configured_route) + list(service_route)
@@ -38,6 +43,11 @@ def on_reg_state(reg: Any, route: Any, *, code: int, reason: str, expiration: in
             return RegOutcome({"state": "Registered", "code": code, "reason": reason, "expires_seconds": expiration,
                                "registered_since": since, "expires_at": expires_at, "failure_reason": None},
                               route_upd, False)
+        if asked_binding:
+            return RegOutcome({"state": "Failed", "code": code, "reason": f"{reason} (no binding granted)".strip(),
+                               "expires_seconds": None, "registered_since": None, "last_failure": now,
+                               "expires_at": None, "failure_reason": reasons.REGISTRAR_GRANTED_NO_BINDING},
+                              route_upd, True)
         return RegOutcome({"state": "Unregistered", "code": code, "reason": reason, "expires_seconds": None,
                            "registered_since": None, "expires_at": None, "failure_reason": None}, route_upd, False)
     return RegOutcome({"state": "Failed", "code": code, "reason": reason or None, "expires_seconds": None,
