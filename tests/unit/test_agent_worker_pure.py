@@ -107,7 +107,7 @@ def test_tasks_resume_on_their_predicate_or_timeout_and_submitted_calls_resolve_
 
 
 def tx(route: str, dest: str = "127.0.20.1:5060", call_id: str = "cid-1", cseq: int = 1, transport: str = "UDP",
-       user: str = "alice") -> str:
+       user: str = "alice", expires: int = 300) -> str:
     return (
         f"TX 506 bytes Request msg REGISTER/cseq={cseq} (tdta0x1) to {transport} {dest}:\n"
         "REGISTER sip:127.0.20.2:5060 SIP/2.0\r\n"
@@ -117,7 +117,7 @@ def tx(route: str, dest: str = "127.0.20.1:5060", call_id: str = "cid-1", cseq: 
         f"To: <sip:{user}@lab.sipfleet.test>\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: {cseq} REGISTER\r\n"
-        "Contact: <sip:alice@127.0.20.200:36381;ob>\r\nExpires: 300\r\nContent-Length:  0\r\n\r\n\n--end msg--"
+        f"Contact: <sip:alice@127.0.20.200:36381;ob>\r\nExpires: {expires}\r\nContent-Length:  0\r\n\r\n\n--end msg--"
     )
 
 
@@ -155,15 +155,44 @@ def test_route_meter_late_register_of_a_deleted_client_and_the_unregister_answer
     route = RouteStatus(mode="account", desired=[P])
     m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old")), route)
     m.retire()  # re-creating the account
-    unreg = m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old", cseq=2)), route)
+    unreg = m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old", cseq=2, expires=0)), route)
     assert unreg.kind == "unregister" and m.unreg_sent and m.unreg_call_id == "old"
     assert not m.observe_rx(parse_rx_response(rx(401, "old", 2)))  # a challenge is no answer
-    assert m.observe_rx(parse_rx_response(rx(200, "old", 3))) and m.unreg_done
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old", cseq=3, expires=0)), route)  # answering it
+    assert m.observe_rx(parse_rx_response(rx(200, "old", 3)))
+    assert not m.unreg_done  # the REGISTER of cseq 1 (asking for a binding) was never answered: not quiet yet
+    assert m.observe_rx(parse_rx_response(rx(200, "old", 1))) is False and m.unreg_done
     m.retiring = False  # the new pjsua account exists
     late = m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", call_id="old", cseq=4)), route)
     assert late.kind == "stale-client"  # says nothing about the current route
     fresh = m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="new", cseq=1)), route)
     assert fresh.kind == "register" and fresh.in_sync is True
+
+
+def test_a_recreate_waits_for_a_drifted_register_still_in_its_challenge():
+    """The flake this fixes: a drifted REGISTER was challenged while its account was re-created; its answer to the
+    challenge (asking for a binding, via E) went out after the un-REGISTER was answered and reached R after the new
+    client's REGISTER through P."""
+    m = RouteMeter([P], "udp")
+    route = RouteStatus(mode="account", desired=[P])
+    m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", dest="127.0.20.3:5060", call_id="old", cseq=7)), route)
+    assert not m.observe_rx(parse_rx_response(rx(401, "old", 7)))  # challenged: still waiting
+    m.retire()
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="old", cseq=8, expires=0)), route)
+    assert m.observe_rx(parse_rx_response(rx(200, "old", 8))) and m.unreg_answered
+    assert not m.unreg_done  # cseq 7's challenge may still be answered
+    retry = m.observe_tx(parse_tx_request(tx("<sip:127.0.20.3:5060;lr>", dest="127.0.20.3:5060", call_id="old",
+                                             cseq=9)), route)
+    assert retry.kind == "stale-client" and not m.unreg_done
+    m.observe_rx(parse_rx_response(rx(200, "old", 9)))
+    assert m.unreg_done
+    # an answered REGISTER before the retire does not hold a re-create up
+    q = RouteMeter([P], "udp")
+    q.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=1)), route)
+    q.observe_rx(parse_rx_response(rx(200, "c", 1)))
+    q.retire()
+    q.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=2, expires=0)), route)
+    assert q.observe_rx(parse_rx_response(rx(200, "c", 2))) and q.unreg_done
 
 
 def test_aor_key_ignores_display_and_default_port():

@@ -165,4 +165,6 @@ class AccountSet:
         release(acc)
         del acc
         self.count -= 1
-        return rt.meter.unreg_sent
+        # something to wait for: its un-REGISTER, or a REGISTER of it still in its challenge (pjsip answers it
+        # even now, and that answer must not reach the registrar after the new client's REGISTER)
+        return rt.meter.unreg_sent or rt.meter.retired_busy

@@ -50,6 +50,7 @@ class Observer:
                 self._on_tx(req)
             return
         if msg.startswith("RX "):
+            resp = None
             if responseguard.is_register_2xx(msg):
                 resp = parse_rx_response(msg)
                 verdict = responseguard.check_register_response(resp) if resp is not None and self._guard else None
@@ -60,12 +61,11 @@ class Observer:
                     if rt is not None and rt.key != self._last_crumb:
                         self._last_crumb = rt.key
                         self.a.answer_hook(rt)
-            if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80] and any(
-                    rt.meter.retiring for rt in self.a.accounts.values()):
-                resp = parse_rx_response(msg)
-                if resp is not None:
-                    for rt in self.a.accounts.values():
-                        rt.meter.observe_rx(resp)
+            if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80]:
+                resp = resp or parse_rx_response(msg)
+                rt = self._rt_for_from(resp.from_uri) if resp is not None else None
+                if rt is not None:  # its meter knows which REGISTERs are answered (a re-create waits for them)
+                    rt.meter.observe_rx(resp)
             return
         if msg.startswith("Dropped packet:"):
             dropped = responseguard.dropped_register_answer(msg, self._dropping)
@@ -158,6 +158,7 @@ class Observer:
             whole = prm.rdata.wholeMsg or ""
         except Exception:  # noqa: BLE001
             pass
+        rt.meter.settled()
         st = rt.status
         before = st.registration.state
         at = _dt.datetime.now(_dt.timezone.utc)

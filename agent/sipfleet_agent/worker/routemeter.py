@@ -46,7 +46,10 @@ class RouteMeter:
         self.retiring = False
         self.unreg_sent = False
         self.unreg_call_id: str | None = None
-        self.unreg_done = False
+        self.unreg_cseq: int | None = None
+        self.unreg_answered = False
+        #: call_id -> CSeq of a REGISTER asking for a binding whose final answer has not come (a challenge is none)
+        self.awaiting: dict[str, int] = {}
 
     def reconfigure(self, route: list[str], transport: str) -> None:
         self.transport = transport
@@ -71,16 +74,39 @@ class RouteMeter:
         self.retired_call_ids.extend(c for c in self.current_call_ids if c not in self.retired_call_ids)
         self.current_call_ids.clear()
         self.unreg_sent = False
-        self.unreg_done = False
+        self.unreg_answered = False
         self.unreg_call_id = None
+        self.unreg_cseq = None
+        self.awaiting = {c: q for c, q in self.awaiting.items() if c in self.retired_call_ids}
+
+    @property
+    def unreg_done(self) -> bool:
+        """The retired client is quiet: its un-REGISTER (if it sent one) was answered and no REGISTER of it that asked for a binding
+        (a drifted one in the middle of its digest challenge, say) still waits for its answer - else that REGISTER's
+        challenge answer could reach the registrar after the new client's REGISTER and win."""
+        return (self.unreg_answered or not self.unreg_sent) and not self.retired_busy
+
+    def settled(self) -> None:
+        """pjsua reported the current client's outcome (a 408 it made itself has no answer on the wire)."""
+        self.awaiting = {c: q for c, q in self.awaiting.items() if c in self.retired_call_ids}
+
+    @property
+    def retired_busy(self) -> bool:
+        """A REGISTER of the retired client that asked for a binding still waits for its final answer."""
+        return any(c in self.awaiting for c in self.retired_call_ids)
 
     def observe_tx(self, req: TxRequest, route: Any) -> Observation:
         """``route``: the account's current RouteStatus (in_sync, effective, first_hop, request_uri)."""
+        unregister = req.expires == 0 or req.contact_expires_zero
         if self.retiring:
-            self.unreg_sent = True
-            self.unreg_call_id = req.call_id
             if req.call_id not in self.retired_call_ids:
                 self.retired_call_ids.append(req.call_id)
+            if not unregister:  # the retired client still asks for a binding (answering a challenge): wait for it
+                self.awaiting[req.call_id] = req.cseq
+                return Observation("stale-client")
+            self.unreg_sent = True
+            self.unreg_call_id = req.call_id
+            self.unreg_cseq = req.cseq
             return Observation("unregister")
         if req.call_id in self.retired_call_ids:
             return Observation("stale-client")
@@ -89,6 +115,8 @@ class RouteMeter:
         if key in self.seen_tx:
             return Observation("retransmission")
         self.seen_tx.append(key)
+        if not unregister:
+            self.awaiting[req.call_id] = req.cseq
         in_sync = self.in_sync(req)
         first_hop = f"{req.transport}:{req.destination}"
         changes: dict[str, Any] = {}
@@ -104,10 +132,12 @@ class RouteMeter:
         return Observation("register", in_sync, changes, drift)
 
     def observe_rx(self, resp: RxResponse) -> bool:
-        """True when ``resp`` is the final answer to this account's un-REGISTER."""
+        """A REGISTER answer of this account's: True when it is the final answer to its un-REGISTER."""
         if resp.code < 200 or resp.code in (401, 407):
             return False
-        if self.retiring and self.unreg_call_id and self.unreg_call_id == resp.call_id:
-            self.unreg_done = True
+        if self.awaiting.get(resp.call_id) == resp.cseq:
+            del self.awaiting[resp.call_id]
+        if self.retiring and self.unreg_call_id == resp.call_id and self.unreg_cseq == resp.cseq:
+            self.unreg_answered = True
             return True
         return False
