@@ -20,25 +20,24 @@ from . import sizing
 from .config import Settings
 from .placement import Agent, GroupKey, agent_key_id
 
-ASSIGNMENT_KEY = "assignment.json"
-MANAGED_BY = "sipfleet-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_AGENT = "sipfleet.io/agent"
-LABEL_GROUP = "sipfleet.io/group"
-ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
-ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
-#: the size class (sizing.py) the Deployment's resources were built for: a restarted operator keeps it
-ANNOTATION_SIZE = "sipfleet.io/size-class"
-#: digest of the desired object as last applied (lets a restarted operator skip unchanged children)
-ANNOTATION_APPLIED = "sipfleet.io/applied-digest"
-AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
-
-# user-facing annotations on SipAccounts
-ANNOTATION_PAUSED = "sipfleet.io/paused"
-ANNOTATION_REPAIR = "sipfleet.io/repair"
-ANNOTATION_REREGISTER = "sipfleet.io/reregister"
+# every label, annotation and key name lives in sipfleet.api.keys; builders' names for them stay importable from here
+from sipfleet.api.keys import (  # noqa: F401 - re-exported
+    AGENT_SELECTOR,
+    ANNOTATION_APPLIED,
+    ANNOTATION_GROUP_KEY,
+    ANNOTATION_PAUSED,
+    ANNOTATION_REPAIR,
+    ANNOTATION_REREGISTER,
+    ANNOTATION_SIZE,
+    ANNOTATION_TEMPLATE_HASH,
+    ASSIGNMENT_KEY,
+    LABEL_AGENT,
+    LABEL_COMPONENT,
+    LABEL_GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+)
 
 
 @dataclass(frozen=True)
