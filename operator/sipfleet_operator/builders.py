@@ -109,12 +109,8 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
         namespace=a.namespace,
         uid=a.uid,
         generation=a.generation,
-        aor=spec.aor,
-        registrar=spec.registrar,
-        route=list(spec.route),
-        transport=spec.transport,
+        **{f: getattr(spec, f) for f in m.SipIdentity.model_fields},  # the SIP side, as the spec says it
         tls=m.AgentTls.from_spec(spec.tls) if spec.tls is not None else None,
-        route_mode=spec.route_mode,
         credentials=m.AgentCredentials(
             secret_name=spec.credentials.secret_name,
             username_key=spec.credentials.username_key,
@@ -122,8 +118,6 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
             secret_version=a.secret_version,
             realm=spec.credentials.realm,
         ),
-        registration=spec.registration,
-        incoming_calls=spec.incoming_calls,
         self_heal=spec.drift.self_heal,
         repair_token=a.repair_token,
         reregister_token=a.reregister_token,
