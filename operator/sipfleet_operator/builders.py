@@ -20,25 +20,24 @@ from . import sizing
 from .config import Settings
 from .placement import Agent, GroupKey, agent_key_id
 
-ASSIGNMENT_KEY = "assignment.json"
-MANAGED_BY = "sipfleet-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_AGENT = "sipfleet.io/agent"
-LABEL_GROUP = "sipfleet.io/group"
-ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
-ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
-#: the size class (sizing.py) the Deployment's resources were built for: a restarted operator keeps it
-ANNOTATION_SIZE = "sipfleet.io/size-class"
-#: digest of the desired object as last applied (lets a restarted operator skip unchanged children)
-ANNOTATION_APPLIED = "sipfleet.io/applied-digest"
-AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
-
-# user-facing annotations on SipAccounts
-ANNOTATION_PAUSED = "sipfleet.io/paused"
-ANNOTATION_REPAIR = "sipfleet.io/repair"
-ANNOTATION_REREGISTER = "sipfleet.io/reregister"
+# every label, annotation and key name lives in sipfleet.api.keys; builders' names for them stay importable from here
+from sipfleet.api.keys import (  # noqa: F401 - re-exported
+    AGENT_SELECTOR,
+    ANNOTATION_APPLIED,
+    ANNOTATION_GROUP_KEY,
+    ANNOTATION_PAUSED,
+    ANNOTATION_REPAIR,
+    ANNOTATION_REREGISTER,
+    ANNOTATION_SIZE,
+    ANNOTATION_TEMPLATE_HASH,
+    ASSIGNMENT_KEY,
+    LABEL_AGENT,
+    LABEL_COMPONENT,
+    LABEL_GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+)
 
 
 @dataclass(frozen=True)
@@ -110,12 +109,8 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
         namespace=a.namespace,
         uid=a.uid,
         generation=a.generation,
-        aor=spec.aor,
-        registrar=spec.registrar,
-        route=list(spec.route),
-        transport=spec.transport,
+        **{f: getattr(spec, f) for f in m.SipIdentity.model_fields},  # the SIP side, as the spec says it
         tls=m.AgentTls.from_spec(spec.tls) if spec.tls is not None else None,
-        route_mode=spec.route_mode,
         credentials=m.AgentCredentials(
             secret_name=spec.credentials.secret_name,
             username_key=spec.credentials.username_key,
@@ -123,8 +118,6 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
             secret_version=a.secret_version,
             realm=spec.credentials.realm,
         ),
-        registration=spec.registration,
-        incoming_calls=spec.incoming_calls,
         self_heal=spec.drift.self_heal,
         repair_token=a.repair_token,
         reregister_token=a.reregister_token,

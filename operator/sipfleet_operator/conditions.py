@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
-from sipfleet.api import keys as k
+from sipfleet.api import conditions as ct
+from sipfleet.api import credentials as creds
 from sipfleet.api import models as m
 
-TYPES = ("Ready", "Registered", "RouteInSync", k.CONDITION_ROUTE_FLAPPING, "AgentReady", "Degraded")
+TYPES = ct.TYPES
 
 
 def rfc3339(t: datetime) -> str:
@@ -69,7 +70,7 @@ class Inputs:
     pod: PodState | None  # None: not known / no pod
     status: m.SipAccountStatus
     paused: bool = False
-    credentials_reason: str = "CredentialsMissing"  # or CredentialsInvalid (sipfleet.api.credentials)
+    credentials_reason: str = creds.MISSING  # or creds.INVALID
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,21 @@ class C:
 def _agent_ready(i: Inputs) -> C:
     if i.placed_in is None:
         if i.credentials_problem:
-            return C("AgentReady", "False", i.credentials_reason, i.credentials_problem)
-        return C("AgentReady", "False", "AgentPending", "not placed on an agent yet")
+            return C(ct.AGENT_READY, "False", i.credentials_reason, i.credentials_problem)
+        return C(ct.AGENT_READY, "False", ct.AGENT_PENDING, "not placed on an agent yet")
     pod = i.pod
     if pod is None or pod.name is None:
-        return C("AgentReady", "False", "AgentPending", _starting(i))
+        return C(ct.AGENT_READY, "False", ct.AGENT_PENDING, _starting(i))
     if pod.deleting:
-        return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is terminating")
+        return C(ct.AGENT_READY, "False", ct.AGENT_NOT_REPORTING, f"agent pod {pod.name} is terminating")
     if pod.ready:
-        return C("AgentReady", "True", "AgentReady", f"agent pod {pod.name} is ready")
+        return C(ct.AGENT_READY, "True", ct.AGENT_READY_REASON, f"agent pod {pod.name} is ready")
     if pod.unschedulable is not None:
-        return C("AgentReady", "False", "Unschedulable",
+        return C(ct.AGENT_READY, "False", ct.UNSCHEDULABLE,
                  f"agent pod {pod.name} cannot be scheduled: {pod.unschedulable or 'no reason given'}")
     if pod.ever_ready or pod.phase in ("Failed", "Succeeded"):
-        return C("AgentReady", "False", "AgentNotReporting", f"agent pod {pod.name} is not ready ({pod.phase})")
-    return C("AgentReady", "False", "AgentPending", _starting(i))
+        return C(ct.AGENT_READY, "False", ct.AGENT_NOT_REPORTING, f"agent pod {pod.name} is not ready ({pod.phase})")
+    return C(ct.AGENT_READY, "False", ct.AGENT_PENDING, _starting(i))
 
 
 def _starting(i: Inputs) -> str:
@@ -128,69 +129,69 @@ def _reporter_current(i: Inputs) -> bool:
 
 def _registered(i: Inputs, agent_ready: C) -> C:
     if i.credentials_problem and i.placed_in is None:
-        return C("Registered", "False", i.credentials_reason, i.credentials_problem)
+        return C(ct.REGISTERED, "False", i.credentials_reason, i.credentials_problem)
     if agent_ready.status != "True":
         # an agent reported for this account before and is not Ready (or gone): it stopped reporting
         reported = (i.status.agent is not None and bool(i.status.agent.pod) or i.status.registration is not None) \
             and not _own_early_report(i)
-        reason = "AgentNotReporting" if agent_ready.reason == "AgentNotReporting" or reported else "AgentPending"
-        return C("Registered", "Unknown", reason, agent_ready.message)
+        reason = ct.AGENT_NOT_REPORTING if agent_ready.reason == ct.AGENT_NOT_REPORTING or reported else ct.AGENT_PENDING
+        return C(ct.REGISTERED, "Unknown", reason, agent_ready.message)
     if not _reporter_current(i):
-        return C("Registered", "Unknown", "AgentNotReporting", f"waiting for agent pod {i.pod.name} to report")
+        return C(ct.REGISTERED, "Unknown", ct.AGENT_NOT_REPORTING, f"waiting for agent pod {i.pod.name} to report")
     reg = i.status.registration
     if reg is None:
-        return C("Registered", "Unknown", "AgentPending", "the agent has not reported a registration yet")
+        return C(ct.REGISTERED, "Unknown", ct.AGENT_PENDING, "the agent has not reported a registration yet")
     detail = " ".join(str(x) for x in (reg.code, reg.reason) if x not in (None, ""))
     if reg.state == "Registered":
-        return C("Registered", "True", "Registered", detail or "registered")
+        return C(ct.REGISTERED, "True", ct.REGISTERED_REASON, detail or "registered")
     if reg.state == "Failed":
         if i.credentials_problem:
-            return C("Registered", "False", i.credentials_reason, i.credentials_problem)
-        return C("Registered", "False", reg.failure_reason or "RegistrationFailed", detail or "registration failed")
+            return C(ct.REGISTERED, "False", i.credentials_reason, i.credentials_problem)
+        return C(ct.REGISTERED, "False", reg.failure_reason or ct.REGISTRATION_FAILED, detail or "registration failed")
     if reg.state == "Registering":
-        return C("Registered", "False", "Registering", detail or "registering")
-    return C("Registered", "False", "Unregistered", detail or "not registered")
+        return C(ct.REGISTERED, "False", ct.REGISTERING, detail or "registering")
+    return C(ct.REGISTERED, "False", ct.UNREGISTERED, detail or "not registered")
 
 
 def _route(i: Inputs, registered: C) -> C:
     route = i.status.route
     if registered.status == "Unknown" or route is None or route.in_sync is None:
-        return C("RouteInSync", "Unknown", "NotObserved", "no REGISTER observed by the current agent yet")
+        return C(ct.ROUTE_IN_SYNC, "Unknown", ct.NOT_OBSERVED, "no REGISTER observed by the current agent yet")
     if route.in_sync:
         hop = f" via {route.first_hop}" if route.first_hop else ""
-        return C("RouteInSync", "True", "InSync", f"REGISTER sent{hop} along the desired route")
+        return C(ct.ROUTE_IN_SYNC, "True", ct.IN_SYNC, f"REGISTER sent{hop} along the desired route")
     eff = ", ".join(route.effective) or "(none)"
-    return C("RouteInSync", "False", "RouteDrift", f"effective route {eff} differs from desired {', '.join(route.desired)}")
+    return C(ct.ROUTE_IN_SYNC, "False", ct.ROUTE_DRIFT, f"effective route {eff} differs from desired {', '.join(route.desired)}")
 
 
 def _flapping(i: Inputs) -> C:
     ladder = i.status.ladder
     if ladder is not None and ladder.flapping:
-        return C(k.CONDITION_ROUTE_FLAPPING, "True", k.REASON_FLAPPING,
+        return C(ct.ROUTE_FLAPPING, "True", ct.FLAPPING,
                  f"the route drifted {len(ladder.recent_drifts)} times recently (the first at "
                  f"{min(ladder.recent_drifts) if ladder.recent_drifts else '?'}); the repair ladder escalates")
-    return C(k.CONDITION_ROUTE_FLAPPING, "False", k.REASON_STABLE, "")
+    return C(ct.ROUTE_FLAPPING, "False", ct.STABLE, "")
 
 
 def _degraded(i: Inputs) -> C:
     ladder = i.status.ladder
     if ladder is not None and ladder.phase == "Degraded":
         nxt = f"; next attempt at {ladder.next_attempt_at}" if ladder.next_attempt_at else ""
-        return C("Degraded", "True", "RepairBackoff", f"route repair failed {ladder.attempts} times{nxt}")
-    return C("Degraded", "False", "AsExpected", "")
+        return C(ct.DEGRADED, "True", ct.REPAIR_BACKOFF, f"route repair failed {ladder.attempts} times{nxt}")
+    return C(ct.DEGRADED, "False", ct.AS_EXPECTED, "")
 
 
 def _ready(agent: C, reg: C, route: C, degraded: C, i: Inputs) -> C:
     if i.paused:
-        return C("Ready", "False", "Paused", "reconciliation is paused (sipfleet.io/paused)")
+        return C(ct.READY, "False", ct.PAUSED, "reconciliation is paused (sipfleet.io/paused)")
     for c in (agent, reg):
         if c.status != "True":
-            return C("Ready", "False", c.reason, c.message)
+            return C(ct.READY, "False", c.reason, c.message)
     if route.status == "False":
-        return C("Ready", "False", route.reason, route.message)
+        return C(ct.READY, "False", route.reason, route.message)
     if degraded.status == "True":
-        return C("Ready", "False", degraded.reason, degraded.message)
-    return C("Ready", "True", "Ready", "registered through the desired route")
+        return C(ct.READY, "False", degraded.reason, degraded.message)
+    return C(ct.READY, "True", ct.READY_REASON, "registered through the desired route")
 
 
 def desired(i: Inputs) -> list[C]:

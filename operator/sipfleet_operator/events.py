@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from sipfleet.api import keys as k
 from sipfleet.api import models as m
 
 from . import conditions as cond
@@ -29,7 +30,7 @@ def build_event(body: dict, type_: str, reason: str, message: str, instance: str
         "reason": reason,
         "message": message[:1024],
         "source": {"component": "sipfleet-operator"},
-        "reportingComponent": "sipfleet.io/operator",
+        "reportingComponent": k.EVENT_REPORTING_COMPONENT,
         "reportingInstance": instance[:128],
         "firstTimestamp": ts,
         "lastTimestamp": ts,

@@ -125,9 +125,9 @@ def _restart(i: Inputs, ladder: m.LadderStatus, phase: str, attempts: int, why: 
     age = _pod_age(i.pod, i.now)
     if i.pod is not None and i.pod.name and (age is None or age >= i.drift.repair_timeout_seconds) and not i.pod.deleting:
         actions.append(RestartPod(i.pod.name))
-        actions.append(Event("Warning", "RestartingAgent", f"{why}; restarting agent pod {i.pod.name}"))
+        actions.append(Event("Warning", k.EVENT_RESTARTING_AGENT, f"{why}; restarting agent pod {i.pod.name}"))
     else:
-        actions.append(Event("Warning", "RestartingAgent", f"{why}; the agent pod was restarted recently, waiting"))
+        actions.append(Event("Warning", k.EVENT_RESTARTING_AGENT, f"{why}; the agent pod was restarted recently, waiting"))
     return (
         _upd(
             ladder,
@@ -282,7 +282,7 @@ def _degrade(i: Inputs, ladder: m.LadderStatus, why: str) -> Step:
     delay = backoff(0, i.backoff_cap_seconds)
     nxt = i.now + timedelta(seconds=delay)
     new = _upd(ladder, phase="Degraded", next_attempt_at=rfc3339(nxt))
-    return Step(new, (Event("Warning", "Degraded", f"{why}; backing off {delay}s"),), wake_at=nxt)
+    return Step(new, (Event("Warning", k.EVENT_DEGRADED, f"{why}; backing off {delay}s"),), wake_at=nxt)
 
 
 def needs_attention(route: m.RouteStatus | None, ladder: m.LadderStatus | None) -> bool:

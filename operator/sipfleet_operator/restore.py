@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+from sipfleet.api import keys as k
+
 from . import builders as b
 from . import metrics
 from . import placement as pl
@@ -76,7 +78,7 @@ class Restore:
             if uns != ns or name not in u.accounts:
                 continue
             what = "it was rewritten" if uname == agent else f"the account was placed on agent {agent}"
-            await self.events.post(body, "Warning", "AssignmentUnreadable",
+            await self.events.post(body, "Warning", k.EVENT_ASSIGNMENT_UNREADABLE,
                                    f"the assignment ConfigMap {uname} that hosted this account could not be read "
                                    f"at operator start ({u.reason}); {what}")
             await self.retire_unreadable(uns, uname)

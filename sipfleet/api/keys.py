@@ -1,8 +1,7 @@
-"""Label, annotation and key names that clients outside the operator need (the kubectl plugin, scripts).
-
-The operator defines these in ``operator/sipfleet_operator/builders.py`` for what it builds; this module holds the
-same strings for readers that must not import the operator. ``tests/unit/test_kubectl_keys.py`` fails when the two
-disagree.
+"""Every label, annotation and key name sipfleet uses, and the reasons of the Events it posts: the one place they
+are defined. The operator (which builds the objects), the agent, the kubectl plugin and scripts import them from
+here; condition types and reasons are in :mod:`sipfleet.api.conditions`, the agent's failure reasons in
+:mod:`sipfleet.api.reasons`.
 """
 
 from __future__ import annotations
@@ -25,6 +24,15 @@ AGENT_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=agent"
 #: key of the agent's assignment (an ``AgentAssignment``) in its ConfigMap
 ASSIGNMENT_KEY = "assignment.json"
 
+# annotations the operator keeps on the objects it builds
+#: the agent's group key (placement.GroupKey as JSON) on its ConfigMap: what a restarted operator places by
+ANNOTATION_GROUP_KEY = "sipfleet.io/group-key"
+ANNOTATION_TEMPLATE_HASH = "sipfleet.io/template-hash"
+#: the size class (sizing.py) the Deployment's resources were built for: a restarted operator keeps it
+ANNOTATION_SIZE = "sipfleet.io/size-class"
+#: digest of the desired object as last applied (lets a restarted operator skip unchanged children)
+ANNOTATION_APPLIED = "sipfleet.io/applied-digest"
+
 # labels the Helm chart (charts/sipfleet) puts on the operator's Deployment and pod
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 OPERATOR_SELECTOR = f"{LABEL_COMPONENT}=operator,{LABEL_PART_OF}=sipfleet"
@@ -42,6 +50,14 @@ REASON_FLAPPING = "Flapping"
 REASON_STABLE = "Stable"
 #: the agent's aggregated event for its own repairs: one Event per account and burst, its count raised per self-heal
 EVENT_ROUTE_SELF_HEALED = "RouteSelfHealed"
+#: the ladder restarts (or waits to restart) the agent pod of an account that stays drifted
+EVENT_RESTARTING_AGENT = "RestartingAgent"
+#: the ladder gave up for now on an account's route and backs off (its Degraded condition says the same)
+EVENT_DEGRADED = "Degraded"
+#: reportingComponent of the operator's Events
+EVENT_REPORTING_COMPONENT = "sipfleet.io/operator"
+#: an assignment ConfigMap a (restarted) operator cannot read: its accounts are placed again (restore.py)
+EVENT_ASSIGNMENT_UNREADABLE = "AssignmentUnreadable"
 #: RepairRecord.trigger / LadderStatus.cause values used in code
 TRIGGER_SELF_HEAL = "self-heal"
 CAUSE_DRIFT = "Drift"

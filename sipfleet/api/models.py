@@ -289,7 +289,46 @@ class TlsSettings(ApiModel):
         return self
 
 
-class SipAccountSpec(ApiModel):
+class SipIdentity(ApiModel):
+    """The SIP side of an account: who registers where, through which route, with which timers and call policy.
+    Declared once, here: the SipAccount spec is a ``SipIdentity`` plus what the operator needs (credentials as a
+    Secret reference, TLS as references, drift and placement settings), and the agent's contract
+    (:class:`AgentAccount`) is one plus what the agent needs; the operator copies these fields over as they are."""
+
+    aor: str = Field(
+        pattern=AOR_PATTERN, max_length=256,
+        description="Address of record, e.g. sip:alice@example.com.",
+    )
+    registrar: SipUri = Field(description="Registrar URI (the REGISTER request URI), e.g. sip:registrar.example.com.")
+    route: list[SipUri] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Ordered outbound proxy route; the first entry is the first hop. Use ;lr URIs.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    transport: Transport = Field("udp", description="Transport used towards the first hop.")
+    route_mode: RouteMode = Field(
+        "prevent",
+        description=(
+            "prevent: the route is the agent's global outbound proxy, which held against every known drift "
+            "path; account: the route is set per account, drift can happen and is detected and repaired."
+        ),
+    )
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
+
+    @field_validator("route")
+    @classmethod
+    def _route_unique(cls, route: list[str]) -> list[str]:
+        if len(set(route)) != len(route):
+            raise ValueError("route entries must be unique")
+        for r in route:
+            if not re.search(LOOSE_ROUTE_PATTERN, r):
+                raise ValueError(f"route entry {r!r} is not a loose-routing URI (with ;lr): strict routing is not supported")
+        return route
+
+
+class SipAccountSpec(SipIdentity):
     """Desired state: this SIP identity registers with this registrar through this ordered proxy route."""
 
     model_config = ApiModel.model_config | ConfigDict(
@@ -332,29 +371,8 @@ class SipAccountSpec(ApiModel):
         }
     )
 
-    aor: str = Field(
-        pattern=AOR_PATTERN, max_length=256,
-        description="Address of record, e.g. sip:alice@example.com.",
-    )
-    registrar: SipUri = Field(description="Registrar URI (the REGISTER request URI), e.g. sip:registrar.example.com.")
-    route: list[SipUri] = Field(
-        default_factory=list,
-        max_length=4,
-        description="Ordered outbound proxy route; the first entry is the first hop. Use ;lr URIs.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-    )
-    transport: Transport = Field("udp", description="Transport used towards the first hop.")
     tls: TlsSettings | None = Field(None, description="TLS policy; required with transport tls, refused otherwise.")
-    route_mode: RouteMode = Field(
-        "prevent",
-        description=(
-            "prevent: the route is the agent's global outbound proxy, which held against every known drift "
-            "path; account: the route is set per account, drift can happen and is detected and repaired."
-        ),
-    )
     credentials: CredentialsRef
-    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
-    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     agent: AgentPlacement = Field(default_factory=AgentPlacement)
 
@@ -365,16 +383,6 @@ class SipAccountSpec(ApiModel):
         if self.tls is None and self.transport == "tls":
             raise ValueError("transport tls needs tls: a caRef to verify the server against, or verifyServer: false")
         return self
-
-    @field_validator("route")
-    @classmethod
-    def _route_unique(cls, route: list[str]) -> list[str]:
-        if len(set(route)) != len(route):
-            raise ValueError("route entries must be unique")
-        for r in route:
-            if not re.search(LOOSE_ROUTE_PATTERN, r):
-                raise ValueError(f"route entry {r!r} is not a loose-routing URI (with ;lr): strict routing is not supported")
-        return route
 
 
 # --------------------------------------------------------------------------------------------------
@@ -593,22 +601,15 @@ class AgentTls(ApiModel):
                    verify_server=t.verify_server, min_version=t.min_version)
 
 
-class AgentAccount(ApiModel):
-    """One account an agent hosts."""
+class AgentAccount(SipIdentity):
+    """One account an agent hosts: its :class:`SipIdentity` as the spec says it, and what the agent needs besides."""
 
     name: str = Field(description="SipAccount name (standalone: any unique label).")
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
-    aor: str = Field(pattern=AOR_PATTERN)
-    registrar: SipUri
-    route: list[SipUri] = Field(default_factory=list, max_length=4)
-    transport: Transport = "udp"
     tls: AgentTls | None = Field(None, description="TLS policy (transport tls); without it TLS is not verified.")
-    route_mode: RouteMode = "prevent"
     credentials: AgentCredentials
-    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
-    incoming_calls: IncomingCallPolicy = Field(default_factory=IncomingCallPolicy)
     self_heal: bool = True
     repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
     reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")

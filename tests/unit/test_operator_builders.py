@@ -133,3 +133,16 @@ def test_deployment_shape():
     assert d2["spec"]["template"] == tpl
     assert d2["metadata"]["annotations"] == d["metadata"]["annotations"]
     assert d2["metadata"]["ownerReferences"] != d["metadata"]["ownerReferences"]
+
+
+def test_the_agent_gets_the_sip_side_of_the_spec_as_it_is():
+    a = account("alice")
+    spec = a.spec.model_copy(update={
+        "registration": a.spec.registration.model_copy(update={"expires_seconds": 120, "backoff_multiplier": 3.0}),
+        "incoming_calls": a.spec.incoming_calls.model_copy(update={"policy": "reject", "reject_code": 603}),
+    })
+    acc = b.build_agent_account(b.HostedAccount(**{**a.__dict__, "spec": spec}))
+    assert issubclass(m.AgentAccount, m.SipIdentity) and issubclass(m.SipAccountSpec, m.SipIdentity)
+    for f in m.SipIdentity.model_fields:  # declared once, on SipIdentity; copied whole
+        assert getattr(acc, f) == getattr(spec, f), f
+    assert acc.registration.expires_seconds == 120 and acc.incoming_calls.reject_code == 603
