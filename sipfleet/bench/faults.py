@@ -35,7 +35,7 @@ from sipfleet.api import keys
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 from . import faultmatrix as fm
-from .faults_fleet import agent_pods, agents_ready, fleet_state
+from .faults_fleet import BENCH_REGISTRATION, agent_pods, agents_ready, fleet_state
 from .faults_operator import operator_ha_kill, operator_kill_converge
 from .fleet import Env
 
@@ -296,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
         half = args.accounts // 2
-        reg = {"registration": {"retryIntervalSeconds": 5, "firstRetryIntervalSeconds": 1, "jitterSeconds": 1}}
+        reg = {"registration": dict(BENCH_REGISTRATION)}
         accs = env.create_accounts(half, "fa", routeMode="account", **reg)
         accs += env.create_accounts(args.accounts - half, "fp", routeMode="prevent", **reg)
         users = dict(accs)

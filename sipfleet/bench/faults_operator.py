@@ -32,12 +32,12 @@ from sipfleet.api import keys
 from sipfleet.api.models import GROUP, PLURAL, VERSION
 
 from . import faultmatrix as fm
-from .faults_fleet import assignments, fleet_state
+from .faults_fleet import BENCH_REGISTRATION, assignments, fleet_state
 from .fleet import Env
 
 CONVERGE_KILL_TIMEOUT = 180.0  # kill anyway when half the new accounts are not placed by then
 PEERING_LIFETIME_S = 15  # the chart's default peering.lifetimeSeconds
-REGISTRATION = {"retryIntervalSeconds": 5, "firstRetryIntervalSeconds": 1, "jitterSeconds": 1}
+REGISTRATION = BENCH_REGISTRATION
 
 
 # ---------------------------------------------------------------------------------------- kill during converge
