@@ -195,6 +195,27 @@ def test_a_recreate_waits_for_a_drifted_register_still_in_its_challenge():
     assert q.observe_rx(parse_rx_response(rx(200, "c", 2))) and q.unreg_done
 
 
+def test_an_account_is_registering_until_its_register_has_a_final_answer():
+    """What a removed account waits for (.leaving): pjsua sends no un-REGISTER while a REGISTER is in flight."""
+    m = RouteMeter([P], "udp")
+    route = RouteStatus(mode="account", desired=[P])
+    assert not m.registering and not m.knows("c")
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=1)), route)
+    assert m.registering and m.knows("c") and not m.knows("other")
+    assert not m.observe_rx(parse_rx_response(rx(401, "c", 1))) and m.registering  # a challenge: still in flight
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=2)), route)  # answering it
+    m.observe_rx(parse_rx_response(rx(200, "c", 2)))
+    assert not m.registering
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=3)), route)
+    m.settled()  # pjsua's own outcome (a 408 it made: no answer on the wire)
+    assert not m.registering
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=4, expires=0)), route)
+    assert not m.registering  # an un-REGISTER asks for no binding
+    m.observe_tx(parse_tx_request(tx(f"<{P}>", call_id="c", cseq=5)), route)
+    m.retire()
+    assert not m.registering and m.retired_busy and m.knows("c")  # now the retired client's
+
+
 def test_aor_key_ignores_display_and_default_port():
     assert aor_key("sip:alice@lab.sipfleet.test") == aor_key("sip:alice@lab.sipfleet.test:5060")
     assert aor_key("sip:alice@lab.sipfleet.test") != aor_key("sip:bob@lab.sipfleet.test")

@@ -33,6 +33,7 @@ from . import assignplan, endpoint, tlsport
 from .accounts import AccountRuntime, AccountSet
 from .calls import CallRegistry
 from .eventloop import EventLoop, TaskGen, Wait
+from .leaving import Leaving
 from .netwatch import NetWatch
 from .observe import Observer
 from .refresher import Refresher
@@ -73,6 +74,7 @@ class Agent:
         self.net = NetWatch(settings.sip_address, settings.ip_change_poll_ms / 1000.0, endpoint=lambda: self.ep,
                             call_later=self.loop.call_later, stopping=lambda: self.stopping, metrics=self.metrics)
         self.repairs = Repairs(self)
+        self.leaving = Leaving(self)
         self.observer = Observer(self)
         self.refresher = Refresher(self)
         self.retrier = Retrier(self)
@@ -191,7 +193,7 @@ class Agent:
                 self.loop.close()
 
     def _drop_all(self) -> None:
-        for rt in list(self.accounts.values()):
+        for rt in [*self.accounts.values(), *self.leaving.accounts()]:
             self.drop_account(rt)
 
     def _each(self, name: str | None, fn: Callable[[AccountRuntime], None]) -> int:
@@ -281,15 +283,16 @@ class Agent:
         return sent
 
     def _remove_account(self, rt: AccountRuntime) -> None:
+        """Out of the assignment now; its pjsua account is deleted once no REGISTER of it is in flight
+        (:mod:`.leaving`: else pjsua sends no un-REGISTER and the binding lingers at the registrar)."""
         log(LOG, logging.INFO, "account removed", account=rt.name)
         rt.removed = True
-        self.drop_account(rt)
-        rt.meter.retiring = False
         self.accounts.pop(rt.key, None)
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
         self.loop.cancel(rt.heal_timer)
         self.refresher.cancel(rt)
+        self.leaving.remove(rt)
 
     def recreate(self, rt: AccountRuntime) -> TaskGen:
         """shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
@@ -364,28 +367,7 @@ class Agent:
         self.spawn(self._stop_task(), on_error=lambda e: setattr(self, "_loop_exit", True))
 
     def _stop_task(self) -> TaskGen:
-        log(LOG, logging.INFO, "stopping: unregistering all accounts")
-        if len(self.calls):
-            try:
-                self.ep.hangupAllCalls()
-            except pj.Error:
-                pass
-            yield Wait(2.0, lambda: not len(self.calls))
-        waiting = []
-        for rt in self.accounts.values():
-            self.loop.cancel(rt.retry_timer)
-            self.refresher.cancel(rt)
-            if rt.acc is not None and rt.status.registration.state == "Registered":
-                try:
-                    rt.acc.setRegistration(False)
-                    waiting.append(rt)
-                except pj.Error as e:
-                    LOG.warning("unregister failed: %s", e.info())
-        if waiting:
-            yield Wait(self.settings.unregister_timeout_seconds,
-                       lambda: all(r.status.registration.state != "Registered" for r in waiting))
-        for rt in self.accounts.values():
-            self.mark(rt)
+        yield from self.leaving.stop_all()
         self._debouncer.flush(force=True)
         self._drop_all()
         yield Wait(0.05)

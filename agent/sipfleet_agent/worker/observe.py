@@ -57,13 +57,13 @@ class Observer:
                 if verdict is not None:
                     self.a.on_rejected(self._rt_for_from(verdict.from_uri), verdict)  # does not return
                 if resp is not None and self.a.answer_hook is not None:
-                    rt = self._rt_for_from(resp.from_uri)
+                    rt = self._rt_for_from(resp.from_uri, resp.call_id)
                     if rt is not None and rt.key != self._last_crumb:
                         self._last_crumb = rt.key
                         self.a.answer_hook(rt)
             if " Response msg " in msg[:60] and "/REGISTER/" in msg[:80]:
                 resp = resp or parse_rx_response(msg)
-                rt = self._rt_for_from(resp.from_uri) if resp is not None else None
+                rt = self._rt_for_from(resp.from_uri, resp.call_id) if resp is not None else None
                 if rt is not None:  # its meter knows which REGISTERs are answered (a re-create waits for them)
                     rt.meter.observe_rx(resp)
             return
@@ -86,7 +86,7 @@ class Observer:
 
     def _on_dropped(self, d: "responseguard.Dropped") -> None:
         """pjsip dropped an answer to this account's REGISTER as unparsable: say so instead of a silent timeout."""
-        rt = self._rt_for_from(d.from_uri)
+        rt = self._rt_for_from(d.from_uri, d.call_id)
         if rt is None:
             return
         first = rt.dropped_answer is None or rt.dropped_answer[2] != d.call_id
@@ -100,19 +100,27 @@ class Observer:
             self.a._update_gauges()
             self.a.mark(rt)
 
-    def _rt_for_from(self, from_uri: str) -> AccountRuntime | None:
+    def _rt_for_from(self, from_uri: str, call_id: str | None = None) -> AccountRuntime | None:
+        """The account a REGISTER or its answer belongs to: by its From AOR; an account that is leaving the worker
+        (:mod:`.leaving`) when the Call-ID is one of its registration clients (or no hosted account has the AOR)."""
         cached = self._from_cache.get(from_uri)
         if cached is None:
             if len(self._from_cache) > 256:
                 self._from_cache.clear()
             cached = self._from_cache[from_uri] = aor_key(from_uri)
+        if len(self.a.leaving):
+            gone = self.a.leaving.find(cached, call_id)
+            if gone is not None and call_id is not None and gone.meter.knows(call_id):
+                return gone
+        else:
+            gone = None
         found = None
         for rt in self.a.accounts.values():
             if rt.aor_key == cached:
                 if not rt.meter.retiring:
                     return rt
                 found = rt
-        return found
+        return found or gone
 
     def _on_tx(self, req: TxRequest) -> None:
         if self.a.tx_hook is not None:
@@ -120,14 +128,14 @@ class Observer:
         if req.method != "REGISTER":
             return
         self.a.metrics.registers_sent.inc()
-        rt = self._rt_for_from(req.from_uri)
+        rt = self._rt_for_from(req.from_uri, req.call_id)
         if rt is None:
             return
         obs = rt.meter.observe_tx(req, rt.status.route)
         if obs.kind == "stale-client":
             LOG.debug("REGISTER from a deleted registration client of %s ignored", rt.name)
-        if obs.kind in ("unregister", "stale-client"):
-            return
+        if obs.kind in ("unregister", "stale-client") or rt.removed:
+            return  # a leaving account's REGISTERs say nothing about a route anybody asks for
         rt.last_tx_register = time.monotonic()
         if obs.kind == "retransmission":
             return
@@ -159,6 +167,8 @@ class Observer:
         except Exception:  # noqa: BLE001
             pass
         rt.meter.settled()
+        if rt.removed:
+            return  # leaving the worker (.leaving): its outcome only ends the wait for its un-REGISTER
         st = rt.status
         before = st.registration.state
         at = _dt.datetime.now(_dt.timezone.utc)

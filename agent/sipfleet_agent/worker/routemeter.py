@@ -91,6 +91,16 @@ class RouteMeter:
         self.awaiting = {c: q for c, q in self.awaiting.items() if c in self.retired_call_ids}
 
     @property
+    def registering(self) -> bool:
+        """A REGISTER of the current client that asked for a binding still waits for its final answer (a challenge
+        is none): pjsua cannot send an un-REGISTER now (its registration client is busy)."""
+        return any(c not in self.retired_call_ids for c in self.awaiting)
+
+    def knows(self, call_id: str) -> bool:
+        """The Call-ID is one of this account's registration clients, current or retired."""
+        return call_id in self.current_call_ids or call_id in self.retired_call_ids
+
+    @property
     def retired_busy(self) -> bool:
         """A REGISTER of the retired client that asked for a binding still waits for its final answer."""
         return any(c in self.awaiting for c in self.retired_call_ids)
