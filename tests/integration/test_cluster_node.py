@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -149,11 +152,20 @@ def _other_owners(cluster, tmp_path_factory) -> tuple:
     return (cluster.dir, *workers, cache_root() / "images")
 
 
-def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(cluster, tmp_path, tmp_path_factory):
+@pytest.fixture
+def short_state_dir():
+    """A state directory short enough for containerd's sockets (a unix socket path has at most 104 bytes; pytest's
+    per-worker ``tmp_path`` under /tmp/pytest-of-<user>/pytest-<n>/popen-gw<k>/ is not), removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="sf-side-", dir="/tmp"))
+    yield d / "side"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_second_cluster_runs_alongside_and_leaves_the_host_as_it_found_it(cluster, short_state_dir, tmp_path_factory):
     from sipfleet.localenv.cluster import LocalCluster
 
     skip = _other_owners(cluster, tmp_path_factory)
-    side = tmp_path / "side"
+    side = short_state_dir
     before = hoststate.snapshot(exclude=skip, own_cluster=side)  # the session's cluster (and other sessions) go on meanwhile
     other = LocalCluster(f"side-{uuid.uuid4().hex[:4]}", state_dir=side, die_with_parent=True)
     foreign = None
