@@ -5,7 +5,8 @@ It promises:
 * an account is refreshed when its ladder asked to be woken (wakeups.py: a repair timeout, a pod-start grace,
   a back-off), not by a scan of every account every second; as a safety net, every ``SLOW_SECONDS`` the accounts
   that need the ladder (``ladder.needs_attention``) but have no wake-up scheduled are refreshed too;
-* every ``SLOW_SECONDS``: unplaced accounts are tried again, the account gauges recomputed;
+* every ``SLOW_SECONDS``: unplaced accounts are tried again;
+* every ``GAUGE_SECONDS``: the account gauges (``sipfleet_accounts``) recomputed from the cached accounts;
 * every ``NAMESPACE_SECONDS`` (namespace-scoped operators only): the fleet of a namespace that is gone or
   terminating is forgotten (kopf stops watching such a namespace, so no DELETED event may come);
 * every ``SWEEP_SECONDS``: agents hosting accounts that no longer exist (deleted while no operator ran) are fixed;
@@ -37,6 +38,7 @@ from .wakeups import Wakeups
 log = logging.getLogger("sipfleet.operator")
 
 SLOW_SECONDS = 30
+GAUGE_SECONDS = 5
 NAMESPACE_SECONDS = 5
 SWEEP_SECONDS = 300
 RETRY_SECONDS = 5
@@ -48,7 +50,7 @@ class Background:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        last_slow = last_sweep = last_ns = loop.time()
+        last_slow = last_sweep = last_ns = last_gauge = loop.time()
         while True:
             await self.wakeups.wait(self.clock(), self.state.settings.ladder_tick_seconds)
             try:
@@ -57,6 +59,8 @@ class Background:
                     last_slow = loop.time()
                     await self.refresh_unscheduled()
                     await self.accounts.retry_unplaced()
+                if loop.time() - last_gauge > GAUGE_SECONDS:
+                    last_gauge = loop.time()
                     self.count_accounts()
                 if loop.time() - last_ns > NAMESPACE_SECONDS:
                     last_ns = loop.time()
