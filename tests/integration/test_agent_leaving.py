@@ -70,6 +70,29 @@ def test_an_account_removed_in_the_middle_of_its_register_unregisters_once_it_is
     assert agent.stop() == 0
 
 
+def test_an_account_added_again_while_it_leaves_registers_after_its_old_unregister(
+        clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    lab.scripted.script(f"200 auth=401 delay={DELAY_MS} expires=300", scope="aor")
+    stay, _ = _account(agent_account, lab, "rs")
+    go, go_user = _account(agent_account, lab, "rg")
+    t0 = time.time()
+    agent = agent_factory([stay, go], expires=None)
+    first = _first_register_seen(lab, go_user, t0)
+    agent.write_config({**agent.config, "accounts": [stay]})
+    time.sleep(1.1)  # the agent polls its config once a second: removed, and still waiting for S's answers
+    agent.write_config({**agent.config, "accounts": [stay, go]})
+    agent.wait_status(go_user, lambda s: s["registration"].get("state") == "Registered", 30, "re-added Registered")
+    recs = _records(lab, go_user, t0)
+    print(f"\nwire of the re-added account: {[(round(r.at - first.at, 3), r.call_id == first.call_id, r.cseq, r.expires, r.answer) for r in recs]}")
+    _, unreg = _granted_then_unregistered(lab, go_user, t0, first.call_id)
+    new = [r for r in recs if r.call_id != first.call_id]
+    assert unreg is not None and new, recs
+    # the old client's un-REGISTER (same Contact URI) would remove the new binding if it came after it
+    assert new[0].at > unreg.at, recs
+    assert agent.stop() == 0
+
+
 def test_sigterm_in_the_middle_of_a_register_still_unregisters(clean_lab, agent_factory, agent_account):
     lab = clean_lab
     lab.scripted.script(f"200 auth=401 delay={DELAY_MS} expires=300", scope="aor")

@@ -227,7 +227,11 @@ class Agent:
                 if act.ack_tokens:  # a fresh process creates fresh accounts: that carries out outstanding tokens
                     rt.status.set_agent(repair_token_ack=res.spec.repair_token,
                                         reregister_token_ack=res.spec.reregister_token)
-                self.create_account(rt)
+                if self.leaving.holds(act.key):  # the same key still leaving: its un-REGISTER comes first
+                    later = (lambda rt=rt: rt.removed or self.stopping or self.create_account(rt))
+                    self.spawn(self.leaving.then(act.key, later))
+                else:
+                    self.create_account(rt)
             elif act.kind == "recreate":
                 log(LOG, logging.INFO, "account changed: re-creating", account=res.name)
                 rt.res = res

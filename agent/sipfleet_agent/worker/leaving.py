@@ -15,7 +15,9 @@ Promise:
   and answers are still attributed to it (:meth:`Leaving.find`) until that un-REGISTER is answered;
 * :meth:`Leaving.stop_all` (the worker stops): calls hung up, then the same wait for every account, then an
   un-REGISTER of each registered one, all within ``unregister_timeout_seconds`` (half of it at most for the wait);
-* an account re-added meanwhile under the same key is a new account beside the leaving one.
+* an account re-added meanwhile under the same key is created only once the leaving one has gone
+  (:meth:`Leaving.then`): its Contact is the same URI, and the old client's un-REGISTER would remove the new
+  client's binding (RFC 3261 10.3: a binding with another Call-ID is removed by an expiry of zero).
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ class Leaving:
                     return rt
                 found = found or rt
         return found
+
+    def holds(self, key: tuple) -> bool:
+        return any(rt.key == key for rt in self._rts.values())
+
+    def then(self, key: tuple, fn: Any) -> TaskGen:
+        """Call ``fn()`` once no account of ``key`` is leaving any more."""
+        limit = self.agent.settings.unregister_timeout_seconds + UNREGISTER_ATTRIBUTION_S + 1.0
+        yield Wait(limit, lambda: not self.holds(key))
+        fn()
 
     def remove(self, rt: Any) -> None:
         """``rt`` is already out of the worker's accounts and marked removed."""
