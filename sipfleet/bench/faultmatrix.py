@@ -65,6 +65,15 @@ def healthy(obj: dict) -> bool:
     return conds.get("Ready") == "True" and conds.get("RouteInSync", "True") == "True"
 
 
+def why_unhealthy(obj: dict) -> str:
+    """The conditions that are not as a healthy account has them, with their reasons: ``Ready=False Registering``."""
+    good = {"Ready": "True", "Registered": "True", "RouteInSync": "True", "AgentReady": "True"}
+    conds = (obj.get("status") or {}).get("conditions") or []
+    bad = [f"{c.get('type')}={c.get('status')}" + (f" {c['reason']}" if c.get("reason") else "")
+           for c in conds if c.get("type") in good and c.get("status") != good[c.get("type")]]
+    return ", ".join(bad) or "no conditions"
+
+
 def losses(before_specs: dict[str, str], accounts: Iterable[dict], assignments: dict[str, list[str]],
            deployments: Iterable[str]) -> list[str]:
     """What a fault lost, from the fleet as it is now against the specs before it. Pure."""
@@ -76,7 +85,7 @@ def losses(before_specs: dict[str, str], accounts: Iterable[dict], assignments: 
         elif spec_digest(now[name]) != digest:
             out.append(f"{name}: spec changed")
         elif not healthy(now[name]):
-            out.append(f"{name}: not Ready and in sync at the end")
+            out.append(f"{name}: not Ready and in sync at the end ({why_unhealthy(now[name])})")
     hosts: dict[str, list[str]] = {}
     for agent, names in assignments.items():
         for n in names:

@@ -21,10 +21,18 @@ def test_losses_name_what_was_lost():
     specs = {o["metadata"]["name"]: fm.spec_digest(o) for o in before}
     now = [acc("a", spec={"aor": "sip:other@x"}), acc("b", ready="False"), acc("c")]
     lost = fm.losses(specs, now, {"ag1": ["a", "b"], "ag2": ["b"], "ag3": []}, ["ag1", "ag2", "ag9"])
-    assert lost == ["a: spec changed", "b: not Ready and in sync at the end", "d: SipAccount gone",
+    assert lost == ["a: spec changed", "b: not Ready and in sync at the end (Ready=False)", "d: SipAccount gone",
                     "b: hosted by 2 agents ['ag1', 'ag2']", "c: hosted by 0 agents []",
                     "d: hosted by 0 agents []", "agent ag3: ConfigMap without Deployment",
                     "agent ag9: Deployment without ConfigMap"]
+
+
+def test_an_unhealthy_account_says_which_conditions_and_why():
+    o = acc("a", ready="False")
+    o["status"]["conditions"] += [{"type": "Registered", "status": "False", "reason": "Registering"},
+                                  {"type": "AgentReady", "status": "True", "reason": "AgentReady"}]
+    assert fm.why_unhealthy(o) == "Ready=False, Registered=False Registering"
+    assert fm.why_unhealthy({"status": {}}) == "no conditions"
 
 
 def test_healthy_needs_ready_and_in_sync():
