@@ -46,20 +46,31 @@ def _granted_then_unregistered(lab, user: str, since: float, call_id: str) -> tu
     return granted, unreg
 
 
-def test_an_account_removed_in_the_middle_of_its_register_unregisters_once_it_is_answered(
-        clean_lab, agent_factory, agent_account):
-    lab = clean_lab
+def _remove_in_the_middle(lab, agent_factory, agent_account, prefix: str):
+    """An agent with accounts ``stay`` and ``go`` (S delaying every answer); ``go`` removed from its assignment
+    while S still holds back the challenge to its first REGISTER. -> (agent, stay, stay user, go, go user, t0,
+    go's first REGISTER at S)."""
     lab.scripted.script(f"200 auth=401 delay={DELAY_MS} expires=300", scope="aor")
-    stay, stay_user = _account(agent_account, lab, "ls")
-    go, go_user = _account(agent_account, lab, "lg")
+    stay, stay_user = _account(agent_account, lab, f"{prefix}s")
+    go, go_user = _account(agent_account, lab, f"{prefix}g")
     t0 = time.time()
     agent = agent_factory([stay, go], expires=None)
     first = _first_register_seen(lab, go_user, t0)
-    agent.write_config({**agent.config, "accounts": [stay]})  # removed while S still holds back its challenge
+    agent.write_config({**agent.config, "accounts": [stay]})
+    return agent, stay, stay_user, go, go_user, t0, first
+
+
+def test_an_account_removed_in_the_middle_of_its_register_unregisters_once_it_is_answered(
+        clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    agent, _, stay_user, _, go_user, t0, first = _remove_in_the_middle(lab, agent_factory, agent_account, "l")
     agent.wait_status(stay_user, lambda s: s["registration"].get("state") == "Registered", 30, "stay Registered")
-    granted, unreg = wait_for(lambda: (lambda g, u: (g, u) if u is not None else None)(
-        *_granted_then_unregistered(lab, go_user, t0, first.call_id)), timeout=30, interval=0.1,
-        message=f"{go_user}: its granted REGISTER, then its un-REGISTER, at S")
+    def both():
+        granted, unreg = _granted_then_unregistered(lab, go_user, t0, first.call_id)
+        return (granted, unreg) if unreg is not None else None
+
+    granted, unreg = wait_for(both, timeout=30, interval=0.1,
+                              message=f"{go_user}: its granted REGISTER, then its un-REGISTER, at S")
     recs = _records(lab, go_user, t0)
     print(f"\nwire of the removed account: {[(round(r.at - first.at, 3), r.cseq, r.expires, r.has_auth, r.answer) for r in recs]}")
     assert granted.has_auth and unreg.at > granted.at
@@ -73,13 +84,7 @@ def test_an_account_removed_in_the_middle_of_its_register_unregisters_once_it_is
 def test_an_account_added_again_while_it_leaves_registers_after_its_old_unregister(
         clean_lab, agent_factory, agent_account):
     lab = clean_lab
-    lab.scripted.script(f"200 auth=401 delay={DELAY_MS} expires=300", scope="aor")
-    stay, _ = _account(agent_account, lab, "rs")
-    go, go_user = _account(agent_account, lab, "rg")
-    t0 = time.time()
-    agent = agent_factory([stay, go], expires=None)
-    first = _first_register_seen(lab, go_user, t0)
-    agent.write_config({**agent.config, "accounts": [stay]})
+    agent, stay, _, go, go_user, t0, first = _remove_in_the_middle(lab, agent_factory, agent_account, "r")
     time.sleep(1.1)  # the agent polls its config once a second: removed, and still waiting for S's answers
     agent.write_config({**agent.config, "accounts": [stay, go]})
     agent.wait_status(go_user, lambda s: s["registration"].get("state") == "Registered", 30, "re-added Registered")

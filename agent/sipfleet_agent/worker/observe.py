@@ -108,12 +108,9 @@ class Observer:
             if len(self._from_cache) > 256:
                 self._from_cache.clear()
             cached = self._from_cache[from_uri] = aor_key(from_uri)
-        if len(self.a.leaving):
-            gone = self.a.leaving.find(cached, call_id)
-            if gone is not None and call_id is not None and gone.meter.knows(call_id):
-                return gone
-        else:
-            gone = None
+        gone = self.a.leaving.find(cached, call_id) if len(self.a.leaving) else None
+        if gone is not None and call_id is not None and gone.meter.knows(call_id):
+            return gone
         found = None
         for rt in self.a.accounts.values():
             if rt.aor_key == cached:
