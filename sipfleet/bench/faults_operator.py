@@ -82,8 +82,14 @@ def operator_kill_converge(env: Env, run: fm.FaultRun) -> str:
 
 
 def _delete_again(env: Env, run: fm.FaultRun, users: dict[str, str], timeout: float = 90) -> tuple[list[str], str]:
-    """Delete the converge's accounts; what is left of them (and what the fleet lost meanwhile) after a while."""
+    """Delete the converge's accounts; what is left of them (and what the fleet lost meanwhile) after a while.
+
+    An agent that hosted some of them may now need a size class two steps smaller and be replaced (sizing.py's
+    lazy shrink): its untouched accounts register again. That is no loss, but it is a disruption the deletion
+    caused, so the fleet is waited for (up to ``timeout`` more) and the note says which agents shrank and how long
+    their accounts were not Ready."""
     t0 = time.monotonic()
+    sizes_before = _size_classes(env)
     for name in users:
         try:
             env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
@@ -91,19 +97,48 @@ def _delete_again(env: Env, run: fm.FaultRun, users: dict[str, str], timeout: fl
             if e.status != 404:
                 raise
     before = {k: v for k, v in run.watched().items() if k not in users}
+    disrupted: set[str] = set()
+
+    def look() -> tuple[list[dict], dict[str, list[str]], list[str]]:
+        state = fleet_state(env)
+        disrupted.update(o["metadata"]["name"] for o in state[0]
+                         if o["metadata"]["name"] in before and not fm.healthy(o))
+        return state
+
     while time.monotonic() - t0 < timeout:
-        accounts, assigned, deps = fleet_state(env)
+        accounts, assigned, deps = look()
         names = {o["metadata"]["name"] for o in accounts}
         if not (names & set(users)) and not any(a in users for ns in assigned.values() for a in ns) \
                 and set(assigned) == set(deps):  # an agent left without accounts goes with both its children
             if not any(env.lab.contacts(u) for u in users.values()):  # unREGISTERs may still be under way
                 break
         time.sleep(2)
-    took = time.monotonic() - t0
+    gone = time.monotonic() - t0
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < timeout:  # the untouched accounts of a shrunk agent register again
+        accounts, assigned, deps = look()
+        now = {o["metadata"]["name"]: o for o in accounts}
+        if all(n in now and fm.healthy(now[n]) for n in before):
+            break
+        time.sleep(1)
+    settled = time.monotonic() - t0
     accounts, assigned, deps = fleet_state(env)
     contacts = {u: env.lab.contacts(u) for u in users.values()}
     left = fm.deletion_leftovers(users, accounts, assigned, contacts) + fm.losses(before, accounts, assigned, deps)
-    return left, f"deleted again: all gone after {took:.1f} s" if not left else f"deleted again: {took:.0f} s"
+    sizes_after = _size_classes(env)
+    shrunk = ", ".join(f"-{a.rsplit('-', 1)[-1]} {sizes_before[a]}->{c}" for a, c in sorted(sizes_after.items())
+                       if a in sizes_before and c != sizes_before[a])
+    note = f"deleted again: all gone after {gone:.1f} s" if not left else f"deleted again: {gone:.0f} s"
+    if disrupted:
+        note += (f"; {len(disrupted)} untouched accounts not Ready meanwhile (agents shrunk: {shrunk or 'none'}), "
+                 f"all Ready {settled:.1f} s after the deletion began")
+    return left, note
+
+
+def _size_classes(env: Env) -> dict[str, str]:
+    """Agent Deployment -> the size class (workers) its pod template was built for."""
+    deps = client.AppsV1Api(env.api).list_namespaced_deployment(env.ns, label_selector=keys.AGENT_SELECTOR).items
+    return {d.metadata.name: (d.metadata.annotations or {}).get(keys.ANNOTATION_SIZE, "?") for d in deps}
 
 
 # ---------------------------------------------------------------------------------------- HA: active replica killed
