@@ -97,6 +97,7 @@ def run_cluster(args: Any) -> int:
     def resolve(a: AgentAssignment) -> list[ResolvedAccount]:
         out = []
         tls_resolver.pass_cache.clear()
+        resolver.prefetch(a.accounts)
         for acc in a.accounts:
             key = (acc.namespace, acc.name)
             try:
