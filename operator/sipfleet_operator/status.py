@@ -6,6 +6,9 @@ memory and promises: at most one status write per call, none when nothing change
 so a status write happens once per real transition; one refresh of an account at a time; the ladder's next
 wake-up scheduled (wakeups.py); its actions carried out after the status write (the repair token reaches the
 agent with its children, a pod restart at most once a minute per pod, events last: nobody waits for them).
+A repair token written here reaches the agent through that sync, so the watch event of our own write is not a
+change to reconcile (``AccountRecord.reconciled`` moves to the new inputs): a reconcile per token re-read the
+account's Secret and ran another pass of its agent, during a fleet-wide repair one per drifted account.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from . import placement as pl
 from .children import Children
 from .events import Events
 from .k8s import ApiError
-from .observed import is_deleting, is_paused, ref
+from .observed import inputs_digest, is_deleting, is_paused, ref
 from .state import State
 from .wakeups import Wakeups
 
@@ -97,6 +100,11 @@ class Status:
                     raise  # the ladder's state is not written: its wake-up stays as it was
                 metrics.STATUS_PATCHES.inc()
                 st.remember(fresh)
+                if "ladder" in patch and rec.reconciled == inputs_digest(body) and step is not None and any(
+                        isinstance(a, lad.RequestRepair) for a in step.actions):
+                    # _act's sync_agent carries the new token; anything else that changed meanwhile still differs
+                    rec.reconciled = inputs_digest({**body, "status": {**(body.get("status") or {}),
+                                                                       "ladder": patch["ladder"]}})
             self.wakeups.schedule((ns, name), step.wake_at if step is not None else None)
             if step is not None and step.actions:
                 await self._act(body, placed, step.actions)

@@ -112,3 +112,41 @@ def test_the_first_patch_replaces_what_a_previous_agent_left_without_reading_it(
     assert held["registration"] == {"state": "Registered", "code": 200}
     assert held["route"] == doc["route"] and held["agent"] == doc["agent"]
     assert api.patches[1][1] == {"registration": {"code": 200, "state": "Registered"}}  # then only the change
+
+
+class SlowCustom(Custom):
+    """Each patch takes ``delay`` s; records how many were in flight at once, overall and per account."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.flying: dict[str, int] = {}
+        self.most = 0
+        self.most_one_account = 0
+
+    def patch_namespaced_custom_object_status(self, group, version, ns, plural, name, body, **kw):
+        with self.lock:
+            self.flying[name] = self.flying.get(name, 0) + 1
+            self.most = max(self.most, sum(self.flying.values()))
+            self.most_one_account = max(self.most_one_account, self.flying[name])
+        time.sleep(self.delay)
+        with self.lock:
+            self.flying[name] -= 1
+        super().patch_namespaced_custom_object_status(group, version, ns, plural, name, body, **kw)
+
+
+def test_a_burst_is_written_several_at_a_time_never_two_of_one_account():
+    api = SlowCustom(delay=0.05)
+    w = StatusWriter(api, "ns", window_s=0.0, threads=4)
+    try:
+        for i in range(16):
+            w.submit(("ns", f"a{i}"), f"a{i}", reg("Registering"))
+        for rnd in range(3):  # each account changes again while its patch may be in flight
+            for i in range(16):
+                w.submit(("ns", f"a{i}"), f"a{i}", reg("Registered", 200 + rnd))
+        wait_until(lambda: all(api.held.get(f"a{i}", {}).get("registration", {}).get("code") == 202
+                               for i in range(16)))
+    finally:
+        w.stop(5)
+    assert 1 < api.most <= 4
+    assert api.most_one_account == 1

@@ -310,6 +310,14 @@ def test_the_ladder_wakes_an_account_at_its_own_time():
         assert f.eng.wakeups.get((NS, "alice")) == T0 + timedelta(seconds=10)
         configs = len(f.writes("apply", "ConfigMap"))
         assert configs == 1  # the repair token went to the agent
+        token = f.body("alice")["status"]["ladder"]["token"]
+        cm = f.api.objects[("ConfigMap", NS, agent)]
+        assert json.loads(cm["data"][b.ASSIGNMENT_KEY])["accounts"][0]["repairToken"].endswith(token)
+        # the watch event of the token's own write is no change to reconcile (no Secret read, no second pass) ...
+        assert not f.eng.needs_reconcile(f.body("alice"))
+        # ... but a spec change that came with it is
+        changed = f.body("alice")
+        assert f.eng.needs_reconcile({**changed, "spec": {**changed["spec"], "expires": 120}})
         f.clock.t = T0 + timedelta(seconds=9)
         await f.eng.background.wake_due()  # not due yet
         assert f.writes("delete", "Pod") == []
