@@ -24,6 +24,8 @@ import sys
 import time
 from contextlib import ExitStack
 
+from sipfleet.kubectl.fmt import percentile
+
 LAB_NAME = "bench-agent"
 
 
@@ -48,14 +50,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1)))))
-    return v[k]
 
 
 def _lab(args: argparse.Namespace, stack: ExitStack, shm_mb: int | None = None):
@@ -162,7 +156,7 @@ def _repair(args: argparse.Namespace) -> int:
             except TimeoutError:
                 pass
             _wait(lambda: _all_registered(agent), 30, "registered again", interval=0.01)
-        p50, p99 = _pct(durations, 50), _pct(durations, 99)
+        p50, p99 = percentile(durations, 50), percentile(durations, 99)
         print(json.dumps({
             "benchmark": "agent-repair", "mode": args.mode, "repairs": len(durations),
             "repaired_register_seen_at_P": wire_ok,

@@ -32,6 +32,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from sipfleet.api.models import GROUP, PLURAL, VERSION
+from sipfleet.kubectl.fmt import percentile
 
 POLL_S = 0.5  # on_poll's period while watching
 
@@ -52,14 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1)))))
-    return v[k]
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -328,14 +321,14 @@ def _converge(args: argparse.Namespace) -> int:
 
         def phase(p: str) -> dict:  # seconds after the first create: when half of the accounts / all of them
             ts = sorted(v - t0 for v in seen[p].values())
-            return {"n": len(ts), "p50_s": round(_pct(ts, 50), 2) if ts else None,
+            return {"n": len(ts), "p50_s": round(percentile(ts, 50), 2) if ts else None,
                     "all_s": round(ts[-1], 2) if len(ts) == len(names) else None}
 
         print(json.dumps({
             "benchmark": "converge", "accounts": len(names), "registered": len(reg), "ready": len(seen["ready"]),
             "agents": agents,
             "all_registered_after_first_create_s": round(max(reg.values()) - t0, 2) if reg else None,
-            "per_account_to_registered_p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+            "per_account_to_registered_p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "phases_after_first_create": {p: phase(p) for p in PHASES},
             "sipaccount_status_writes_all_clients": status_writes,
             "sipaccount_status_writes_per_account": round(status_writes / len(names), 2),

@@ -21,7 +21,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-from .fleet import Env, _fmt_ms, _op_writes, _pct, _ready
+from sipfleet.kubectl.fmt import percentile
+
+from .fleet import Env, _fmt_ms, _op_writes, _ready
 
 AGENT_HTTP_PORT = 8080
 
@@ -128,9 +130,9 @@ def _repair(args: argparse.Namespace) -> int:
         result = {
             "benchmark": "repair", "mode": args.mode, "accounts": len(names), "drifted_on_wire": drifted,
             "repaired_on_wire": repaired_ok, "repaired_status": len(done), "methods": methods,
-            "wire_first_drift_to_via_P_p50_ms": _pct(wall, 50), "wire_p99_ms": _pct(wall, 99),
+            "wire_first_drift_to_via_P_p50_ms": percentile(wall, 50), "wire_p99_ms": percentile(wall, 99),
             "wire_max_ms": max(wall) if wall else None,
-            "status_duration_p50_ms": _pct(durations, 50), "status_duration_p99_ms": _pct(durations, 99),
+            "status_duration_p50_ms": percentile(durations, 50), "status_duration_p99_ms": percentile(durations, 99),
             "all_repaired_in_status_after_s": round(max(done.values()) - t0, 2) if done else None,
             "operator_writes_during_repair": _op_writes(env, w0),
             "apiserver_writes_during_repair_all_clients": api,

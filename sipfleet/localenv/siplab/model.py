@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from sipfleet.kubectl.fmt import percentile
+
 NODES: tuple[str, ...] = ("P", "R", "E")
 #: the scripted registrar (our own SIP responder, see .scripted_server)
 SCRIPTED = "S"
@@ -121,11 +123,3 @@ class SippResult:
 
     def percentile_ms(self, p: float) -> float | None:
         return percentile(self.rtts_ms, p)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1)))))
-    return s[k]
