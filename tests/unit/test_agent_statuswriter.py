@@ -150,3 +150,41 @@ def test_a_burst_is_written_several_at_a_time_never_two_of_one_account():
         w.stop(5)
     assert 1 < api.most <= 4
     assert api.most_one_account == 1
+
+
+class ThrottlingCustom(Custom):
+    """Answers the first patch with 429 and Retry-After: 1; records when each patch was accepted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused_at: float | None = None
+        self.accepted: dict[str, float] = {}
+
+    def patch_namespaced_custom_object_status(self, group, version, ns, plural, name, body, **kw):
+        from kubernetes.client.exceptions import ApiException
+
+        with self.lock:
+            first = self.refused_at is None
+            if first:
+                self.refused_at = time.monotonic()
+        if first:
+            e = ApiException(status=429, reason="Too Many Requests")
+            e.headers = {"Retry-After": "1"}
+            raise e
+        super().patch_namespaced_custom_object_status(group, version, ns, plural, name, body, **kw)
+        with self.lock:
+            self.accepted[name] = time.monotonic()
+
+
+def test_a_429_pauses_every_thread_for_its_retry_after_then_the_document_is_written():
+    api = ThrottlingCustom()
+    w = StatusWriter(api, "ns", window_s=0.0, threads=4)
+    try:
+        w.submit(("ns", "a"), "a", reg("Registering"))
+        wait_until(lambda: api.refused_at is not None)
+        w.submit(("ns", "b"), "b", reg("Registering"))  # another account: it waits out the pause too
+        wait_until(lambda: "a" in api.accepted and "b" in api.accepted)
+    finally:
+        w.stop(5)
+    assert min(api.accepted.values()) - api.refused_at >= 0.9
+    assert api.held["a"]["registration"]["state"] == "Registering"

@@ -3,7 +3,8 @@
 account within ``window_s`` and never two of one account at once: documents arriving meanwhile (from the account's
 worker, the supervisor's own verdicts) replace each other and the last one is written when the window ends; a
 document after a quiet spell goes out at once. A failed patch is tried again after a second or two, or after the
-server's own ``Retry-After`` (a 429 from API priority and fairness); the thread that got it waits that long.
+server's own ``Retry-After`` (a 429 from API priority and fairness); meanwhile no thread sends anything (the
+apiserver asked this client, not one account, to slow down).
 
 Several threads because a burst (64 accounts drifting at once, a registrar coming back) was written one patch
 after another: ~40 ms each on a busy apiserver put the last account's status seconds behind its wire."""
@@ -49,6 +50,7 @@ class StatusWriter:
         self._not_before: dict[tuple[str, str], float] = {}  # account -> when its window ends
         self._known: dict[tuple[str, str], dict] = {}
         self._in_flight: set[tuple[str, str]] = set()
+        self._pause_until = 0.0  # time.monotonic(): no patch before this (a failed one's retry wait)
         self._cond = threading.Condition()
         self._stop = False
         self.patches = 0
@@ -79,6 +81,10 @@ class StatusWriter:
             while True:
                 if self._stop and not self._pending:
                     return None
+                pause = self._pause_until - time.monotonic()
+                if pause > 0:
+                    self._cond.wait(pause)
+                    continue
                 now = self.clock()
                 self._not_before = {k: t for k, t in self._not_before.items() if t > now}
                 due = next((k for k in self._pending if k not in self._in_flight
@@ -102,9 +108,8 @@ class StatusWriter:
                 self._not_before[(ns, name)] = self.clock() + self.window_s
                 if retry_in is not None:
                     self._pending.setdefault((ns, name), doc)
+                    self._pause_until = max(self._pause_until, time.monotonic() + retry_in)
                 self._cond.notify_all()
-            if retry_in is not None:
-                time.sleep(retry_in)
 
     def _write(self, ns: str, name: str, doc: dict) -> float | None:
         """Patch one account's status; None when done (or nothing to do), else the seconds to wait before retrying."""
