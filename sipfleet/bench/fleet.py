@@ -103,6 +103,11 @@ class Env:
             stack.callback(self._delete_namespace)
         print(f"# cluster {args.cluster}, lab {self.lab.subnet}.x, namespace {self.ns}, operator log "
               f"{self.operator.log_path} (setup {time.monotonic() - t:.1f} s)", flush=True)
+        others = [o for o in self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+                  if o["metadata"]["namespace"] != self.ns]
+        if others:  # e.g. left by --keep: their agents run (and write: apiserver_request_total has no namespace)
+            print(f"# WARNING: {len(others)} SipAccounts in other namespaces: their agents run beside this bench "
+                  "and the API write counts include their writes", flush=True)
 
     def _apply_crd(self) -> None:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
@@ -292,11 +297,6 @@ PHASES = {
 def _converge(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = Env(args, stack)
-        others = [o for o in env.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-                  if o["metadata"]["namespace"] != env.ns]
-        if others:  # apiserver_request_total has no namespace: their agents' writes would be counted too
-            print(f"# WARNING: {len(others)} SipAccounts in other namespaces; the status write counts include "
-                  "their writes", flush=True)
         a0 = env.apiserver_writes()
         accs = env.create_accounts(args.accounts, "cv")
         t0 = env.t_apply
