@@ -179,7 +179,7 @@ class LocalCluster:
             if self.running() and not fresh:
                 return self
             if self.records() or self.layout.hostnet_file.exists():  # partly running or stale: start over
-                self._down_locked(purge=False)
+                lifecycle.down_locked(self, purge=False)
             if fresh:
                 shutil.rmtree(self.layout.etcd_dir, ignore_errors=True)
             started: list[procs.ProcRecord] = []
