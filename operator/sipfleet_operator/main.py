@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server
 
     from . import handlers  # noqa: F401  (registers the handlers)
-    from . import logs
+    from . import kopf_namespaces, logs
 
     try:
         settings = settings_from(args, os.environ)
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, identity=identity, priority=(
         auto_priority(identity) if settings.priority is None else settings.priority))
     logs.setup(settings.log_format, settings.log_level)
+    if settings.namespaces:  # only a namespaced kopf observes namespaces
+        kopf_namespaces.install()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     kopf.run(
