@@ -31,8 +31,11 @@ def test_lab_slot_names_and_addresses():
 
 
 def test_bridge_mac_is_fixed_and_locally_administered():
+    """Labs' bridges and clusters' cbr0 share one L2 segment once joined: every MAC is distinct."""
     macs = {plan.lab_net(s).bridge_mac for s in plan.LAB_SLOTS}
-    assert len(macs) == len(plan.LAB_SLOTS)
+    macs |= {plan.cluster_net(s, "x").bridge_mac for s in plan.CLUSTER_SLOTS}
+    assert len(macs) == len(plan.LAB_SLOTS) + len(plan.CLUSTER_SLOTS)
+    assert plan.cluster_net(7, "a").bridge_mac == plan.cluster_net(7, "b").bridge_mac  # the slot's, fixed
     for mac in macs:
         first = int(mac.split(":")[0], 16)
         assert first & 0b10 and not first & 0b1  # locally administered, unicast

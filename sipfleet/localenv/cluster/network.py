@@ -4,7 +4,8 @@
 
 * netns ``sipfleet-c-<name>`` (loopback up): etcd, the apiserver, controller-manager, scheduler, containerd, the
   kubelet and kube-proxy all run in it, so their ports and kube-proxy's nftables table are the cluster's own;
-* bridge ``cbr0`` in it with the node IP ``10.213.c.1/16`` (the CNI bridge plugin attaches pods to it);
+* bridge ``cbr0`` in it with the node IP ``10.213.c.1/16`` (the CNI bridge plugin attaches pods to it) and a
+  fixed MAC (the plan's ``bridge_mac``): pods' veths come and go as its ports, its address must not follow them;
 * a veth from the host (``sfc<c>h``, ``10.213.c.254/24``) whose peer is a port of ``cbr0``: the host reaches the
   apiserver and the pods directly on that L2 segment, nothing is routed;
 * forwarding inside that netns only, and only from ``cbr0`` back onto ``cbr0`` (nftables table
@@ -44,7 +45,7 @@ def pick_slot(name: str, prefer: int | None) -> ClusterNet:
 
 def build(owned: hostnet.Owned, net: ClusterNet) -> None:
     owned.netns(net.netns)
-    owned.bridge(net.bridge, cidr=net.node_cidr, netns=net.netns)
+    owned.bridge(net.bridge, cidr=net.node_cidr, mac=net.bridge_mac, netns=net.netns)
     owned.veth(net.host_link, net.host_link_peer, peer_netns=net.netns, peer_master=net.bridge)
     owned.addr(net.host_link, net.host_cidr)
     family, table, script = hairpin_nft(net)

@@ -145,6 +145,14 @@ class ClusterNet:
         return "cbr0"
 
     @property
+    def bridge_mac(self) -> str:
+        """A fixed, locally administered MAC for ``cbr0``. A bridge created without one takes the lowest MAC of
+        its ports, so it changed whenever a pod's veth came or went: the host and every pod kept sending to
+        the old MAC (their neighbour entry stays valid up to ~45 s), and their TCP to the apiserver stalled
+        until the entry expired (requests of 13-53 s)."""
+        return f"02:53:46:43:{self.slot:02x}:01"
+
+    @property
     def node_ip(self) -> str:
         return f"10.213.{self.slot}.1"
 
