@@ -102,12 +102,13 @@ def size_class(workers: int, dedicated: bool = False) -> int:
 
 
 def choose(needed: int, previous: int | None, rolls_anyway: bool) -> int:
-    """The class to apply: ``needed`` when growing, when nothing was applied before, when the pod is replaced
-    anyway, or when ``needed`` is two classes (or more) below ``previous``; otherwise ``previous``. (A shared pod
-    never needs less than ``SHARED_MIN``, so it shrinks from 8 to 2 only.)"""
+    """The class to apply: ``needed`` when growing, when nothing was applied before, or when the pod is replaced
+    anyway; otherwise ``previous``. A running pod is never replaced only to shrink it: that would re-REGISTER
+    every account it hosts because other accounts left it. It keeps its reservation until its template changes
+    for another reason (a new agent image, other settings), when the smaller class costs nothing."""
     if previous not in CLASSES or needed >= previous or rolls_anyway:
         return needed
-    return needed if CLASSES.index(previous) - CLASSES.index(needed) >= 2 else previous
+    return previous
 
 
 def first_deploy_wait(now: float, first_at: float, last_join_at: float, full: bool, settle: float,

@@ -84,10 +84,9 @@ def operator_kill_converge(env: Env, run: fm.FaultRun) -> str:
 def _delete_again(env: Env, run: fm.FaultRun, users: dict[str, str], timeout: float = 90) -> tuple[list[str], str]:
     """Delete the converge's accounts; what is left of them (and what the fleet lost meanwhile) after a while.
 
-    An agent that hosted some of them may now need a size class two steps smaller and be replaced (sizing.py's
-    lazy shrink): its untouched accounts register again. That is no loss, but it is a disruption the deletion
-    caused, so the fleet is waited for (up to ``timeout`` more) and the note says which agents shrank and how long
-    their accounts were not Ready."""
+    An agent that hosted some of them now needs a smaller size class; the operator must not replace it for that
+    (its untouched accounts would register again). The fleet is still watched (up to ``timeout`` more), and the
+    note says which agents changed class and how long their accounts were not Ready, if any did."""
     t0 = time.monotonic()
     sizes_before = _size_classes(env)
     for name in users:
@@ -115,7 +114,7 @@ def _delete_again(env: Env, run: fm.FaultRun, users: dict[str, str], timeout: fl
         time.sleep(2)
     gone = time.monotonic() - t0
     t1 = time.monotonic()
-    while time.monotonic() - t1 < timeout:  # the untouched accounts of a shrunk agent register again
+    while time.monotonic() - t1 < timeout:  # an untouched account disturbed by the deletion is waited for
         accounts, assigned, deps = look()
         now = {o["metadata"]["name"]: o for o in accounts}
         if all(n in now and fm.healthy(now[n]) for n in before):

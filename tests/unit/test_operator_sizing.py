@@ -61,14 +61,16 @@ def test_size_classes():
     assert sizing.CLASSES[-1] == m.MAX_WORKERS_PER_AGENT
 
 
-def test_growth_is_applied_and_shrinking_is_lazy():
+def test_growth_is_applied_and_a_running_pod_is_never_replaced_only_to_shrink():
     assert sizing.choose(4, None, False) == 4  # nothing applied yet
     assert sizing.choose(4, 2, False) == 4  # grows at once
     assert sizing.choose(8, 4, False) == 8
     assert sizing.choose(2, 4, False) == 4  # one class down: kept
     assert sizing.choose(4, 8, False) == 8
-    assert sizing.choose(2, 8, False) == 2  # two classes down: shrinks
+    assert sizing.choose(2, 8, False) == 8  # two classes down: kept too (its other accounts stay registered)
+    assert sizing.choose(1, 8, False) == 8
     assert sizing.choose(2, 4, True) == 2  # replaced anyway: the right size for free
+    assert sizing.choose(2, 8, True) == 2
 
 
 def test_a_pod_filling_up_with_one_route_crosses_two_classes():
@@ -106,14 +108,17 @@ def test_a_route_change_in_a_small_pod_does_not_roll_it():
             current["metadata"]["annotations"][b.ANNOTATION_TEMPLATE_HASH]
 
 
-def test_accounts_leaving_do_not_roll_until_two_classes_down():
+def test_accounts_leaving_never_roll_the_pod_of_the_accounts_that_stay():
     settings = Settings()
     big = agent([R[0]] * 40)
     current = _deployment(big, settings, b.size_to_apply(big, settings, None))
     assert current["metadata"]["annotations"][b.ANNOTATION_SIZE] == "8"
-    for n, want in ((30, 8), (17, 8), (16, 2)):
+    for n in (30, 17, 16, 1):
         a = agent([R[0]] * n)
-        assert b.size_to_apply(a, settings, current) == want, n
+        size = b.size_to_apply(a, settings, current)
+        assert size == 8, n
+        assert b.template_hash(_deployment(a, settings, size)["spec"]["template"]) == \
+            current["metadata"]["annotations"][b.ANNOTATION_TEMPLATE_HASH], n
     # a template change for another reason (the image) takes the smaller class with it
     moved = Settings(agent_image="sipfleet/agent:0.2.0")
     assert b.size_to_apply(agent([R[0]] * 20), moved, current) == 4
