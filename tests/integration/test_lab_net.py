@@ -69,7 +69,7 @@ def _fake_cluster(owned: hostnet.Owned, slot: int) -> str:
     name = f"pytest-{uuid.uuid4().hex[:6]}"
     net = plan.cluster_net(slot, name)
     owned.netns(net.netns)
-    owned.bridge("cbr0", cidr=net.node_cidr, netns=net.netns)
+    owned.bridge("cbr0", cidr=net.node_cidr, mac=net.bridge_mac, netns=net.netns)  # as network.build makes it
     return net.netns
 
 
