@@ -17,8 +17,9 @@ one for every REGISTER after it. Examples:
   sipfleet lab script silence                        sipfleet lab script "200 delay=5000"
   sipfleet lab script "200 sr=10"  "200 sr=16 sr-style=one"  "200 big-header=8192"  "200 pad=4100"
   sipfleet lab script "200 bad-contact"  "200 expires=1"  "600"
+  sipfleet lab script "200 big-header=4100 big-header-at=start"   Contact, Expires beyond a 4000-byte UDP cut
 Keys: expires contact bad-contact sr sr-uri sr-style retry-after min-expires auth bad-digest delay big-header
-pad header reason count (see sipfleet/localenv/siplab/answers.py and docs/lab.md). No ANSWER: show the script.
+big-header-at pad header reason count (see sipfleet/localenv/siplab/answers.py and docs/lab.md). No ANSWER: show the script.
 """
 
 

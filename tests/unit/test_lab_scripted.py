@@ -40,7 +40,7 @@ def _resp(text: str, req: str = REQ, ctx: Context = CTX, **kw):
 @pytest.mark.parametrize("text", [
     "200", "200 expires=60 sr=2", "200 sr=10 sr-style=one", "403 auth=401", "200 auth=407 bad-digest=403",
     "423 min-expires=600", "503 retry-after=30", "302 contact=R", "302 contact=self", "silence", "200 delay=5000",
-    "200 big-header=8192", "200 pad=4100", "200 bad-contact", "200 expires=0", "600", "480 count=3",
+    "200 big-header=8192", "200 big-header=4100 big-header-at=start", "200 pad=4100", "200 bad-contact", "200 expires=0", "600", "480 count=3",
     "200 'reason=All fine' 'header=X-A: b c' sr-uri=sip:10.213.201.3;lr",
 ])
 def test_answer_text_round_trips(text):
@@ -52,7 +52,7 @@ def test_answer_text_round_trips(text):
 @pytest.mark.parametrize("bad", [
     "", "ok", "99", "700", "302", "302 contact=elsewhere", "200 contact=R", "200 auth=402", "silence auth=401",
     "200 sr=65", "200 delay=-1", "200 pad=70000", "200 count=0", "200 nokey=1", "200 expires=x", "200 flag",
-    "200 'header=no colon'", "200 sr-style=many",
+    "200 'header=no colon'", "200 sr-style=many", "200 big-header-at=middle",
 ])
 def test_bad_answers_are_refused(bad):
     with pytest.raises(AnswerError):
@@ -120,6 +120,11 @@ def test_service_routes_in_one_header_and_the_hostile_sizes():
     assert len(_resp("200 sr=10").all("service-route")) == 10
     assert len(_resp("200 big-header=8192").get("x-siplab-big")) == 8192
     assert len(render(parse(REQ.encode()), parse_answer("200 pad=4100"), CTX)) == 4100
+    # the big header first: a cut at 4000 bytes takes Contact, Expires and Service-Route with it
+    first = render(parse(REQ.encode()), parse_answer("200 big-header=4100 big-header-at=start sr=2"), CTX)
+    assert not parse(first[:4000] + b"\r\n\r\n").get("expires")
+    last = render(parse(REQ.encode()), parse_answer("200 big-header=4100 sr=2"), CTX)
+    assert parse(last[:4000] + b"\r\n\r\n").get("expires") == "600"
 
 
 def test_failure_answers_carry_their_headers():

@@ -11,14 +11,15 @@ Text form of one answer: ``CODE|silence [key=value ...]`` (shell-like quoting), 
     423 min-expires=600              503 retry-after=30              480    500    404    600    603
     302 contact=R                    (Contact: R's registrar URI); contact=self: a redirect loop
     silence                          no answer at all;   200 delay=5000: the 200 after 5 s
-    200 big-header=8192  200 pad=4000  200 bad-contact  200 expires=0  200 expires=1   (issue 13's hostile ones)
+    200 big-header=8192  200 big-header=4100 big-header-at=start  200 pad=4000  200 bad-contact  200 expires=0  200 expires=1   (issue 13's hostile ones)
 
 Keys: ``expires`` (200: granted expiry, header and Contact ``;expires=``; default: the request's, at most
 3600), ``contact`` (200: ``echo`` | ``none`` | ``raw:<text>``; 3xx: ``P|R|E|S|self`` or a URI), ``bad-contact``,
 ``sr`` (that many Service-Route URIs, E's address with ``;srn=<i>``), ``sr-uri`` (one given URI, repeatable),
 ``sr-style`` (``headers`` one header per URI | ``one``), ``retry-after``, ``min-expires``, ``auth`` (401|407),
 ``bad-digest`` (what wrong credentials get under ``auth``: ``challenge`` | ``403``), ``delay`` (ms),
-``big-header`` (one ``X-Siplab-Big`` header of that many bytes), ``pad`` (the whole response at least that
+``big-header`` (one ``X-Siplab-Big`` header of that many bytes), ``big-header-at`` (``end``: after the scripted
+headers | ``start``: before Contact, Expires and Service-Route, so a cut at a receive buffer loses them), ``pad`` (the whole response at least that
 many bytes), ``header`` (one raw ``Name: value`` line, repeatable), ``reason``, ``count`` (how many requests the
 step answers; the last step answers every request after it).
 
@@ -66,6 +67,7 @@ class Answer:
     bad_digest: str = "challenge"
     delay_ms: int = 0
     big_header: int = 0
+    big_header_at: str = "end"
     pad: int = 0
     headers: tuple[str, ...] = ()
     count: int = 1
@@ -116,6 +118,8 @@ def check(a: Answer) -> None:
         raise AnswerError("sr must be 0..64")
     if not 0 <= a.delay_ms <= 600_000:
         raise AnswerError("delay must be 0..600000 ms")
+    if a.big_header_at not in ("start", "end"):
+        raise AnswerError("big-header-at must be start or end")
     if not 0 <= a.big_header <= MAX_SIZE or not 0 <= a.pad <= MAX_SIZE:
         raise AnswerError(f"big-header and pad must be 0..{MAX_SIZE} bytes")
     if a.count < 1:
@@ -136,7 +140,8 @@ def check(a: Answer) -> None:
 
 _INT_KEYS = {"expires": "expires", "retry-after": "retry_after", "min-expires": "min_expires", "sr": "sr_count",
              "auth": "auth", "delay": "delay_ms", "big-header": "big_header", "pad": "pad", "count": "count"}
-_STR_KEYS = {"contact": "contact", "sr-style": "sr_style", "bad-digest": "bad_digest", "reason": "reason"}
+_STR_KEYS = {"contact": "contact", "sr-style": "sr_style", "big-header-at": "big_header_at", "bad-digest": "bad_digest",
+             "reason": "reason"}
 _LIST_KEYS = {"sr-uri": "service_routes", "header": "headers"}
 
 

@@ -116,6 +116,9 @@ def render(req: SipMessage, a: Answer, ctx: Context, *, code: int | None = None,
 
 def _scripted_headers(req: SipMessage, a: Answer, ctx: Context, status: int) -> list[str]:
     out: list[str] = []
+    big = ["X-Siplab-Big: " + "b" * a.big_header] if a.big_header else []
+    if a.big_header_at == "start":
+        out += big
     if 300 <= status < 400:
         out.append(f"Contact: <{target_uri(a.contact, ctx)}>")
     elif a.contact.startswith("raw:"):
@@ -134,8 +137,8 @@ def _scripted_headers(req: SipMessage, a: Answer, ctx: Context, status: int) -> 
         out.append(f"Retry-After: {a.retry_after}")
     if a.min_expires is not None:
         out.append(f"Min-Expires: {a.min_expires}")
-    if a.big_header:
-        out.append("X-Siplab-Big: " + "b" * a.big_header)
+    if a.big_header_at == "end":
+        out += big
     out += list(a.headers)
     return out
 
