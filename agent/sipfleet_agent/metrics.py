@@ -67,6 +67,9 @@ class Metrics:
         self.tls_failures = Counter(
             "sipfleet_agent_tls_failures", "TLS connections that failed, by cause (verify, handshake)", ["reason"],
             registry=r)
+        self.answers_truncated = Counter(
+            "sipfleet_agent_registrar_answers_truncated",
+            "Answers to REGISTER cut at pjsip's 4000-byte UDP receive buffer (PJSIP_MAX_PKT_LEN)", registry=r)
         for state in ("Registering", "Registered", "Failed", "Unregistered"):
             self.registrations.labels(state=state).set(0)
         # exported at 0 from the start: a series born at 1 is never counted by increase()/rate()

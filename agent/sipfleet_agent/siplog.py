@@ -22,7 +22,8 @@ _TX_RE = re.compile(
     r"to (?P<proto>[A-Za-z0-9]+) (?P<dest>\S+?):?$"
 )
 _RX_RESP_RE = re.compile(
-    r"^RX \d+ bytes Response msg (?P<code>\d{3})/(?P<method>[A-Za-z]+)/cseq=(?P<cseq>\d+) \((?P<rdata>[^)]*)\) "
+    r"^RX (?P<length>\d+) bytes Response msg (?P<code>\d{3})/(?P<method>[A-Za-z]+)/cseq=(?P<cseq>\d+) "
+    r"\((?P<rdata>[^)]*)\) "
     r"from (?P<proto>[A-Za-z0-9]+) (?P<src>\S+?):?$"
 )
 # Compact header forms (RFC 3261 7.3.3) that matter here: i = Call-ID, f = From, t = To.
@@ -60,6 +61,7 @@ class RxResponse:
     call_id: str
     service_route: tuple[str, ...] = field(default_factory=tuple)
     from_uri: str = ""
+    length: int = 0  # bytes pjsip received (its "RX N bytes")
 
 
 def scrub(text: str) -> str:
@@ -219,6 +221,7 @@ def parse_rx_response(msg: str) -> RxResponse | None:
         call_id=hdrs.get("call-id", [""])[0],
         service_route=tuple(service_route_values(hdrs.get("service-route", []))),
         from_uri=_from_uri(hdrs.get("from", [""])[0]),
+        length=int(m.group("length")),
     )
 
 

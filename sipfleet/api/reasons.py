@@ -9,10 +9,14 @@ The limits are facts of the wheel we cannot patch (pjproject 2.15.1, see docs/ho
 * ``PJSIP_REGISTER_CLIENT_DELAY_BEFORE_REFRESH`` (5 s): ``schedule_registration()`` in
   ``pjsip/src/pjsip-ua/sip_reg.c`` refreshes at ``expiry - delay`` in unsigned arithmetic, at least 5 s after the
   answer: a granted expiry at or below the margin is never refreshed in time (or at all).
+* ``PJSIP_MAX_PKT_LEN`` (4000 bytes): the receive buffer of every transport (``pjsip/include/pjsip/sip_config.h``);
+  a longer UDP datagram is cut to it by ``recvfrom()`` and parsed as if whole, a longer TCP message is dropped.
 """
 
 from __future__ import annotations
 
+#: pjsip's receive buffer in bytes (PJSIP_MAX_PKT_LEN): a UDP answer this long may have been cut.
+PJSIP_MAX_PKT_LEN = 4000
 #: Service-Route URIs pjsua 2.15.1 holds per account (PJSUA_ACC_MAX_PROXIES).
 PJSUA_MAX_SERVICE_ROUTE_URIS = 8
 #: pjsip's refresh margin and minimum refresh delay in seconds (PJSIP_REGISTER_CLIENT_DELAY_BEFORE_REFRESH).
@@ -36,6 +40,11 @@ REGISTRAR_RESPONSE_CRASHED_WORKER = "RegistrarResponseCrashedWorker"
 
 #: The registrar's answer did not fit pjsip's receive buffer (PJSIP_MAX_PKT_LEN, 4000 bytes): dropped (TCP).
 REGISTRAR_RESPONSE_OVERSIZED = "RegistrarResponseOversized"
+
+#: The registrar's answer over UDP filled pjsip's receive buffer (PJSIP_MAX_PKT_LEN): the datagram was cut there
+#: and pjsip parsed the rest as if it were whole, so what the answer granted (Expires, Service-Route) is unknown.
+#: A 2xx so cut is not counted as a binding: ``Failed``, retried with back-off.
+REGISTRAR_RESPONSE_TRUNCATED = "RegistrarResponseTruncated"
 
 # Failure classes of a REGISTER (the agent's retry policy, agent/sipfleet_agent/worker/retrypolicy.py;
 # docs/registration-policy.md). As ``failureReason`` they name what failed; as ``nextAttemptReason`` why the next
@@ -68,4 +77,4 @@ TLS_HANDSHAKE_FAILED = "TlsHandshakeFailed"
 #: TLS: the account's TLS material cannot be used (missing key, not PEM, refused by pjsip's OpenSSL).
 TLS_CONFIG_INVALID = "TlsConfigInvalid"
 
-ALL = (REGISTRAR_GRANTED_NO_BINDING, TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, AUTH_FAILED, PERMANENT_FAILURE, REDIRECT_REFUSED, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)
+ALL = (REGISTRAR_GRANTED_NO_BINDING, TLS_VERIFY_FAILED, TLS_HANDSHAKE_FAILED, TLS_CONFIG_INVALID, AUTH_FAILED, PERMANENT_FAILURE, REDIRECT_REFUSED, REGISTRAR_RESPONSE_OVERSIZED, REGISTRAR_RESPONSE_TRUNCATED, REGISTRAR_RESPONSE_REJECTED, REGISTRATION_LAPSED, REGISTRAR_RESPONSE_UNPARSABLE, REGISTRAR_RESPONSE_CRASHED_WORKER)

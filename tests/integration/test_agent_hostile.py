@@ -4,6 +4,10 @@ checked on the wire (every REGISTER S, P and R received). Issue 13 item 2.
 - A 200 with 10 Service-Route URIs (pjsua 2.15.1 writes past an 8-entry array on 9 or more): the worker refuses it
   from its receive log and ends itself before pjsua processes it; the account is quarantined with
   RegistrarResponseRejected, its worker's other accounts register again and stay so, no crash loop.
+- A 200 over UDP whose Contact, Expires and Service-Route lie beyond pjsip's 4000-byte receive buffer: pjsua takes
+  the cut answer for a binding of the requested expiry; the agent reports RegistrarResponseTruncated instead, backs
+  off, and registers for real once the registrar's answers fit. Cut after them: registered with the registrar's
+  grant, and the status says the answer was cut.
 """
 
 from __future__ import annotations
@@ -175,4 +179,47 @@ def test_a_200_too_large_for_pjsip_over_tcp_is_reported_as_oversized(clean_lab, 
     assert st["registration"]["state"] == "Failed" and st["registration"]["code"] == 200
     assert "PJSIP_ERXOVERFLOW" in st["registration"]["reason"]
     assert [r.answer for r in _at_s(lab, user, t0)][:1] == ["200"]
+    assert agent.stop() == 0
+
+
+def test_a_200_cut_at_pjsips_udp_buffer_is_truncated_not_registered(clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    lab.scripted.script("200 big-header=4100 big-header-at=start expires=60 sr=2")
+    acc, user = agent_account("cut", registrar=lab.scripted.uri(), route=[])
+    t0 = time.time()
+    agent = agent_factory([acc], expires=None)  # asks for 300 s: what pjsua reports when the Expires is cut off
+    st = agent.wait_status(user, lambda s: s["registration"].get("failureReason") == "RegistrarResponseTruncated",
+                           20, "RegistrarResponseTruncated")
+    reg = st["registration"]
+    assert reg["state"] == "Failed" and reg["code"] == 200, reg
+    assert "4000-byte UDP receive buffer" in reg["reason"] and "unknown" in reg["reason"], reg
+    assert reg.get("expiresAt") is None and reg.get("expiresSeconds") is None and reg.get("nextAttemptAt"), reg
+    assert not st["route"].get("serviceRoute"), st["route"]  # S sent two; pjsua never saw them
+    # on the wire: S answered 200 (longer than pjsip's buffer); the next try waits for the back-off (5-10 s)
+    at_s = _at_s(lab, user, t0)
+    assert [r.answer for r in at_s] == ["200"], [(r.at, r.answer) for r in at_s]
+    time.sleep(3)
+    assert len(_at_s(lab, user, t0)) == 1
+    deadline = time.monotonic() + 20
+    while len(_at_s(lab, user, t0)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert [r.answer for r in _at_s(lab, user, t0)][:2] == ["200", "200"]
+    assert agent.latest(user)["registration"]["failureReason"] == "RegistrarResponseTruncated"
+    # the registrar's answers fit again: the grant and the Service-Route are S's, as the wire shows them
+    lab.scripted.script("200 expires=60 sr=2")
+    st = agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered", 30, "Registered")
+    assert st["registration"]["expiresSeconds"] == 60 and st["registration"].get("failureReason") is None
+    assert len(st["route"]["serviceRoute"]) == 2, st["route"]
+    assert agent.stop() == 0
+
+
+def test_a_200_cut_after_its_grant_is_registered_and_says_it_was_cut(clean_lab, agent_factory, agent_account):
+    lab = clean_lab
+    lab.scripted.script("200 big-header=4100 expires=60")  # the big header last: only it is cut
+    acc, user = agent_account("cutok", registrar=lab.scripted.uri(), route=[])
+    agent = agent_factory([acc], expires=None)
+    st = agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered", 20, "Registered")
+    reg = st["registration"]
+    assert reg["expiresSeconds"] == 60 and reg.get("failureReason") is None, reg  # S's grant, not the 300 asked
+    assert "answer cut at pjsip's 4000-byte UDP receive buffer" in reg["reason"], reg
     assert agent.stop() == 0

@@ -10,7 +10,8 @@ from sipfleet_agent.supervisor.quarantine import QuarantinePolicy, forget, held,
 from sipfleet_agent.worker import responseguard as g
 
 
-def rx(service_routes: list[str], code: str = "200 OK", method: str = "REGISTER", compact_from: bool = False) -> str:
+def rx(service_routes: list[str], code: str = "200 OK", method: str = "REGISTER", compact_from: bool = False,
+       length: int | None = None, proto: str = "UDP") -> str:
     srs = "".join(f"Service-Route: {v}\r\n" for v in service_routes)
     frm = "f" if compact_from else "From"
     msg = (f"SIP/2.0 {code}\r\n"
@@ -22,7 +23,7 @@ def rx(service_routes: list[str], code: str = "200 OK", method: str = "REGISTER"
            "Contact: <sip:alice@10.213.201.100:5070;ob>;expires=300\r\n"
            f"{srs}Expires: 300\r\nContent-Length: 0\r\n\r\n")
     n = code.split()[0]
-    return (f"RX {len(msg)} bytes Response msg {n}/{method}/cseq=4711 (rdata0x7f4c2c000b58) from UDP "
+    return (f"RX {length or len(msg)} bytes Response msg {n}/{method}/cseq=4711 (rdata0x7f4c2c000b58) from {proto} "
             f"10.213.201.4:5060:\n{msg}\n--end msg--")
 
 
@@ -163,3 +164,36 @@ def test_an_answer_too_large_for_pjsips_buffer_is_oversized_not_a_timeout():
     assert g.error_processing_answer(other).reason == "RegistrarResponseUnparsable"
     assert g.error_processing_answer(OVERFLOW.replace("7 REGISTER", "7 OPTIONS")) is None
     assert g.error_processing_answer(DROPPING) is None
+
+
+# ---------------------------------------------------------------------------------------------- cut at 4000 bytes
+
+from sipfleet_agent.siplog import parse_rx_response  # noqa: E402
+
+
+def test_an_answer_filling_pjsips_udp_buffer_is_truncated():
+    cut = g.truncated_answer(parse_rx_response(rx([], length=4000)))
+    assert cut is not None and cut.reason == "RegistrarResponseTruncated" and cut.length == 4000
+    assert (cut.code, cut.cseq, cut.call_id, cut.source) == (200, 4711, "5d3c2b1a", "UDP 10.213.201.4:5060")
+    assert cut.from_uri == "sip:alice@lab.sipfleet.test"
+    assert "4000-byte UDP receive buffer" in cut.message and "unknown" in cut.message
+    assert g.truncated_answer(parse_rx_response(rx([], length=4000, proto="UDP6"))) is not None
+    assert g.truncated_answer(parse_rx_response(rx([], code="401 Unauthorized", length=4000))).code == 401
+    # shorter, over a stream (a complete message; a longer one is pjsip's overflow), or not about REGISTER
+    assert g.truncated_answer(parse_rx_response(rx([], length=3999))) is None
+    assert g.truncated_answer(parse_rx_response(rx([], length=4000, proto="TCP"))) is None
+    assert g.truncated_answer(parse_rx_response(rx([], method="OPTIONS", length=4000))) is None
+    # it is matched to the onRegState pjsua reports next by CSeq and Call-ID (a challenge pjsip answered is not)
+    info = "Response msg 200/REGISTER/cseq=4711 (rdata0x7f4c2c000b58)"
+    assert cut.answers(info, "SIP/2.0 200 OK\r\nCall-ID: 5d3c2b1a\r\n")
+    assert not cut.answers(info.replace("4711", "4712"), "Call-ID: 5d3c2b1a")
+    assert not cut.answers(info, "Call-ID: other") and not cut.answers("", "")
+
+
+def test_a_cut_2xx_keeps_its_grant_only_on_whole_lines():
+    head = "SIP/2.0 200 OK\r\nCall-ID: c\r\n"
+    assert g.grant_survived(head + "Expires: 60\r\nX-Big: bbbb")
+    assert g.grant_survived(head + "m: <sip:a@10.0.0.1:5070>;expires=60\r\nX-Big: bbbb")
+    assert not g.grant_survived(head + "X-Big: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")  # cut before Contact, Expires
+    assert not g.grant_survived(head + "Contact: <sip:a@10.0.0.1:5070>\r\nX-Big: bbbb")  # no expires in it
+    assert not g.grant_survived(head + "X-Big: bbbb\r\nExpires: 3")  # the cut line itself: 3 may have been 3600

@@ -258,6 +258,29 @@ def test_registration_state_machine():
     assert none.registration["last_failure"] == "T6" and "no binding" in none.registration["reason"]
 
 
+def test_an_answer_cut_at_pjsips_udp_buffer_is_no_binding_whatever_pjsua_made_of_it():
+    reg, route = RegistrationStatus(state="Registered", code=200, expires_seconds=60), RouteStatus(mode="account")
+    cut = "the registrar's 200 to REGISTER (...) was cut"
+    # pjsua reports the requested 300 s (the Expires was cut off) and no Service-Route: neither is reported
+    out = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=300, src="10.0.0.4:5060",
+                                service_route=[], configured_route=[P], now="T1", expires_at="X1",
+                                asked_binding=True, truncated=cut)
+    assert out.failed and out.registration["state"] == "Failed" and out.registration["code"] == 200
+    assert out.registration["failure_reason"] == reasons.REGISTRAR_RESPONSE_TRUNCATED
+    assert out.registration["expires_at"] is None and out.registration["expires_seconds"] is None
+    assert out.registration["reason"] == f"OK: {cut}" and out.registration["last_failure"] == "T1"
+    assert out.route == {"response_from": "10.0.0.4:5060"}  # not the Service-Route pjsua thinks it got
+    # a cut failure answer keeps its code, with the cut as its failure reason
+    busy = regstate.on_reg_state(reg, route, code=503, reason="Service Unavailable", expiration=0, src="",
+                                 service_route=[], configured_route=[P], now="T2", truncated=cut)
+    assert busy.failed and busy.registration["code"] == 503
+    assert busy.registration["failure_reason"] == reasons.REGISTRAR_RESPONSE_TRUNCATED
+    # a cut 2xx to the agent's own un-REGISTER still ends the binding
+    gone = regstate.on_reg_state(reg, route, code=200, reason="OK", expiration=0, src="", service_route=[],
+                                 configured_route=[P], now="T3", truncated=cut)
+    assert gone.registration["state"] == "Unregistered" and not gone.failed
+
+
 # ------------------------------------------------------------------------------------------------ repair
 
 

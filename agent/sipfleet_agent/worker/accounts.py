@@ -51,6 +51,7 @@ class AccountRuntime:
         self.refresh_timer: Any = None  # the agent's own refresh (a grant pjsip would not refresh in time)
         self.lapse_timer: Any = None  # the granted binding's expiry
         self.dropped_answer: tuple | None = None  # (message, monotonic, call-id): pjsip dropped an answer
+        self.truncated_answer: Any = None  # responseguard.Truncated: the last answer cut at pjsip's UDP buffer
         self.grant_seq = 0  # 2xx grants seen, so a lapse timer knows whether a newer grant came
         self.reg_attempt: Any = None  # regattempts.Pending: the registration attempt waiting for its final answer
         self.status = AccountStatus(mode=res.spec.route_mode, desired=list(res.spec.route), agent=agent)

@@ -1,5 +1,6 @@
 """The pjsua callbacks that observe: pjsip's message log (TX/RX lines -> :mod:`.routemeter` -> route status,
-drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it),
+drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it,
+an answer cut at the UDP receive buffer makes its ``onRegState`` a failure unless its grant survived the cut),
 ``onRegState`` (-> :mod:`.regstate` -> registration status; a failure -> :mod:`.retrier`, the agent's own retry
 timer, pjsua's is off) and transport loss (-> the retrier's first retry). Runs on the worker's event thread only.
 """
@@ -66,6 +67,7 @@ class Observer:
                 rt = self._rt_for_from(resp.from_uri, resp.call_id) if resp is not None else None
                 if rt is not None:  # its meter knows which REGISTERs are answered (a re-create waits for them)
                     rt.meter.observe_rx(resp)
+                    self._note_truncated(rt, resp)
             return
         if msg.startswith("Dropped packet:"):
             dropped = responseguard.dropped_register_answer(msg, self._dropping)
@@ -83,6 +85,17 @@ class Observer:
             PJ_LOG.log(logging.ERROR if level <= 1 else logging.WARNING, scrub(msg.strip()))
         elif level <= self.a.pjsip_log_level:
             PJ_LOG.info(scrub(msg.strip()))
+
+    def _note_truncated(self, rt: AccountRuntime, resp: Any) -> None:
+        """An answer cut at pjsip's UDP receive buffer: remembered for the ``onRegState`` it is about to cause."""
+        cut = responseguard.truncated_answer(resp)
+        if cut is None:
+            return
+        self.a.metrics.answers_truncated.inc()
+        if rt.truncated_answer is None or rt.truncated_answer.call_id != cut.call_id:
+            log(LOG, logging.WARNING, "registrar answer cut at pjsip's receive buffer", account=rt.name,
+                reason=cut.reason, code=cut.code, source=cut.source, bytes=cut.length)
+        rt.truncated_answer = cut
 
     def _on_dropped(self, d: "responseguard.Dropped") -> None:
         """pjsip dropped an answer to this account's REGISTER as unparsable: say so instead of a silent timeout."""
@@ -157,12 +170,18 @@ class Observer:
     def on_reg_state(self, rt: AccountRuntime, prm: "pj.OnRegStateParam") -> None:
         code, expiration = int(prm.code), int(prm.expiration)
         reason = scrub(str(prm.reason or ""))
-        src = whole = ""
+        src = whole = info = ""
         try:
             src = prm.rdata.srcAddress or ""
             whole = prm.rdata.wholeMsg or ""
+            info = prm.rdata.info or ""
         except Exception:  # noqa: BLE001
             pass
+        cut, rt.truncated_answer = rt.truncated_answer, None
+        if cut is not None and not (whole and cut.answers(info, whole)):
+            cut = None  # the cut answer was a challenge pjsip answered itself; this outcome is another answer's
+        if cut is not None and 200 <= code < 300 and responseguard.grant_survived(whole):
+            reason, cut = f"{reason} ({cut.note})".strip(), None  # a grant the registrar made: registered, remarked
         rt.meter.settled()
         if rt.removed:
             return  # leaving the worker (.leaving): its outcome only ends the wait for its un-REGISTER
@@ -177,7 +196,9 @@ class Observer:
                                     service_route=service_route_from_message(whole) if whole and 200 <= code < 300 else [],
                                     configured_route=list(rt.res.spec.route), now=now_iso(),
                                     expires_at=refreshplan.expires_at(at, granted) if granted else None,
-                                    asked_binding=asked)
+                                    asked_binding=asked, truncated=cut.message if cut is not None else None)
+        if out.failed:
+            granted = 0  # a cut 2xx is no grant: no refresh or lapse timer of the agent's
         if granted:
             self.a.refresher.on_grant(rt, granted)
         else:
@@ -185,7 +206,8 @@ class Observer:
         if out.route:
             st.set_route(**out.route)
         reg = out.registration
-        if reg and out.failed and rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S:
+        if (reg and out.failed and cut is None and rt.dropped_answer
+                and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S):
             # the timeout of a REGISTER whose answer pjsip dropped: the answer is the news, not the 408
             reg = {**reg, "reason": f"{reason}: {rt.dropped_answer[0]}"[:1024],
                    "failure_reason": rt.dropped_answer[3]}

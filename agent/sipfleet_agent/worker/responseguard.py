@@ -16,6 +16,14 @@ turn those two entries into a :class:`Dropped` naming the account, so the status
 An answer larger than pjsip's receive buffer (``PJSIP_MAX_PKT_LEN``, 4000 bytes) over TCP ends in
 ``endpt_on_rx_msg()`` (``sip_endpoint.c``): ``Error processing packet from ip:port: Rx buffer overflow
 (PJSIP_ERXOVERFLOW) [code N]:`` and the packet (level 1); :func:`error_processing_answer` reads that one.
+Over UDP the same answer is cut instead: the transport reads into that buffer (``sip_transport_udp.c``), the
+kernel drops the rest of the datagram, and ``pjsip_tpmgr_receive_packet()`` parses what is left as a whole message
+(a cut header line is just shorter; the headers after it are gone). Its ``RX 4000 bytes ... from UDP`` entry is
+the only sign: :func:`truncated_answer` turns it into a :class:`Truncated`. A datagram of exactly 4000 bytes looks
+the same, so it counts as cut too (nothing tells them apart). :func:`grant_survived` says whether the cut 2xx
+still carries its grant (an Expires header, or a Contact with ``;expires=``, on a line before the cut one): then
+pjsua's expiry is the registrar's and only headers past the cut (a Service-Route?) may be lost; else pjsua took the
+*requested* expiry for the grant (``calculate_response_expiration()`` in ``sip_reg.c``).
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from sipfleet.api.reasons import (PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_OVERSIZED,
-                                  REGISTRAR_RESPONSE_REJECTED, REGISTRAR_RESPONSE_UNPARSABLE)
+from sipfleet.api.reasons import (PJSIP_MAX_PKT_LEN, PJSUA_MAX_SERVICE_ROUTE_URIS, REGISTRAR_RESPONSE_OVERSIZED,
+                                  REGISTRAR_RESPONSE_REJECTED, REGISTRAR_RESPONSE_TRUNCATED,
+                                  REGISTRAR_RESPONSE_UNPARSABLE)
 
 from ..siplog import RxResponse, from_header_uri, header_values, parse_rx_response
 
 _ERROR_RE = re.compile(r"^Error processing packet from (?P<src>\S+?): (?P<why>[^\n]*?)\s*\[code -?\d+\]:\n")
+_EXPIRES_PARAM_RE = re.compile(r";\s*expires\s*=\s*\d", re.I)
 _DROPPING_RE = re.compile(r"^Dropping \d+ bytes packet from (?P<src>\S+ \S+)\s+:\s*(?P<why>.*?)\s*$", re.S)
 
 
@@ -66,6 +76,49 @@ def check_log_entry(entry: str, limit: int = PJSUA_MAX_SERVICE_ROUTE_URIS) -> Ve
         return None
     resp = parse_rx_response(entry)
     return check_register_response(resp, limit) if resp is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Truncated:
+    code: int
+    cseq: int
+    call_id: str
+    from_uri: str
+    source: str  # "UDP ip:port"
+    length: int
+    reason: str = REGISTRAR_RESPONSE_TRUNCATED
+
+    @property
+    def message(self) -> str:
+        return (f"the registrar's {self.code} to REGISTER (from {self.source}) filled pjsip's {self.length}-byte UDP "
+                f"receive buffer (PJSIP_MAX_PKT_LEN) and was cut there: what it granted (Expires, Service-Route) is "
+                f"unknown; a registrar answer this large needs to be smaller (pjsip drops it over TCP)")
+
+    @property
+    def note(self) -> str:
+        """The remark on a registration whose grant survived the cut."""
+        return (f"answer cut at pjsip's {self.length}-byte UDP receive buffer (PJSIP_MAX_PKT_LEN): the grant "
+                f"survived, headers past the cut (a Service-Route?) are lost")
+
+    def answers(self, info: str, whole_msg: str) -> bool:
+        """This is the answer pjsua's ``onRegState`` reports (``rdata.info``: ``Response msg 200/REGISTER/cseq=N
+        ...``, ``rdata.wholeMsg``: the message)."""
+        return f"/cseq={self.cseq} " in info and bool(self.call_id) and self.call_id in whole_msg
+
+
+def truncated_answer(resp: RxResponse, limit: int = PJSIP_MAX_PKT_LEN) -> Truncated | None:
+    """A :class:`Truncated` when ``resp`` (a response to REGISTER) came over UDP and filled the receive buffer."""
+    if resp.method != "REGISTER" or resp.transport.rstrip("6") != "udp" or resp.length < limit:
+        return None
+    return Truncated(resp.code, resp.cseq, resp.call_id, resp.from_uri, f"UDP {resp.source}", resp.length)
+
+
+def grant_survived(whole_msg: str) -> bool:
+    """A cut answer (``rdata.wholeMsg``) still says what it granted: an Expires header or a Contact with an expires
+    parameter on a whole line (the last line of a cut message is itself cut: ``Expires: 3`` may have been 3600)."""
+    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")][1:-1]
+    hdrs = header_values(lines, {"expires", "contact"})
+    return bool(hdrs.get("expires")) or any(_EXPIRES_PARAM_RE.search(c) for c in hdrs.get("contact", []))
 
 
 @dataclasses.dataclass(frozen=True)
