@@ -15,7 +15,8 @@ the active one of two peered replicas SIGKILLed, with the takeover time: faults_
 for --outage s, ``partition-p``: the proxy P cut off), registrar (``registrar-down``: R stopped for --outage s,
 ``registrar-503``: R answers 503, ``registrar-slow``: R answers after 5 s; through the scripted registrar S:
 ``registrar-403``, ``registrar-503-retry-after``, ``registrar-500``, and the hostile answers ``hostile-registrar``
-(10 Service-Route URIs), ``hostile-big-header`` (8 KB), ``hostile-bad-contact``, ``hostile-expires-1``, ``hostile-expires-0``).
+(10 Service-Route URIs), ``hostile-big-header`` (8 KB, last), ``hostile-cut-grant`` (4 KB before Contact and Expires:
+cut at pjsip's UDP buffer), ``hostile-bad-contact``, ``hostile-expires-1``, ``hostile-expires-0``).
 """
 
 from __future__ import annotations
@@ -212,6 +213,8 @@ FAULTS: dict[str, Callable[[Env, fm.FaultRun], str]] = {
     # hostile answers (docs/hostile-registrars.md); pjsua 2.15.1 holds 8 Service-Route URIs and writes past them
     "hostile-registrar": _scripted("200 sr=10", "with a 200 carrying 10 Service-Route URIs"),
     "hostile-big-header": _scripted("200 big-header=8192", "with a 200 carrying an 8 KB header"),
+    "hostile-cut-grant": _scripted("200 big-header=4100 big-header-at=start",
+                                   "with a 200 whose Contact and Expires lie past a 4 KB header"),
     "hostile-bad-contact": _scripted("200 bad-contact", "with a 200 whose Contact does not parse"),
     "hostile-expires-1": _scripted("200 expires=1", "with a 200 granting 1 s"),
     "hostile-expires-0": _scripted("200 expires=0", "with a 200 granting 0 s"),
