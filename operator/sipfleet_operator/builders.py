@@ -129,9 +129,10 @@ def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: 
     missing = set(agent.accounts) - set(by_name)
     if missing:
         raise ValueError(f"no account data for {sorted(missing)}")
+    s = settings or Settings()
     return m.AgentAssignment(
         agent=agent.name,
-        settings=m.AgentSettings(http_port=(settings or Settings()).agent_http_port),
+        settings=m.AgentSettings(http_port=s.agent_http_port, dead_flow_seconds=s.agent_dead_flow_seconds),
         accounts=[build_agent_account(by_name[n]) for n in agent.accounts],
     )
 

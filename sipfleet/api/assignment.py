@@ -104,6 +104,11 @@ class AgentSettings(ApiModel):
         10.0, gt=0, le=300, description="A worker that sends no heartbeat for this long is hung: it is restarted.")
     ip_change_poll_ms: int = Field(1000, ge=100, le=60000, description="How often local addresses and link states are checked.")
     unregister_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    dead_flow_seconds: int = Field(
+        30, ge=0, le=3600,
+        description=("TCP/TLS: a connection to the first hop that acknowledges nothing for this long (kernel "
+                     "keep-alive probes after a third of it, TCP_USER_TIMEOUT) is closed, and its accounts "
+                     "re-register at once; 0: the kernel's defaults (a dead path is noticed at the next refresh)."))
 
 
 class AgentAssignment(ApiModel):

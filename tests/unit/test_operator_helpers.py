@@ -98,6 +98,16 @@ def test_accounts_per_agent_and_sizing_from_env():
     assert Settings.from_env({}).accounts_per_agent == m.MAX_ACCOUNTS_PER_AGENT == 64
 
 
+def test_the_agents_dead_flow_bound_from_env_reaches_their_assignment():
+    from sipfleet_operator import builders as b
+    from sipfleet_operator import placement as p
+
+    s = Settings.from_env({"SIPFLEET_AGENT_DEAD_FLOW_SECONDS": "12"})
+    assert s.agent_dead_flow_seconds == 12 and Settings.from_env({}).agent_dead_flow_seconds == 30
+    agent = p.Agent(name="sipfleet-agent-x-0", key=p.GroupKey(namespace="ns"))
+    assert b.build_assignment(agent, [], s).settings.dead_flow_seconds == 12
+
+
 def test_agent_overrides_from_env_reach_the_deployment():
     from sipfleet_operator import builders as b
     from sipfleet_operator import placement as p
@@ -164,6 +174,8 @@ def test_bad_settings_name_the_variable():
                         ({"SIPFLEET_ACCOUNTS_PER_AGENT": "0"}, "SIPFLEET_ACCOUNTS_PER_AGENT=0 is not within 1..64"),
                         ({"SIPFLEET_ACCOUNTS_PER_AGENT": "65"}, "SIPFLEET_ACCOUNTS_PER_AGENT=65 is not within 1..64"),
                         ({"SIPFLEET_ACCOUNTS_PER_AGENT": "many"}, "SIPFLEET_ACCOUNTS_PER_AGENT='many' is not an integer"),
+                        ({"SIPFLEET_AGENT_DEAD_FLOW_SECONDS": "-1"},
+                         "SIPFLEET_AGENT_DEAD_FLOW_SECONDS=-1 is not within 0..3600"),
                         ({"SIPFLEET_AGENT_SIZING": '{"limits": {"cpu": {"base": -5}}}'},
                          "SIPFLEET_AGENT_SIZING: sizing.limits.cpu.base must be a non-negative number")]:
         with pytest.raises(ValueError) as e:

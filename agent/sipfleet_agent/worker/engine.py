@@ -157,7 +157,8 @@ class Agent:
         try:
             st = endpoint.start(self, address=self.settings.sip_address, port=self.settings.sip_port,
                                 global_proxy=self.global_proxy, max_calls=MAX_CALLS_PER_WORKER,
-                                user_agent=f"sipfleet-agent/{__version__}", default_tls=not self.tls_from_accounts)
+                                user_agent=f"sipfleet-agent/{__version__}", default_tls=not self.tls_from_accounts,
+                                dead_flow_seconds=self.settings.dead_flow_seconds)
             self.ep, self.transport_ids, self.sip_port = st.ep, st.transport_ids, st.sip_port
             log(LOG, logging.INFO, "endpoint started", sip_address=self.settings.sip_address, sip_port=self.sip_port,
                 global_proxy=self.global_proxy, pjsip=st.version)

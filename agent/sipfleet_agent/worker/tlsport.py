@@ -61,7 +61,8 @@ class TlsPort:
             self.library = library_version()
         try:
             self.a.transport_ids["tls"] = endpoint.tls_transport(self.a.ep, self.a.settings.sip_address, mat,
-                                                                 proto_mask(mat.min_version))
+                                                                 proto_mask(mat.min_version),
+                                                                 self.a.settings.dead_flow_seconds)
             self.error = None
             log(LOG, logging.INFO, "TLS transport created", verify_server=mat.verify_server,
                 min_version=mat.min_version, client_certificate=bool(mat.cert_pem), library=self.library)

@@ -1,0 +1,76 @@
+"""Dead-flow detection over TCP and TLS (issue 12 item 3): a standalone agent (pjsua2 2.15.1) registered over TCP
+(or TLS, verified) through the lab's proxy P, then P partitioned (every packet in and out of its netns dropped,
+nftables).
+
+With ``deadFlowSeconds`` the kernel probes pjsip's idle connection to P (``ss`` shows the keep-alive timer on it)
+and closes it when nothing is acknowledged; pjsip reports the transport lost and the agent re-registers at once
+(``nextAttemptReason: TransportLost``), long before its refresh (300 s away). With the bound off the same
+partition goes unnoticed for the whole window: the status keeps saying Registered. The time until the agent
+noticed is printed, not asserted beyond "before the refresh".
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.fixtures.agent import registers
+
+pytestmark = pytest.mark.lab
+
+WINDOW_S = 40  # far below the 300 s refresh; above the bound used (6 s: noticed within 6-8 s)
+
+
+def _connections_to(src_ip: str, dst: str) -> str:
+    """``ss -tnoi`` of established TCP connections from ``src_ip`` to ``dst`` (ip:port)."""
+    out = subprocess.run(["ss", "-tnoH", "state", "established", "src", src_ip, "dst", dst],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return out.strip()
+
+
+def _hostport(uri: str) -> str:
+    return uri.split(":", 1)[1].split(";", 1)[0]
+
+
+@pytest.mark.parametrize("transport,bound", [("tcp", 6), ("tcp", 0), ("tls", 6)])
+def test_a_dead_path_to_the_first_hop_is_noticed_before_the_refresh(clean_lab, agent_factory, agent_account,
+                                                                     transport, bound):
+    lab = clean_lab
+    acc, user = agent_account("flow", transport=transport)
+    if transport == "tls":  # verified against the lab's CA: the worker's TLS transport comes from the account
+        assert lab.tls_enabled, "Kamailio's tls module is missing: run ./scripts/setup (kamailio-tls-modules)"
+        acc["route"] = [lab.proxy_uri("tls", "good")]
+        acc["tls"] = {"caFile": str(lab.tls.ca_crt)}
+    agent = agent_factory([acc], expires=None, settings={"deadFlowSeconds": bound})
+    agent.wait_registered(user)
+    conns = _connections_to(agent.address, _hostport(acc["route"][0]))
+    assert conns, "no TCP connection from the agent to P"
+    assert ("timer:(keepalive" in conns) == (bound > 0), conns
+
+    lab.partition("P")
+    t0 = time.monotonic()
+    try:
+        noticed = None
+        while time.monotonic() - t0 < WINDOW_S:
+            reg = agent.latest(user)["registration"]
+            if reg.get("nextAttemptReason") == "TransportLost" or reg["state"] != "Registered":
+                noticed = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        print(f"{transport}, deadFlowSeconds={bound}: dead path to P noticed after "
+              f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
+        if bound:
+            assert noticed is not None, (agent.latest(user), agent.stderr_tail())
+            assert "transport disconnected" in agent.stderr_text()
+        else:
+            assert noticed is None, agent.latest(user)  # nothing notices before the refresh
+    finally:
+        lab.heal("P")
+    if bound:  # it registers again through P once P answers
+        t_heal = time.time()
+        agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered"
+                          and s["registration"].get("nextAttemptReason") is None, 90, "registered again")
+        assert [r for r in registers(lab, user, node="P", since=t_heal)], "no REGISTER at P after the heal"
+    assert agent.stop() == 0
