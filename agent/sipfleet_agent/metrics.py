@@ -67,6 +67,9 @@ class Metrics:
         self.tls_failures = Counter(
             "sipfleet_agent_tls_failures", "TLS connections that failed, by cause (verify, handshake)", ["reason"],
             registry=r)
+        self.dead_flows = Counter(
+            "sipfleet_agent_udp_dead_flows", "UDP paths to the first hop called dead (OPTIONS probes unanswered)",
+            registry=r)
         self.answers_truncated = Counter(
             "sipfleet_agent_registrar_answers_truncated",
             "Answers to REGISTER cut at pjsip's 4000-byte UDP receive buffer (PJSIP_MAX_PKT_LEN)", registry=r)

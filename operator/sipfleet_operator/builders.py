@@ -132,7 +132,8 @@ def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: 
     s = settings or Settings()
     return m.AgentAssignment(
         agent=agent.name,
-        settings=m.AgentSettings(http_port=s.agent_http_port, dead_flow_seconds=s.agent_dead_flow_seconds),
+        settings=m.AgentSettings(http_port=s.agent_http_port, dead_flow_seconds=s.agent_dead_flow_seconds,
+                                 udp_dead_flow_seconds=s.agent_udp_dead_flow_seconds),
         accounts=[build_agent_account(by_name[n]) for n in agent.accounts],
     )
 

@@ -59,6 +59,8 @@ class Settings:
     agent_log_level: str = "info"
     #: TCP/TLS dead-flow bound of the agents (AgentSettings.dead_flow_seconds; 0: the kernel's defaults)
     agent_dead_flow_seconds: int = 30
+    #: UDP dead-flow probing of the agents (AgentSettings.udp_dead_flow_seconds; 0: off)
+    agent_udp_dead_flow_seconds: int = 0
     #: JSON overrides (the Helm chart passes them): fixed container resources (no sizing), pod and container
     #: securityContext
     agent_resources: dict | None = None
@@ -106,8 +108,11 @@ class Settings:
         if not 1 <= per_agent <= m.MAX_ACCOUNTS_PER_AGENT:
             raise ValueError(f"SIPFLEET_ACCOUNTS_PER_AGENT={per_agent} is not within 1..{m.MAX_ACCOUNTS_PER_AGENT}")
         dead_flow = _number(env, "SIPFLEET_AGENT_DEAD_FLOW_SECONDS", d.agent_dead_flow_seconds)
-        if not 0 <= dead_flow <= 3600:
-            raise ValueError(f"SIPFLEET_AGENT_DEAD_FLOW_SECONDS={dead_flow} is not within 0..3600")
+        udp_dead_flow = _number(env, "SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS", d.agent_udp_dead_flow_seconds)
+        for name, value in (("SIPFLEET_AGENT_DEAD_FLOW_SECONDS", dead_flow),
+                            ("SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS", udp_dead_flow)):
+            if not 0 <= value <= 3600:
+                raise ValueError(f"{name}={value} is not within 0..3600")
         try:
             sizing = Sizing.from_api(_json(env, "SIPFLEET_AGENT_SIZING"))
         except ValueError as e:
@@ -119,6 +124,7 @@ class Settings:
             agent_image_pull_policy=env.get("SIPFLEET_AGENT_IMAGE_PULL_POLICY", d.agent_image_pull_policy),
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
             agent_dead_flow_seconds=dead_flow,
+            agent_udp_dead_flow_seconds=udp_dead_flow,
             agent_debug_hooks=_bool(env.get("SIPFLEET_AGENT_DEBUG_HOOKS"), d.agent_debug_hooks),
             agent_resources=_json(env, "SIPFLEET_AGENT_RESOURCES"),
             agent_pod_security_context=_json(env, "SIPFLEET_AGENT_POD_SECURITY_CONTEXT"),

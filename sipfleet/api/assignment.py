@@ -109,6 +109,10 @@ class AgentSettings(ApiModel):
         description=("TCP/TLS: a connection to the first hop that acknowledges nothing for this long (kernel "
                      "keep-alive probes after a third of it, TCP_USER_TIMEOUT) is closed, and its accounts "
                      "re-register at once; 0: the kernel's defaults (a dead path is noticed at the next refresh)."))
+    udp_dead_flow_seconds: int = Field(
+        0, ge=0, le=3600,
+        description=("UDP: each worker with a registered UDP account sends an OPTIONS through their route every "
+                     "third of this; no answer for this long re-registers its UDP accounts at once. 0: off."))
 
 
 class AgentAssignment(ApiModel):

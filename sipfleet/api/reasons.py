@@ -66,8 +66,11 @@ RETRY_AFTER = "RetryAfter"
 TRANSPORT_LOST = "TransportLost"
 #: next attempt: at once, to the Contact of a 3xx (``redirectPolicy: follow``).
 REDIRECT = "Redirect"
+#: next attempt: the first REGISTER after the worker's OPTIONS probes through the UDP route went unanswered for
+#: ``udpDeadFlowSeconds`` (worker/flowprobe.py).
+DEAD_FLOW = "DeadFlow"
 
-NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT)
+NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT, DEAD_FLOW)
 
 #: TLS (transport tls): the server's certificate did not verify against spec.tls.caRef, or did not name the first
 #: hop (pjsip's PJSIP_TLS_ECERTVERIF; the message carries pjsip's verification result).

@@ -7,6 +7,10 @@ and closes it when nothing is acknowledged; pjsip reports the transport lost and
 (``nextAttemptReason: TransportLost``), long before its refresh (300 s away). With the bound off the same
 partition goes unnoticed for the whole window: the status keeps saying Registered. The time until the agent
 noticed is printed, not asserted beyond "before the refresh".
+
+Over UDP (``udpDeadFlowSeconds``, off by default) the worker probes with OPTIONS through the account's route (seen
+at P on the wire); the same partition leaves them unanswered and the agent re-registers
+(``nextAttemptReason: DeadFlow``). Without probing nothing notices.
 """
 
 from __future__ import annotations
@@ -30,6 +34,24 @@ def _connections_to(src_ip: str, dst: str) -> str:
     return out.strip()
 
 
+def _noticed(agent, user: str, reason: str) -> float | None:
+    """Seconds until the status says the path is gone (``reason`` or not Registered), None within WINDOW_S."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < WINDOW_S:
+        reg = agent.latest(user)["registration"]
+        if reg.get("nextAttemptReason") == reason or reg["state"] != "Registered":
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    return None
+
+
+def _registered_again_through_p(lab, agent, user: str) -> None:
+    t_heal = time.time()
+    agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered"
+                      and s["registration"].get("nextAttemptReason") is None, 90, "registered again")
+    assert [r for r in registers(lab, user, node="P", since=t_heal)], "no REGISTER at P after the heal"
+
+
 def _hostport(uri: str) -> str:
     return uri.split(":", 1)[1].split(";", 1)[0]
 
@@ -50,15 +72,8 @@ def test_a_dead_path_to_the_first_hop_is_noticed_before_the_refresh(clean_lab, a
     assert ("timer:(keepalive" in conns) == (bound > 0), conns
 
     lab.partition("P")
-    t0 = time.monotonic()
     try:
-        noticed = None
-        while time.monotonic() - t0 < WINDOW_S:
-            reg = agent.latest(user)["registration"]
-            if reg.get("nextAttemptReason") == "TransportLost" or reg["state"] != "Registered":
-                noticed = time.monotonic() - t0
-                break
-            time.sleep(0.2)
+        noticed = _noticed(agent, user, "TransportLost")
         print(f"{transport}, deadFlowSeconds={bound}: dead path to P noticed after "
               f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
         if bound:
@@ -69,8 +84,39 @@ def test_a_dead_path_to_the_first_hop_is_noticed_before_the_refresh(clean_lab, a
     finally:
         lab.heal("P")
     if bound:  # it registers again through P once P answers
-        t_heal = time.time()
-        agent.wait_status(user, lambda s: s["registration"]["state"] == "Registered"
-                          and s["registration"].get("nextAttemptReason") is None, 90, "registered again")
-        assert [r for r in registers(lab, user, node="P", since=t_heal)], "no REGISTER at P after the heal"
+        _registered_again_through_p(lab, agent, user)
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("bound", [6, 0])
+def test_a_dead_udp_path_to_the_first_hop_is_noticed_by_options_probes(clean_lab, agent_factory, agent_account,
+                                                                        bound):
+    lab = clean_lab
+    acc, user = agent_account("uflow")
+    agent = agent_factory([acc], expires=None, settings={"udpDeadFlowSeconds": bound})
+    agent.wait_registered(user)
+    t_reg = time.time()
+    time.sleep(9)  # longer than the bound: answered probes keep the path alive
+    probes = [r for r in lab.wire(since=t_reg, node="P", method="OPTIONS") if f":{user}@" in r.from_uri]
+    if bound:  # every 2 s, through P (the account's route)
+        assert len(probes) >= 3, probes
+    else:
+        assert probes == []
+    assert agent.latest(user)["registration"].get("nextAttemptReason") is None
+    assert "UDP path to the first hop dead" not in agent.stderr_text()
+
+    lab.partition("P")
+    try:
+        noticed = _noticed(agent, user, "DeadFlow")
+        print(f"udp, udpDeadFlowSeconds={bound}: dead path to P noticed after "
+              f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
+        if bound:
+            assert noticed is not None, (agent.latest(user), agent.stderr_tail())
+            assert "UDP path to the first hop dead" in agent.stderr_text()
+        else:
+            assert noticed is None, agent.latest(user)
+    finally:
+        lab.heal("P")
+    if bound:
+        _registered_again_through_p(lab, agent, user)
     assert agent.stop() == 0

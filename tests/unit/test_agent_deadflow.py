@@ -23,3 +23,38 @@ def test_the_kernel_takes_them():
         for level, name, value in deadflow.socket_options(12):
             s.setsockopt(level, name, value)
             assert s.getsockopt(level, name) == value
+
+
+# ---------------------------------------------------------------------------------------------- UDP probes
+
+from sipfleet_agent.worker import probeplan as pp  # noqa: E402
+
+
+def test_udp_probes_every_third_of_the_bound_and_call_the_path_dead_after_it():
+    st, sent = pp.ProbeState(), []
+    dead_at = None
+    for t in range(0, 40):  # the worker looks every second (probeplan.interval(6) == 2 s in production)
+        d = pp.tick(st, now=float(t), bound=6, can_probe=True)
+        st = d.state
+        if d.send:
+            sent.append(t)
+        if d.dead:
+            dead_at = t
+            break
+    assert sent == [0, 2, 4] and dead_at == 6  # nothing answered: dead a bound after the first probe
+    assert pp.tick(st, now=6.0, bound=6, can_probe=True).send  # probing starts over after a dead path
+
+
+def test_any_answer_keeps_the_path_alive_and_nothing_is_watched_without_a_registered_account():
+    st = pp.tick(pp.ProbeState(), now=0.0, bound=6, can_probe=True).state
+    st = pp.answered(st)
+    for t in (2.0, 4.0, 6.0, 8.0):
+        d = pp.tick(st, now=t, bound=6, can_probe=True)
+        assert not d.dead
+        st = pp.answered(d.state)
+    st = pp.tick(st, now=10.0, bound=6, can_probe=True).state  # unanswered from 10 s on
+    assert not pp.tick(st, now=15.9, bound=6, can_probe=True).dead and pp.tick(st, now=16.0, bound=6,
+                                                                                 can_probe=True).dead
+    idle = pp.tick(st, now=17.0, bound=6, can_probe=False)
+    assert idle == pp.Decision(pp.ProbeState(), False, False)
+    assert pp.interval(6) == 2 and pp.interval(1) == 1

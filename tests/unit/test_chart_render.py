@@ -270,6 +270,7 @@ def test_agent_defaults_match_the_operator_defaults(helm):
     assert from_chart.agent_resources is None and from_chart.agent_sizing == s.agent_sizing
     assert from_chart.accounts_per_agent == s.accounts_per_agent == 64
     assert from_chart.agent_dead_flow_seconds == s.agent_dead_flow_seconds == 30
+    assert from_chart.agent_udp_dead_flow_seconds == s.agent_udp_dead_flow_seconds == 0
     key = p.GroupKey(namespace="ns")
     agent = p.Agent(name="sipfleet-agent-x-0", key=key).with_accounts(["a"], {"a": ("udp", ("sip:127.0.10.1;lr",),
                                                                                      "prevent")})

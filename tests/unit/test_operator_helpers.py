@@ -106,6 +106,9 @@ def test_the_agents_dead_flow_bound_from_env_reaches_their_assignment():
     assert s.agent_dead_flow_seconds == 12 and Settings.from_env({}).agent_dead_flow_seconds == 30
     agent = p.Agent(name="sipfleet-agent-x-0", key=p.GroupKey(namespace="ns"))
     assert b.build_assignment(agent, [], s).settings.dead_flow_seconds == 12
+    udp = Settings.from_env({"SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS": "9"})
+    assert b.build_assignment(agent, [], udp).settings.udp_dead_flow_seconds == 9
+    assert b.build_assignment(agent, [], s).settings.udp_dead_flow_seconds == 0  # off unless asked for
 
 
 def test_agent_overrides_from_env_reach_the_deployment():
@@ -176,6 +179,8 @@ def test_bad_settings_name_the_variable():
                         ({"SIPFLEET_ACCOUNTS_PER_AGENT": "many"}, "SIPFLEET_ACCOUNTS_PER_AGENT='many' is not an integer"),
                         ({"SIPFLEET_AGENT_DEAD_FLOW_SECONDS": "-1"},
                          "SIPFLEET_AGENT_DEAD_FLOW_SECONDS=-1 is not within 0..3600"),
+                        ({"SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS": "3601"},
+                         "SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS=3601 is not within 0..3600"),
                         ({"SIPFLEET_AGENT_SIZING": '{"limits": {"cpu": {"base": -5}}}'},
                          "SIPFLEET_AGENT_SIZING: sizing.limits.cpu.base must be a non-negative number")]:
         with pytest.raises(ValueError) as e:

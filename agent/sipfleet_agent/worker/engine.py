@@ -33,6 +33,7 @@ from . import assignplan, endpoint, tlsport
 from .accounts import AccountRuntime, AccountSet
 from .calls import CallRegistry
 from .eventloop import EventLoop, TaskGen, Wait
+from .flowprobe import FlowProbe
 from .leaving import Leaving
 from .netwatch import NetWatch
 from .observe import Observer
@@ -79,6 +80,7 @@ class Agent:
         self.refresher = Refresher(self)
         self.retrier = Retrier(self)
         self.tls = tlsport.TlsPort(self)
+        self.probe = FlowProbe(self)
         self.tls_from_accounts = False  # Init.tls_from_accounts: no default (unverified) TLS transport
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit,
                                     first_hold_s=FIRST_REPORT_HOLD_S if settings.status_debounce_ms else 0.0)
@@ -172,6 +174,7 @@ class Agent:
         self.heartbeat = time.monotonic()
         self._started.set()
         self.loop.call_later(self.net.poll_s, self.net.poll)
+        self.probe.start()
         try:
             while not self._loop_exit:
                 busy = self._debouncer.next_due() is not None  # a status to flush soon

@@ -77,6 +77,12 @@ class Account(pj.Account):
         except Exception:
             LOG.exception("onIncomingCall failed")
 
+    def onSendRequest(self, prm: "pj.OnSendRequestParam") -> None:
+        try:
+            self.owner.probe.on_send_request(prm)
+        except Exception:
+            LOG.exception("onSendRequest failed")
+
 
 class Call(pj.Call):
     def __init__(self, registry: Any, acc: Account, call_id: int, rt: Any):

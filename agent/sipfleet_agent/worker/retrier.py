@@ -19,6 +19,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from sipfleet.api import reasons
+
 from ..logs import log
 from . import retrypolicy
 from .accounts import AccountRuntime
@@ -66,12 +68,13 @@ class Retrier:
         return {**upd, "failure_reason": d.failure_reason, "next_attempt_at": d.at_iso(),
                 "next_attempt_reason": d.next_reason, "failures": rt.failures}
 
-    def on_transport_lost(self, transport: str) -> None:
-        """A TCP/TLS connection went away: the first retry of the accounts that use that transport."""
+    def on_transport_lost(self, transport: str, reason: str = reasons.TRANSPORT_LOST) -> None:
+        """A TCP/TLS connection went away (or the UDP path is dead, :mod:`.flowprobe`): the first retry of the
+        accounts that use that transport."""
         for rt in list(self.a.accounts.values()):
             if rt.acc is None or rt.busy or rt.removed or (transport and rt.res.spec.transport != transport):
                 continue
-            d = retrypolicy.after_transport_loss(rt.res.spec.registration, time.time(), random.random())
+            d = retrypolicy.after_transport_loss(rt.res.spec.registration, time.time(), random.random(), reason)
             cur = rt.next_attempt if rt.retry_timer is not None else None
             if retrypolicy.keeps_current(cur[0] if cur else None, cur[1] if cur else None, d):
                 continue

@@ -146,11 +146,13 @@ def _norm(uri: str) -> str:
     return uri.strip().lower()
 
 
-def after_transport_loss(settings: Any, now: float, rand: float) -> Decision:
-    """The first REGISTER after a lost TCP/TLS connection: firstRetryIntervalSeconds + jitter, never sooner."""
+def after_transport_loss(settings: Any, now: float, rand: float, reason: str = reasons.TRANSPORT_LOST) -> Decision:
+    """The first REGISTER after a lost TCP/TLS connection (or a dead UDP path, ``reason`` DeadFlow):
+    firstRetryIntervalSeconds + jitter, never sooner."""
     wait = settings.first_retry_interval_seconds + _jitter(settings, rand)
-    return Decision(wait, now + wait, reasons.TRANSPORT_LOST, None,
-                    f"transport lost: re-registering in {wait:.1f} s (firstRetryIntervalSeconds)")
+    what = "UDP path dead" if reason == reasons.DEAD_FLOW else "transport lost"
+    return Decision(wait, now + wait, reason, None,
+                    f"{what}: re-registering in {wait:.1f} s (firstRetryIntervalSeconds)")
 
 
 def keeps_current(current_at: float | None, current_reason: str | None, new: Decision) -> bool:

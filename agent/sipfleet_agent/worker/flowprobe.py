@@ -1,0 +1,77 @@
+"""UDP dead-flow probing of one worker (event thread only): OPTIONS through its accounts' route, decided by
+:mod:`.probeplan`; a dead path re-registers the worker's UDP accounts at once (``nextAttemptReason: DeadFlow``)
+instead of at their next refresh. Off unless ``settings.udpDeadFlowSeconds`` is set.
+
+The probe is sent from a registered UDP account with ``Account.sendRequest`` (pjsua's route set and outbound
+proxy: the path REGISTERs take), to that account's registrar URI; ``onSendRequest`` reports its end: a received
+answer proves the path, a timeout does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+from sipfleet.api import reasons
+
+from ..logs import log
+from . import probeplan
+from .accounts import AccountRuntime
+
+LOG = logging.getLogger("sipfleet_agent")
+
+
+class FlowProbe:
+    def __init__(self, agent: Any):
+        self.a = agent
+        self.bound = float(agent.settings.udp_dead_flow_seconds)
+        self.state = probeplan.ProbeState()
+        self.timer: Any = None
+
+    def start(self) -> None:
+        if self.bound > 0:
+            self.timer = self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
+
+    def _prober(self) -> AccountRuntime | None:
+        for rt in self.a.accounts.values():
+            if (rt.acc is not None and not rt.removed and not rt.busy and rt.res.spec.transport == "udp"
+                    and rt.status.registration.state == "Registered"):
+                return rt
+        return None
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.a.stopping:
+            return
+        rt = self._prober()
+        d = probeplan.tick(self.state, now=time.monotonic(), bound=self.bound, can_probe=rt is not None)
+        self.state = d.state
+        if d.dead:
+            log(LOG, logging.WARNING, "UDP path to the first hop dead: no answer to OPTIONS; re-registering",
+                bound_s=self.bound)
+            self.a.metrics.dead_flows.inc()
+            self.a.retrier.on_transport_lost("udp", reason=reasons.DEAD_FLOW)
+        elif d.send and rt is not None:
+            self._send(rt)
+        self.timer = self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
+
+    def _send(self, rt: AccountRuntime) -> None:
+        prm = pj.SendRequestParam()
+        prm.method = "OPTIONS"
+        prm.txOption.targetUri = rt.registrar_uri()
+        try:
+            rt.acc.sendRequest(prm)
+        except pj.Error as e:  # no transport, a bad URI: no probe this time (an unanswered one keeps counting)
+            LOG.debug("OPTIONS probe not sent: %s", e.info())
+
+    def on_send_request(self, prm: "pj.OnSendRequestParam") -> None:
+        """``Account.onSendRequest``: a probe ended; an answer (any code) proves the path."""
+        try:
+            received = prm.e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG
+        except Exception:  # noqa: BLE001
+            received = False
+        if received:
+            self.state = probeplan.answered(self.state)

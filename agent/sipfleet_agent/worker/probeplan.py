@@ -1,0 +1,47 @@
+"""When a worker probes its UDP first hop with OPTIONS, and when it calls the path dead. Pure: time passed in.
+
+UDP has no connection whose loss the kernel could report (TCP and TLS: :mod:`.deadflow`), so a worker whose
+accounts are registered over UDP sends an OPTIONS through their route every ``bound / 3`` seconds (one worker's
+accounts share their route and transport: one probe speaks for all of them). Any final answer, whatever its code,
+proves the path; none for ``bound`` seconds after the first unanswered probe makes it dead. A dead path is
+reported once; probing starts over from there (the retries the accounts then make are the retrier's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeState:
+    unanswered_since: float | None = None  # when the first probe still without an answer was sent
+    last_sent: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    state: ProbeState
+    send: bool  # send a probe now
+    dead: bool  # the path is dead: re-register the worker's UDP accounts
+
+
+def interval(bound: float) -> float:
+    return max(1.0, bound / 3.0)
+
+
+def tick(st: ProbeState, *, now: float, bound: float, can_probe: bool) -> Decision:
+    """One look at the clock. ``can_probe``: an account is registered over UDP (nothing to watch otherwise)."""
+    if not can_probe:
+        return Decision(ProbeState(), False, False)
+    if st.unanswered_since is not None and now - st.unanswered_since >= bound:
+        return Decision(ProbeState(), False, True)
+    send = st.last_sent is None or now - st.last_sent >= interval(bound) - 1e-6
+    if not send:
+        return Decision(st, False, False)
+    since = st.unanswered_since if st.unanswered_since is not None else now
+    return Decision(ProbeState(unanswered_since=since, last_sent=now), True, False)
+
+
+def answered(st: ProbeState) -> ProbeState:
+    """Any final answer to a probe: the path lives."""
+    return dataclasses.replace(st, unanswered_since=None)
