@@ -42,7 +42,13 @@ def test_udp_probes_every_third_of_the_bound_and_call_the_path_dead_after_it():
             dead_at = t
             break
     assert sent == [0, 2, 4] and dead_at == 6  # nothing answered: dead a bound after the first probe
-    assert pp.tick(st, now=6.0, bound=6, can_probe=True).send  # probing starts over after a dead path
+    # then it rests while the re-REGISTER it caused is in flight (no second verdict), and starts over after
+    for t in (7.0, 20.0, 6 + pp.HOLD_S - 0.1):
+        d = pp.tick(st, now=t, bound=6, can_probe=True)
+        assert not d.send and not d.dead
+        st = d.state
+    again = pp.tick(st, now=6 + pp.HOLD_S, bound=6, can_probe=True)
+    assert again.send and again.state.hold_until is None
 
 
 def test_any_answer_keeps_the_path_alive_and_nothing_is_watched_without_a_registered_account():

@@ -4,18 +4,24 @@ UDP has no connection whose loss the kernel could report (TCP and TLS: :mod:`.de
 accounts are registered over UDP sends an OPTIONS through their route every ``bound / 3`` seconds (one worker's
 accounts share their route and transport: one probe speaks for all of them). Any final answer, whatever its code,
 proves the path; none for ``bound`` seconds after the first unanswered probe makes it dead. A dead path is
-reported once; probing starts over from there (the retries the accounts then make are the retrier's).
+reported once; probing rests until the re-REGISTER it causes has its outcome (``HOLD_S``: pjsip's Timer F, the
+longest a REGISTER over UDP waits for its answer), then starts over: the retries are the retrier's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+#: after a dead path: no probe and no verdict for this long (pjsip's Timer F, 64 * T1 = 32 s), so one dead path
+#: causes one re-REGISTER, not one per bound while that REGISTER is still in flight
+HOLD_S = 32.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ProbeState:
     unanswered_since: float | None = None  # when the first probe still without an answer was sent
     last_sent: float | None = None
+    hold_until: float | None = None  # after a dead path: rest until then
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,15 +37,17 @@ def interval(bound: float) -> float:
 
 def tick(st: ProbeState, *, now: float, bound: float, can_probe: bool) -> Decision:
     """One look at the clock. ``can_probe``: an account is registered over UDP (nothing to watch otherwise)."""
+    if st.hold_until is not None and now < st.hold_until:
+        return Decision(st, False, False)
     if not can_probe:
         return Decision(ProbeState(), False, False)
     if st.unanswered_since is not None and now - st.unanswered_since >= bound:
-        return Decision(ProbeState(), False, True)
+        return Decision(ProbeState(hold_until=now + max(bound, HOLD_S)), False, True)
     send = st.last_sent is None or now - st.last_sent >= interval(bound) - 1e-6
     if not send:
         return Decision(st, False, False)
     since = st.unanswered_since if st.unanswered_since is not None else now
-    return Decision(ProbeState(unanswered_since=since, last_sent=now), True, False)
+    return Decision(ProbeState(unanswered_since=since, last_sent=now), True, False)  # (a hold ends here)
 
 
 def answered(st: ProbeState) -> ProbeState:
