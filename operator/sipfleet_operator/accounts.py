@@ -1,7 +1,7 @@
 """SipAccount reconcile: placement decided (placement.py, pure), carried out here.
 
-It promises: nothing is placed or removed before the account's scope was read at start (``NotLoaded``
-otherwise, which kopf retries); an account whose Secret is missing or unusable waits unplaced (the Secret's
+It promises: nothing is placed or removed before the account's scope was read at start, nor in a namespace
+forgotten while being deleted (``NotLoaded`` otherwise, which kopf retries); an account whose Secret is missing or unusable waits unplaced (the Secret's
 watch, and a slow retry, place it later); a placed account stays where it is unless it must move; every agent
 the decision touched gets one children pass, agents left empty are deleted; then the account's status is
 refreshed. A Secret that changes re-syncs the agents hosting its accounts (they re-read the credentials).
@@ -18,6 +18,7 @@ from sipfleet.api import models as m
 
 from . import placement as pl
 from .children import Children
+from .loading import NotLoaded
 from .observed import inputs_digest, is_deleting, is_paused, ref, secret_problem
 from .restore import Restore
 from .state import State
@@ -48,6 +49,8 @@ class Accounts:
         Raises ``NotLoaded`` while the account's namespace has not been read (kopf retries)."""
         st = self.state
         ns, name = ref(body)
+        if ns in st.terminating:  # kopf retries; a namespace of that name created again is served then
+            raise NotLoaded(f"namespace {ns} is being deleted")
         st.remember(body)
         await self.restore.loader.wait(ns)
         digest = inputs_digest(body)
@@ -107,6 +110,8 @@ class Accounts:
         register, re-sync the agents hosting them, refresh their status."""
         st = self.state
         ns, sname = ref(secret)
+        if ns in st.terminating:
+            return  # the namespace's Secrets go with it; its accounts were forgotten
         changed = None
         for aname in st.secret_users(ns, sname):
             body = await st.account(ns, aname)

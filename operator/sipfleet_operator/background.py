@@ -102,12 +102,14 @@ class Background:
     async def forget_terminating_namespaces(self) -> None:
         """Namespace-scoped kopf stops watching a namespace as soon as it is being deleted (kopf's namespace
         observer), so no DELETED event may come for its accounts. Their objects go with the namespace (nothing of
-        ours holds it: no finalizers) and the agents unregister on SIGTERM: forget the namespace's fleet."""
+        ours holds it: no finalizers) and the agents unregister on SIGTERM: forget the namespace's fleet, and
+        ignore the watch events still in flight for it until it is gone or created again (``state.terminating``):
+        each would otherwise place a forgotten account again, into a namespace that refuses new objects."""
         st = self.state
         if not st.settings.namespaces:
             return  # cluster-wide: kopf keeps watching and sees every account go
         known = {k[0] for k in st.accounts} | {a.namespace for a in st.fleet.values()}
-        if not known:
+        if not known and not st.terminating:
             return
         try:  # one list for all of them, not a get per namespace every few seconds
             listed = {meta(n)["name"]: n for n in await st.client.list("Namespace")}
@@ -115,12 +117,18 @@ class Background:
             if e.status == 403:  # no read access to namespaces: kopf then keeps watching them anyway
                 return
             raise
+        for ns in sorted(st.terminating):
+            obj = listed.get(ns)
+            if obj is None or not meta(obj).get("deletionTimestamp") or meta(obj).get("uid") != st.terminating[ns]:
+                del st.terminating[ns]  # gone, or created again: its accounts are served again
         for ns in sorted(known):
             obj = listed.get(ns)
             if obj is not None and not meta(obj).get("deletionTimestamp"):
                 continue
             log.info("namespace %s is %s: forgetting its SipAccounts and agents", ns,
                      "gone" if obj is None else "being deleted")
+            if obj is not None:
+                st.terminating[ns] = meta(obj).get("uid")
             st.set_fleet({n: a for n, a in st.fleet.items() if a.namespace != ns})
             for key in [k for k in st.accounts if k[0] == ns]:
                 st.forget(*key)

@@ -76,6 +76,10 @@ class Engine:
     def is_loaded(self, ns: str) -> bool:
         return self.restore.loader.is_loaded(ns)
 
+    def is_terminating(self, ns: str) -> bool:
+        """The namespace was forgotten while being deleted, and is neither gone nor created again yet."""
+        return ns in self.state.terminating
+
     def remember(self, body: dict) -> None:
         self.state.remember(body)
 

@@ -167,6 +167,8 @@ async def account_event(event, body, memo: kopf.Memo, **_) -> None:
             log.warning("%s/%s deleted; taking it out of its agent failed (the sweep retries): %s", ns, name, e)
             eng.forget(ns, name)
         return
+    if eng.is_terminating(ns):
+        return  # forgotten with its namespace (background.forget_terminating_namespaces): nothing to place
     eng.remember(dict(body))
     if not eng.is_loaded(ns):
         return  # its resume handler places it (and refreshes its status) once the namespace is read

@@ -82,6 +82,9 @@ class State:
         self.pods: PodsByAgent = pods if pods is not None else {}
         self.accounts_by_secret: AccountsBySecret = accounts_by_secret if accounts_by_secret is not None else {}
         self.restarted_pods: dict[str, float] = {}  # pod name -> loop time the ladder deleted it
+        #: namespaces forgotten while being deleted (namespaced mode), by the uid of the Namespace then: a late
+        #: watch event of theirs is not an account to place (background.forget_terminating_namespaces)
+        self.terminating: dict[str, str | None] = {}
         #: assignment ConfigMaps that could not be read at start, until their accounts are placed again
         self.unreadable: dict[Key, stored.Unreadable] = {}
 
@@ -106,7 +109,7 @@ class State:
         """Cache the newest version of an account (a late watch event must not undo a fresher patch response),
         without its ``managedFields`` (nearly half of a SipAccount's bytes, never read here)."""
         ns, name = ref(body)
-        if not name:
+        if not name or ns in self.terminating:
             return
         if "managedFields" in meta(body):
             body = {**body, "metadata": {k: v for k, v in meta(body).items() if k != "managedFields"}}

@@ -8,7 +8,9 @@ place of kopf's indexes: what it writes, and when.
 * an agent's children in one pass: each child at most once per reconcile, and many accounts joining one agent
   at once share passes instead of costing one each;
 * the ladder wakes an account at its own ``wake_at`` (no scan), and a Secret arriving places the account
-  that waited for it.
+  that waited for it;
+* a namespace being deleted is forgotten once: the watch events still in flight for its accounts write nothing,
+  and a namespace of that name created again is served.
 """
 
 from __future__ import annotations
@@ -506,3 +508,41 @@ def test_the_cached_account_leaves_managed_fields_out():
     cached = f.eng.state.body(NS, "alice")
     assert "managedFields" not in cached["metadata"] and cached["metadata"]["name"] == "alice"
     assert cached["spec"] == body["spec"] and "managedFields" in body["metadata"]  # the caller's body untouched
+
+
+def test_a_namespace_being_deleted_is_forgotten_and_its_late_events_place_nothing():
+    from sipfleet_operator import handlers
+    from sipfleet_operator.loading import NotLoaded
+
+    async def go():
+        f = Fixture("alice", "bob")
+        await f.eng.load()
+        for n in ("alice", "bob"):
+            await f.eng.reconcile_account(f.body(n))
+        f.api.put({"kind": "Namespace", "metadata": {"name": NS, "uid": "ns-old",
+                                                     "deletionTimestamp": "2026-01-01T12:00:00Z"}})
+        await f.eng.background.forget_terminating_namespaces()
+        assert not f.eng.state.accounts and not f.eng.state.fleet
+        f.api.writes.clear()
+        # what kopf still delivers while it stops watching: an agent's status patch, kopf's own retry, the
+        # namespace's Secret going away; before the fix the first placed alice on a new agent (5 children)
+        class Activation:
+            async def engine(self):
+                return f.eng
+
+        await handlers.account_event(event={"type": "MODIFIED"}, body=f.body("alice"),
+                                     memo={"activation": Activation()})
+        assert f.api.writes == [] and not f.eng.state.fleet
+        with pytest.raises(NotLoaded):
+            await f.eng.reconcile_account(f.body("bob"))
+        await f.eng.on_secret("DELETED", SECRET)
+        await f.eng.background.forget_terminating_namespaces()
+        assert f.api.writes == [] and not f.eng.state.accounts and not f.eng.state.fleet
+        # the namespace is gone and created again (a new uid): its accounts are served again
+        f.api.put({"kind": "Namespace", "metadata": {"name": NS, "uid": "ns-new"}})
+        await f.eng.background.forget_terminating_namespaces()
+        await f.eng.reconcile_account(f.body("alice"))
+        assert f.agent_of("alice") in f.eng.state.fleet
+        await f.eng.stop()
+
+    run(go())
