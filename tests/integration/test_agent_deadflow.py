@@ -15,6 +15,7 @@ at P on the wire); the same partition leaves them unanswered and the agent re-re
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 
@@ -34,15 +35,23 @@ def _connections_to(src_ip: str, dst: str) -> str:
     return out.strip()
 
 
-def _noticed(agent, user: str, reason: str) -> float | None:
-    """Seconds until the status says the path is gone (``reason`` or not Registered), None within WINDOW_S."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < WINDOW_S:
-        reg = agent.latest(user)["registration"]
-        if reg.get("nextAttemptReason") == reason or reg["state"] != "Registered":
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    return None
+@contextlib.contextmanager
+def _p_cut_off(lab, agent, user: str, reason: str, label: str):
+    """P partitioned (healed on leaving); yields the seconds until the status said the path is gone (``reason``,
+    or not Registered any more), None when it did not within WINDOW_S. The time is printed."""
+    lab.partition("P")
+    try:
+        t0, noticed = time.monotonic(), None
+        while noticed is None and time.monotonic() - t0 < WINDOW_S:
+            reg = agent.latest(user)["registration"]
+            if reg.get("nextAttemptReason") == reason or reg["state"] != "Registered":
+                noticed = time.monotonic() - t0
+            time.sleep(0.2)
+        print(f"{label}: dead path to P noticed after "
+              f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
+        yield noticed
+    finally:
+        lab.heal("P")
 
 
 def _registered_again_through_p(lab, agent, user: str) -> None:
@@ -71,18 +80,12 @@ def test_a_dead_path_to_the_first_hop_is_noticed_before_the_refresh(clean_lab, a
     assert conns, "no TCP connection from the agent to P"
     assert ("timer:(keepalive" in conns) == (bound > 0), conns
 
-    lab.partition("P")
-    try:
-        noticed = _noticed(agent, user, "TransportLost")
-        print(f"{transport}, deadFlowSeconds={bound}: dead path to P noticed after "
-              f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
+    with _p_cut_off(lab, agent, user, "TransportLost", f"{transport}, deadFlowSeconds={bound}") as noticed:
         if bound:
             assert noticed is not None, (agent.latest(user), agent.stderr_tail())
             assert "transport disconnected" in agent.stderr_text()
         else:
             assert noticed is None, agent.latest(user)  # nothing notices before the refresh
-    finally:
-        lab.heal("P")
     if bound:  # it registers again through P once P answers
         _registered_again_through_p(lab, agent, user)
     assert agent.stop() == 0
@@ -105,11 +108,7 @@ def test_a_dead_udp_path_to_the_first_hop_is_noticed_by_options_probes(clean_lab
     assert agent.latest(user)["registration"].get("nextAttemptReason") is None
     assert "UDP path to the first hop dead" not in agent.stderr_text()
 
-    lab.partition("P")
-    try:
-        noticed = _noticed(agent, user, "DeadFlow")
-        print(f"udp, udpDeadFlowSeconds={bound}: dead path to P noticed after "
-              f"{'%.1f s' % noticed if noticed is not None else f'more than {WINDOW_S} s'}")
+    with _p_cut_off(lab, agent, user, "DeadFlow", f"udp, udpDeadFlowSeconds={bound}") as noticed:
         if bound:
             assert noticed is not None, (agent.latest(user), agent.stderr_tail())
             time.sleep(2 * bound)  # still cut off: one verdict, one re-REGISTER (probing rests for its outcome)
@@ -117,8 +116,6 @@ def test_a_dead_udp_path_to_the_first_hop_is_noticed_by_options_probes(clean_lab
             assert "failed locally" not in agent.stderr_text()
         else:
             assert noticed is None, agent.latest(user)
-    finally:
-        lab.heal("P")
     if bound:
         _registered_again_through_p(lab, agent, user)
     assert agent.stop() == 0
