@@ -1,10 +1,10 @@
 """SipAccount reconcile: placement decided (placement.py, pure), carried out here.
 
 It promises: nothing is placed or removed before the account's scope was read at start, nor in a namespace
-forgotten while being deleted (``NotLoaded`` otherwise, which kopf retries); an account whose Secret is missing or unusable waits unplaced (the Secret's
-watch, and a slow retry, place it later); a placed account stays where it is unless it must move; every agent
-the decision touched gets one children pass, agents left empty are deleted; then the account's status is
-refreshed. A Secret that changes re-syncs the agents hosting its accounts (they re-read the credentials).
+forgotten while being deleted (``NotLoaded`` otherwise, which kopf retries); an account whose Secret is missing
+or unusable waits unplaced (the Secret's watch, and a slow retry, place it later); a placed account stays where
+it is unless it must move; every agent the decision touched gets one children pass, agents left empty are
+deleted; then the account's status is refreshed. A Secret that changes re-syncs the agents hosting its accounts (they re-read the credentials).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ disconnected, and the agent's retrier re-registers at once (``firstRetryInterval
 
 pjsip takes at most ``PJ_MAX_SOCKOPT_PARAMS`` (4) options per transport: ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``,
 ``TCP_KEEPINTVL`` and ``TCP_USER_TIMEOUT`` (with a user timeout the probe count does not matter: Linux closes on
-the timeout). UDP has no flow to keep alive here (OPTIONS probing is not built: docs/registration-policy.md).
+the timeout). UDP has no connection to watch: :mod:`.flowprobe` probes it with OPTIONS instead (opt-in).
 """
 
 from __future__ import annotations
