@@ -29,11 +29,10 @@ class FlowProbe:
         self.a = agent
         self.bound = float(agent.settings.udp_dead_flow_seconds)
         self.state = probeplan.ProbeState()
-        self.timer: Any = None
 
     def start(self) -> None:
         if self.bound > 0:
-            self.timer = self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
+            self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
 
     def _prober(self) -> AccountRuntime | None:
         for rt in self.a.accounts.values():
@@ -43,7 +42,6 @@ class FlowProbe:
         return None
 
     def _tick(self) -> None:
-        self.timer = None
         if self.a.stopping:
             return
         rt = self._prober()
@@ -56,7 +54,7 @@ class FlowProbe:
             self.a.retrier.on_transport_lost("udp", reason=reasons.DEAD_FLOW)
         elif d.send and rt is not None:
             self._send(rt)
-        self.timer = self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
+        self.a.loop.call_later(probeplan.interval(self.bound), self._tick)
 
     def _send(self, rt: AccountRuntime) -> None:
         prm = pj.SendRequestParam()
