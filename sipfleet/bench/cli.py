@@ -1,7 +1,7 @@
 """`sipfleet bench ...`: benchmarks that print numbers (never asserted as timings).
 
 Agent benchmarks live in ``sipfleet.bench.agent``, fleet (operator) benchmarks in ``sipfleet.bench.fleet`` and ``sipfleet.bench.repair``,
-pod memory in ``sipfleet.bench.podmem``, fleet density in ``sipfleet.bench.density``, the fault matrix in ``sipfleet.bench.faults``; each exposes ``register(subparsers)`` adding its own subcommands.
+pod memory in ``sipfleet.bench.podmem``, fleet density in ``sipfleet.bench.density``, the fault matrix in ``sipfleet.bench.faults``, recovery from a registrar outage in ``sipfleet.bench.recovery``; each exposes ``register(subparsers)`` adding its own subcommands.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import importlib
 
 GROUPS = ["sipfleet.bench.agent", "sipfleet.bench.agentrss", "sipfleet.bench.fleet", "sipfleet.bench.repair",
-          "sipfleet.bench.podmem", "sipfleet.bench.density", "sipfleet.bench.faults"]
+          "sipfleet.bench.podmem", "sipfleet.bench.density", "sipfleet.bench.faults", "sipfleet.bench.recovery"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:
