@@ -5,9 +5,10 @@ version or of an unknown type raises :class:`ProtocolError` (never a half-built 
 inside :class:`Apply` (``WireAccount.password``, ``WireAccount.tls``), are never part of a ``repr`` and must never be logged: log
 :func:`describe` of a message, never the line.
 
-Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`.
+Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`, :class:`Go`.
 Worker -> supervisor: :class:`Hello` (endpoint started), :class:`Heartbeat`, :class:`Status`, :class:`Reply`,
-:class:`Rejected` (the last message of a worker that ends itself with :data:`REJECTED_EXIT_CODE`).
+:class:`Rejected` (the last message of a worker that ends itself with :data:`REJECTED_EXIT_CODE`), :class:`Want` and
+:class:`Answered` (REGISTER pacing: supervisor/pacing.py).
 """
 
 from __future__ import annotations
@@ -132,10 +133,40 @@ class Answer:
     name: str
 
 
-Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer]
+@dataclasses.dataclass(frozen=True)
+class Want:
+    """A paced account (``register_rate``) has a REGISTER of the agent's own to send: it waits for a :class:`Go`."""
+
+    namespace: str | None
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Go:
+    """The supervisor's answer to a :class:`Want`: send that REGISTER now."""
+
+    namespace: str | None
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Answered:
+    """A paced account's REGISTER ended: ``code`` its final answer (0: none, pjsip's own timeout is 408), or None
+    when a :class:`Go` found nothing to send; ``retry_after`` the answer's Retry-After seconds; ``requests`` the
+    REGISTER requests it took (2 when the registrar challenged)."""
+
+    namespace: str | None
+    name: str
+    code: int | None
+    retry_after: int | None = None
+    requests: int = 1
+
+
+Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer, Want, Go, Answered]
 TYPES: dict[str, type] = {
     "init": Init, "apply": Apply, "request": Request, "stop": Stop,
     "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply, "rejected": Rejected, "answer": Answer,
+    "want": Want, "go": Go, "answered": Answered,
 }
 NAMES = {cls: name for name, cls in TYPES.items()}
 

@@ -62,6 +62,7 @@ class Background:
                 if loop.time() - last_gauge > GAUGE_SECONDS:
                     last_gauge = loop.time()
                     self.count_accounts()
+                    await self.accounts.children.follow_budget()
                 if loop.time() - last_ns > NAMESPACE_SECONDS:
                     last_ns = loop.time()
                     await self.forget_terminating_namespaces()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from sipfleet.api import models as m
+from sipfleet.api.budget import registrar_key
 
 from . import sizing
 from .config import Settings
@@ -102,7 +103,8 @@ def _metadata(agent: Agent, accounts: Sequence[HostedAccount], extra_annotations
     return meta
 
 
-def build_agent_account(a: HostedAccount) -> m.AgentAccount:
+def build_agent_account(a: HostedAccount, rates: Mapping[str, float] | None = None) -> m.AgentAccount:
+    """``rates``: registrar key -> each account's share of the REGISTER budget (sipfleet.api.budget)."""
     spec = a.spec
     return m.AgentAccount(
         name=a.name,
@@ -121,10 +123,12 @@ def build_agent_account(a: HostedAccount) -> m.AgentAccount:
         self_heal=spec.drift.self_heal,
         repair_token=a.repair_token,
         reregister_token=a.reregister_token,
+        register_rate=(rates or {}).get(registrar_key(spec.registrar)),
     )
 
 
-def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None) -> m.AgentAssignment:
+def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None,
+                     rates: Mapping[str, float] | None = None) -> m.AgentAssignment:
     by_name = {a.name: a for a in accounts}
     missing = set(agent.accounts) - set(by_name)
     if missing:
@@ -133,8 +137,9 @@ def build_assignment(agent: Agent, accounts: Sequence[HostedAccount], settings: 
     return m.AgentAssignment(
         agent=agent.name,
         settings=m.AgentSettings(http_port=s.agent_http_port, dead_flow_seconds=s.agent_dead_flow_seconds,
-                                 udp_dead_flow_seconds=s.agent_udp_dead_flow_seconds),
-        accounts=[build_agent_account(by_name[n]) for n in agent.accounts],
+                                 udp_dead_flow_seconds=s.agent_udp_dead_flow_seconds,
+                                 registrar_probe_seconds=s.agent_registrar_probe_seconds),
+        accounts=[build_agent_account(by_name[n], rates) for n in agent.accounts],
     )
 
 
@@ -142,9 +147,10 @@ def assignment_json(assignment: m.AgentAssignment) -> str:
     return json.dumps(assignment.to_api(), indent=1, sort_keys=True)
 
 
-def build_configmap(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None) -> dict:
+def build_configmap(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings | None = None,
+                    rates: Mapping[str, float] | None = None) -> dict:
     hosted = [a for a in accounts if a.name in agent.accounts]
-    assignment = build_assignment(agent, hosted, settings)
+    assignment = build_assignment(agent, hosted, settings, rates)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -343,11 +349,12 @@ def size_to_apply(agent: Agent, settings: Settings, current: dict | None) -> int
 
 
 def build_children(agent: Agent, accounts: Sequence[HostedAccount], settings: Settings,
-                   size: int | None = None) -> list[dict]:
+                   size: int | None = None, rates: Mapping[str, float] | None = None) -> list[dict]:
     """Every child of one agent, in creation order (ConfigMap first: it is the source of truth); the
-    Deployment sized for class ``size`` (default: what the agent needs now)."""
+    Deployment sized for class ``size`` (default: what the agent needs now); ``rates``: the REGISTER budget's
+    share per account, by registrar key."""
     return [
-        build_configmap(agent, accounts, settings),
+        build_configmap(agent, accounts, settings, rates),
         build_service_account(agent, accounts),
         build_role(agent, accounts),
         build_role_binding(agent, accounts),

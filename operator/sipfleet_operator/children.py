@@ -11,7 +11,9 @@ It promises:
   the child is read first and not written when it already is what would be applied;
 * a new agent's first Deployment waits while accounts are still joining it (sizing.first_deploy_wait), then
   one more pass creates it: its pod is not replaced during a bulk create;
-* an agent left without accounts has its children deleted (unless placement re-used the name meanwhile).
+* an agent left without accounts has its children deleted (unless placement re-used the name meanwhile);
+* the assignment carries each account's share of the REGISTER budget as the pass finds it; when a share changes,
+  the agents of that registrar get a pass (:meth:`Children.follow_budget`, a few times in a fleet's growth).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Children:
     def __init__(self, state: State):
         self.state = state
         self.client = state.client
+        self._rates: dict[str, float] | None = None  # the REGISTER budget's shares follow_budget saw last
         self._tasks: set[asyncio.Task] = set()
 
     def stop(self) -> None:
@@ -140,7 +143,7 @@ class Children:
         if deployed is None:  # not applied by this process yet: the size class the cluster has
             deployed = fetched["Deployment"] = await self.client.get("Deployment", agent.namespace, agent_name)
         size = b.size_to_apply(agent, st.settings, deployed)
-        children = b.build_children(agent, hosted, st.settings, size)
+        children = b.build_children(agent, hosted, st.settings, size, st.register_rates())
         names = frozenset(agent.accounts)
         now = asyncio.get_running_loop().time()
         if rec.first_pass_at is None:
@@ -174,6 +177,20 @@ class Children:
             await self.client.apply(child)
             self._applied(rec, child, d)
         rec.hosted_names = names
+
+    async def follow_budget(self) -> None:
+        """The REGISTER budget's shares changed (a registrar's account count crossed a step, sipfleet.api.budget):
+        one pass for each agent hosting an account of such a registrar, whose assignment carries the share. The
+        first call only looks (every pass uses the shares of its moment anyway)."""
+        st = self.state
+        rates, seen = st.register_rates(), self._rates
+        self._rates = rates
+        if seen is None:
+            return
+        changed = {r for r in set(rates) | set(seen) if rates.get(r) != seen.get(r)}
+        for name, agent in list(st.fleet.items()) if changed else []:
+            if any(st.registrar_of.get((agent.namespace, n)) in changed for n in agent.accounts):
+                await self.sync_agent(name)
 
     def _pass_later(self, agent_name: str, delay: float) -> None:
         """One more pass of the agent in ``delay`` seconds (one at a time; a failed one is tried again)."""

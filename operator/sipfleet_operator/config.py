@@ -61,6 +61,10 @@ class Settings:
     agent_dead_flow_seconds: int = 30
     #: UDP dead-flow probing of the agents (AgentSettings.udp_dead_flow_seconds; 0: off)
     agent_udp_dead_flow_seconds: int = 0
+    #: REGISTERs per second any one registrar gets from this operator's accounts (sipfleet.api.budget; 0: no
+    #: budget), and the agents' probe interval while a registrar does not answer (AgentSettings)
+    register_rate_limit: float = 0.0
+    agent_registrar_probe_seconds: float = 5.0
     #: JSON overrides (the Helm chart passes them): fixed container resources (no sizing), pod and container
     #: securityContext
     agent_resources: dict | None = None
@@ -113,6 +117,12 @@ class Settings:
                             ("SIPFLEET_AGENT_UDP_DEAD_FLOW_SECONDS", udp_dead_flow)):
             if not 0 <= value <= 3600:
                 raise ValueError(f"{name}={value} is not within 0..3600")
+        limit = _number(env, "SIPFLEET_REGISTER_RATE_LIMIT", d.register_rate_limit, float)
+        probe = _number(env, "SIPFLEET_AGENT_REGISTRAR_PROBE_SECONDS", d.agent_registrar_probe_seconds, float)
+        if not 0 <= limit <= 1e6:
+            raise ValueError(f"SIPFLEET_REGISTER_RATE_LIMIT={limit} is not within 0..1000000 (0: no budget)")
+        if not 0 < probe <= 600:
+            raise ValueError(f"SIPFLEET_AGENT_REGISTRAR_PROBE_SECONDS={probe} is not within 0 (exclusive)..600")
         try:
             sizing = Sizing.from_api(_json(env, "SIPFLEET_AGENT_SIZING"))
         except ValueError as e:
@@ -125,6 +135,8 @@ class Settings:
             agent_log_level=env.get("SIPFLEET_AGENT_LOG_LEVEL", d.agent_log_level),
             agent_dead_flow_seconds=dead_flow,
             agent_udp_dead_flow_seconds=udp_dead_flow,
+            register_rate_limit=limit,
+            agent_registrar_probe_seconds=probe,
             agent_debug_hooks=_bool(env.get("SIPFLEET_AGENT_DEBUG_HOOKS"), d.agent_debug_hooks),
             agent_resources=_json(env, "SIPFLEET_AGENT_RESOURCES"),
             agent_pod_security_context=_json(env, "SIPFLEET_AGENT_POD_SECURITY_CONTEXT"),

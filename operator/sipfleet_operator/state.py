@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping
 
 from sipfleet.api import models as m
+from sipfleet.api.budget import per_account_rate, registrar_key
 
 from . import builders as b
 from . import conditions as cond
@@ -87,6 +88,9 @@ class State:
         self.terminating: dict[str, str | None] = {}
         #: assignment ConfigMaps that could not be read at start, until their accounts are placed again
         self.unreadable: dict[Key, stored.Unreadable] = {}
+        #: each known account's registrar key and the accounts per registrar (the REGISTER budget's split)
+        self.registrar_of: dict[Key, str] = {}
+        self.per_registrar: dict[str, int] = {}
 
     def watches(self, ns: str) -> bool:
         return namespace_matches(self.settings.namespaces, ns)
@@ -113,6 +117,7 @@ class State:
             return
         if "managedFields" in meta(body):
             body = {**body, "metadata": {k: v for k, v in meta(body).items() if k != "managedFields"}}
+        self._count_registrar((ns, name), (body.get("spec") or {}).get("registrar"))
         rec = self.accounts.get((ns, name))
         if rec is None:
             self.accounts[(ns, name)] = AccountRecord(body)
@@ -128,6 +133,29 @@ class State:
 
     def forget(self, ns: str, name: str) -> None:
         self.accounts.pop((ns, name), None)
+        self._count_registrar((ns, name), None)
+
+    def _count_registrar(self, key: Key, registrar: object) -> None:
+        new = registrar_key(registrar) if isinstance(registrar, str) and registrar else None
+        old = self.registrar_of.get(key)
+        if new == old:
+            return
+        if old is not None:
+            self.per_registrar[old] -= 1
+            if not self.per_registrar[old]:
+                del self.per_registrar[old]
+            del self.registrar_of[key]
+        if new is not None:
+            self.registrar_of[key] = new
+            self.per_registrar[new] = self.per_registrar.get(new, 0) + 1
+
+    def register_rates(self) -> dict[str, float]:
+        """Registrar key -> each of its accounts' share of the REGISTER budget ({}: no budget)."""
+        limit = self.settings.register_rate_limit
+        if limit <= 0:
+            return {}
+        return {reg: rate for reg, n in self.per_registrar.items()
+                if (rate := per_account_rate(limit, n)) is not None}
 
     def body(self, ns: str, name: str) -> dict | None:
         rec = self.accounts.get((ns, name))

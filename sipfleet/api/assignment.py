@@ -85,6 +85,11 @@ class AgentAccount(SipIdentity):
     self_heal: bool = True
     repair_token: str | None = Field(None, description="A new value asks the agent to re-create the account.")
     reregister_token: str | None = Field(None, description="A new value asks the agent to re-register.")
+    register_rate: float | None = Field(
+        None, gt=0, le=1e6,
+        description=("This account's share of the operator's REGISTER budget for its registrar, in REGISTERs per "
+                     "second; the agent paces the REGISTERs it starts itself by the sum over its accounts of a "
+                     "registrar. None: not paced."))
 
     def worker_key(self) -> tuple:
         """Accounts can share a pjsua2 worker process only when this key is equal: prevent mode's global outbound
@@ -113,6 +118,10 @@ class AgentSettings(ApiModel):
         0, ge=0, le=3600,
         description=("UDP: each worker with a registered UDP account sends an OPTIONS through their route every "
                      "third of this; no answer for this long re-registers its UDP accounts at once. 0: off."))
+    registrar_probe_seconds: float = Field(
+        5.0, gt=0, le=600,
+        description=("Paced accounts (register_rate): while their registrar does not answer, the agent sends one "
+                     "REGISTER (a probe) every this many seconds and holds the others until one is answered."))
 
 
 class AgentAssignment(ApiModel):

@@ -69,8 +69,12 @@ REDIRECT = "Redirect"
 #: next attempt: the first REGISTER after the worker's OPTIONS probes through the UDP route went unanswered for
 #: ``udpDeadFlowSeconds`` (worker/flowprobe.py).
 DEAD_FLOW = "DeadFlow"
+#: next attempt: when the agent's share of the operator's REGISTER budget allows it; while the registrar does not
+#: answer, after the agent's probe REGISTER is answered (agent/supervisor/paceplan.py). No time is known ahead.
+PACED = "Paced"
 
-NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT, DEAD_FLOW)
+NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT, DEAD_FLOW,
+                        PACED)
 
 #: TLS (transport tls): the server's certificate did not verify against spec.tls.caRef, or did not name the first
 #: hop (pjsip's PJSIP_TLS_ECERTVERIF; the message carries pjsip's verification result).

@@ -1,4 +1,5 @@
-"""What the supervisor hands on: the wire form of an account for its worker, and the texts of its events. Pure."""
+"""What the supervisor hands on: the wire form of an account for its worker, the texts of its events, and the agent's
+snapshot (GET /status) from its workers' parts. Pure."""
 
 from __future__ import annotations
 
@@ -18,3 +19,19 @@ def self_heal_message(doc: dict) -> str:
 def wire(res: ResolvedAccount) -> p.WireAccount:
     return p.WireAccount(spec=res.spec.to_api(), username=res.creds.username, password=res.creds.password, realm=res.creds.realm,
                          expires_override=res.expires_override, tls=res.tls.to_wire() if res.tls else None)
+
+
+def snapshot_document(agent: str, sip_address: str, parts: list, restarts: dict[int, int]) -> dict:
+    """GET /status: ``parts`` the workers' (proc, snapshot) replies, ``restarts`` per worker id."""
+    accounts, workers = [], []
+    for proc, snap in sorted(parts, key=lambda pr: pr[0].id):
+        workers.append({"id": proc.id, "pid": proc.pid, "sipPort": snap.get("sipPort"),
+                        "globalProxy": snap.get("globalProxy"), "restarts": restarts.get(proc.id, 0),
+                        "accounts": [a["name"] for a in snap.get("accounts", [])]})
+        for a in snap.get("accounts", []):
+            accounts.append({**a, "worker": proc.id, "sipPort": snap.get("sipPort")})
+    return {"agent": agent, "sipAddress": sip_address,
+            "sipPort": workers[0]["sipPort"] if workers else None,
+            "globalProxy": workers[0]["globalProxy"] if len(workers) == 1 else None,
+            "activeCalls": sum(int(s.get("activeCalls") or 0) for _, s in parts),
+            "workers": workers, "accounts": accounts}

@@ -29,9 +29,10 @@ from ..config import ResolvedAccount
 from ..logs import log
 from ..status import now_iso, self_heals_between
 from .launch import default_launcher
-from .messages import self_heal_message, wire
+from .messages import self_heal_message, snapshot_document, wire
 from .backoff import RestartPolicy, RestartState, hung, on_failure
 from .metricsagg import AccountStates, WorkerMetrics
+from .pacing import Pacing
 from .plan import WorkerSlot, diff, plan_workers
 from .attribution import suspect
 from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject, status_message
@@ -96,6 +97,7 @@ class Supervisor:
         self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._last_tick = clock()
+        self.pacing = Pacing(settings.registrar_probe_seconds, self._go)
 
     # ------------------------------------------------------------------ API for edges
 
@@ -105,6 +107,7 @@ class Supervisor:
 
     def apply(self, accounts: list[ResolvedAccount]) -> list[tuple]:
         """Host exactly ``accounts``; returns the keys that fit in no worker (their status says so)."""
+        self.pacing.configure(accounts)  # before the workers hear of them: their first Want is paced
         with self._lock:
             if self._stopping:
                 return []
@@ -182,19 +185,8 @@ class Supervisor:
 
     def snapshot(self, timeout: float = 5.0) -> dict:
         parts = self.request("snapshot", None, timeout)
-        accounts, workers = [], []
-        for proc, snap in sorted(parts, key=lambda pr: pr[0].id):
-            slot = self.slots.get(proc.id)
-            workers.append({"id": proc.id, "pid": proc.pid, "sipPort": snap.get("sipPort"),
-                            "globalProxy": snap.get("globalProxy"), "restarts": slot.restart.restarts if slot else 0,
-                            "accounts": [a["name"] for a in snap.get("accounts", [])]})
-            for a in snap.get("accounts", []):
-                accounts.append({**a, "worker": proc.id, "sipPort": snap.get("sipPort")})
-        return {"agent": self.name, "sipAddress": self.settings.sip_address,
-                "sipPort": workers[0]["sipPort"] if workers else None,
-                "globalProxy": workers[0]["globalProxy"] if len(workers) == 1 else None,
-                "activeCalls": sum(int(s.get("activeCalls") or 0) for _, s in parts),
-                "workers": workers, "accounts": accounts}
+        restarts = {wid: s.restart.restarts for wid, s in list(self.slots.items())}
+        return snapshot_document(self.name, self.settings.sip_address, parts, restarts)
 
     def refresh_metrics(self, timeout: float = 2.0) -> None:
         """Ask every worker for its metrics now (heartbeats carry them too, up to a second old)."""
@@ -265,7 +257,9 @@ class Supervisor:
         slot.proc.metrics = []
 
     def _on_message(self, proc: WorkerProc, msg: p.Message) -> None:
-        if isinstance(msg, p.Status):
+        if isinstance(msg, (p.Want, p.Answered)):
+            self.pacing.on_message(msg)
+        elif isinstance(msg, p.Status):
             key = (msg.namespace, msg.name)
             with self._lock:
                 slot = self.slots.get(proc.id)
@@ -293,6 +287,12 @@ class Supervisor:
                 if slot is not None and slot.proc is proc:
                     slot.sip_port = msg.sip_port
             log(LOG, logging.INFO, "worker ready", worker=proc.id, pid=msg.pid, sip_port=msg.sip_port)
+
+    def _go(self, key: tuple) -> None:  # pacing lets key's REGISTER go; a worker gone: its successor asks again
+        with self._lock:
+            proc = next((s.proc for s in self.slots.values() if key in s.plan.accounts and s.proc is not None), None)
+            if proc is None or not proc.send(p.Go(key[0], key[1])):
+                self.pacing.on_message(p.Answered(key[0], key[1], None))
 
     def _synthetic(self, key: tuple, registration: dict) -> None:
         """A registration state the supervisor knows better than any worker (the account's last document kept)."""
@@ -358,6 +358,7 @@ class Supervisor:
         assert proc is not None
         proc.close_input()
         self.metrics.retire(proc.metrics)
+        self.pacing.forget(slot.plan.accounts)
         slot.restart, delay = on_failure(self.policy, slot.restart, proc.started_at, now)
         slot.proc, slot.restart_at = None, now + delay
         rej = proc.rejected
@@ -397,6 +398,7 @@ class Supervisor:
         with self._lock:
             self._stopping = True
             self.exit_code = exit_code
+            self.pacing.stop()
             procs = [s.proc for s in self.slots.values() if s.proc is not None] + self.retiring
             log(LOG, logging.INFO, "stopping: every worker un-REGISTERs its accounts", workers=len(procs))
             for proc in procs:

@@ -130,8 +130,10 @@ class AccountSet:
         self.max_accounts = max_accounts
         self.count = 0
 
-    def create(self, rt: AccountRuntime, global_proxy: list[str], transport_ids: dict) -> str | None:
-        """None when created, else why not."""
+    def create(self, rt: AccountRuntime, global_proxy: list[str], transport_ids: dict,
+               register: bool = True) -> str | None:
+        """None when created, else why not. ``register`` False: no REGISTER yet (a paced account's waits for the
+        supervisor's Go, .pacing)."""
         if rt.acc is not None:
             return None
         if self.count >= self.max_accounts:
@@ -141,6 +143,7 @@ class AccountSet:
         try:
             cfg = account_config(rt, self.settings, global_proxy, transport_ids)
             rt.created_registrar = cfg.regConfig.registrarUri
+            cfg.regConfig.registerOnAdd = register
             acc.create(cfg, False)
         except (pj.Error, ValueError) as e:
             rt.acc = None

@@ -37,6 +37,7 @@ from .flowprobe import FlowProbe
 from .leaving import Leaving
 from .netwatch import NetWatch
 from .observe import Observer
+from .pacing import CREATE, PaceClient
 from .refresher import Refresher
 from .retrier import Retrier
 from .repairs import Repairs
@@ -81,6 +82,7 @@ class Agent:
         self.retrier = Retrier(self)
         self.tls = tlsport.TlsPort(self)
         self.probe = FlowProbe(self)
+        self.pace = PaceClient(self)
         self.tls_from_accounts = False  # Init.tls_from_accounts: no default (unverified) TLS transport
         self._debouncer = Debouncer(settings.status_debounce_ms / 1000.0, self._emit,
                                     first_hold_s=FIRST_REPORT_HOLD_S if settings.status_debounce_ms else 0.0)
@@ -275,7 +277,10 @@ class Agent:
                                    expires_seconds=None, expires_at=None, failure_reason=None,
                                    next_attempt_at=None, next_attempt_reason=None,
                                    redirected_to=rt.registrar_override)
-        err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids)
+        paced = self.pace.paced(rt)
+        err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids, register=not paced)
+        if err is None and paced:
+            self.pace.send(rt, CREATE)
         if err is not None:
             log(LOG, logging.ERROR, err, account=rt.name)
             rt.status.set_registration(state="Failed", code=None, reason=scrub(err), last_failure=now_iso())
@@ -296,6 +301,7 @@ class Agent:
         log(LOG, logging.INFO, "account removed", account=rt.name)
         rt.removed = True
         self.accounts.pop(rt.key, None)
+        self.pace.pending.pop(rt.key, None)
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
         self.loop.cancel(rt.heal_timer)

@@ -102,6 +102,7 @@ def serve(fd_in: int, fd_out: int) -> int:
                            verdict.message, verdict.count, verdict.limit))
 
     agent.reject_hook = rejected
+    agent.pace.hook = ch.send  # REGISTER pacing: Want / Answered to the supervisor (.pacing)
     if init.breadcrumbs:
         agent.answer_hook = lambda rt: ch.send(p.Answer(rt.key[0], rt.key[1]))
     ch.send(p.Hello(init.worker, os.getpid(), agent.sip_port, __version__))
@@ -175,6 +176,8 @@ def _read(rd: TextIO, agent: Agent, ch: Channel) -> None:
                 ch.send(p.Reply(msg.id, False, error=f"unknown op {msg.op}"))
             else:
                 fut().add_done_callback(_reply(ch, msg.id))
+        elif isinstance(msg, p.Go):
+            agent.submit(agent.pace.go, (msg.namespace, msg.name))
         elif isinstance(msg, p.Stop):
             agent.request_stop(msg.exit_code)
     agent.request_stop(0)  # the supervisor is gone: un-REGISTER and exit

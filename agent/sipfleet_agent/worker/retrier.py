@@ -1,7 +1,9 @@
 """The agent's own retry timer of one worker (event thread only): after a failed REGISTER it asks
 :mod:`.retrypolicy` when to send the next one, writes that into ``status.registration`` (``nextAttemptAt``,
 ``nextAttemptReason``, ``failures``, ``failureReason``, ``redirectedTo``) and sends it then. pjsua's own retry is
-off (:mod:`.accounts`), so nothing else re-registers a failed account.
+off (:mod:`.accounts`), so nothing else re-registers a failed account. A paced account's attempt waits for the
+supervisor's Go (:mod:`.pacing`), and after a failure that says the registrar does not answer it waits for the
+agent's probe instead of a back-off of its own (``nextAttemptReason: Paced``).
 
 Promise: one scheduled attempt per account at most; a 2xx clears it; a lost TCP/TLS connection re-registers the
 worker's accounts of that transport after ``firstRetryIntervalSeconds`` (never sooner, never shortening a wait the
@@ -17,9 +19,8 @@ import random
 import time
 from typing import Any
 
-import pjsua2 as pj
-
 from sipfleet.api import reasons
+from sipfleet.api.budget import PATH_FAILURE_CODES
 
 from ..logs import log
 from . import retrypolicy
@@ -40,6 +41,7 @@ class Retrier:
         rt.failures = 0
         rt.redirect_chain = ()
         self._cancel(rt)
+        self.a.pace.answered(rt, 200)
         return {"next_attempt_at": None, "next_attempt_reason": None, "failures": None}
 
     def on_failure(self, rt: AccountRuntime, code: int, whole_msg: str) -> dict:
@@ -51,6 +53,7 @@ class Retrier:
                                 challenge_answered=answered, contacts=contacts, registrar=registrar,
                                 redirect_chain=rt.redirect_chain or (registrar,))
         d = retrypolicy.decide(rt.res.spec.registration, f, time.time(), random.random())
+        self.a.pace.answered(rt, code, retry_after)
         upd: dict = {}
         if d.redirect_to is not None:
             rt.redirect_chain = f.redirect_chain + (d.redirect_to,)
@@ -62,6 +65,13 @@ class Retrier:
             if rt.registrar_override is not None:  # the next attempt starts over at the configured registrar
                 rt.registrar_override = None
                 upd["redirected_to"] = None
+        if self.a.pace.paced(rt) and d.next_reason == reasons.BACKOFF and code in PATH_FAILURE_CODES:
+            # the registrar does not answer: not a back-off of this account's own, the agent's probe decides
+            self._cancel(rt)
+            self.a.pace.send(rt)
+            log(LOG, logging.INFO, "next registration attempt: after the agent's probe", account=rt.name, code=code)
+            return {**upd, "failure_reason": d.failure_reason, "next_attempt_at": None,
+                    "next_attempt_reason": reasons.PACED, "failures": rt.failures}
         self._schedule(rt, d)
         log(LOG, logging.INFO, "next registration attempt", account=rt.name, code=code, reason=d.next_reason,
             failure=d.failure_reason, delay_s=round(d.delay, 3), detail=d.message)
@@ -107,10 +117,4 @@ class Retrier:
             return
         log(LOG, logging.INFO, "retrying registration", account=rt.name, reason=rt.next_attempt[1] if rt.next_attempt
             else None)
-        try:
-            rt.acc.setRegistration(True)
-        except pj.Error as e:  # e.g. a REGISTER in flight (its answer reschedules) or no transport: back off
-            LOG.warning("retry of %s failed locally: %s", rt.name, e.info())
-            upd = self.on_failure(rt, 0, "")
-            rt.status.set_registration(**upd)
-            self.a.mark(rt)
+        self.a.pace.send(rt)  # at once unless paced (.pacing)
