@@ -11,7 +11,8 @@ annotation per account) takes ~60 s for 1,000 accounts on 2 cores, longer than t
 Printed: the time from the heal until every account was Registered again by a grant of R after the heal (from
 status: ``expiresAt - expiresSeconds``, the grant's time on the agent's clock, which is this machine's), its p50;
 the REGISTERs R received per second after the heal (from R's wire log: the peak and the seconds around it); the
-REGISTERs the fleet sent during the outage (P's wire log: retransmissions included). ``--limit`` is the operator's
+REGISTERs the fleet sent during the outage (P's wire log: retransmissions included; the un-REGISTERs of the
+re-registrations, ``Expires: 0``, and the registration attempts, distinct Call-IDs, also on their own). ``--limit`` is the operator's
 registrar-wide REGISTER budget (``SIPFLEET_REGISTER_RATE_LIMIT``; 0: none).
 """
 
@@ -121,7 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"R healed after {t_heal - t_out:.1f} s; waiting for every account to hold a grant given after it", flush=True)
         seen = env.wait_all(names, lambda o: (grant_time(o) or 0) >= t_heal - 0.2, "re-registered", args.timeout)
         time.sleep(5)  # R's wire log of the last seconds
-        at_p = [r.at for r in env.lab.wire(since=t_out, node="P", method="REGISTER") if mine(r)]
+        recs_p = [r for r in env.lab.wire(since=t_out, node="P", method="REGISTER") if mine(r)]
+        at_p = [r.at for r in recs_p]
+        unreg_p = [r for r in recs_p if r.at < t_heal and r.expires.strip() == "0"]
         at_r = [r.at for r in env.lab.wire(since=t_heal, node="R", method="REGISTER") if mine(r)]
         grants = {}
         for o in env.accounts():
@@ -141,6 +144,9 @@ def _run(args: argparse.Namespace) -> int:
             "registers_at_R_first_20_s": [secs.get(i, 0) for i in range(20)],
             "registers_at_R_until_settled": len(at_r),
             "registers_at_P_during_outage": len([t for t in at_p if t < t_heal]),
+            "of_which_unregisters": len(unreg_p),
+            "registration_attempts_at_P_during_outage": len({r.call_id for r in recs_p if r.at < t_heal
+                                                            and r.expires.strip() != "0"}),
             "registers_at_P_outage_start_to_settled": len(at_p),
         }), flush=True)
         return 0 if len(done) == len(names) else 1

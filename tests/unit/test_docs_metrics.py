@@ -52,8 +52,14 @@ def operator_families() -> dict[str, str]:
 def agent_families() -> dict[str, str]:
     from sipfleet_agent.metrics import Metrics
     from sipfleet_agent.supervisor.metricsagg import AccountStates
+    from sipfleet_agent.supervisor.pacing import Pacing
 
-    return _families([Metrics().registry, AccountStates(lambda: [("alice", None)])])
+    pacing = Pacing(5.0, lambda key: None)
+    pacing.plan.configure({("ns", "alice"): ("r.lab", 1.0)})
+    try:
+        return _families([Metrics().registry, AccountStates(lambda: [("alice", None)]), pacing])
+    finally:
+        pacing.stop()
 
 
 def exposed(families: dict[str, str]) -> set[str]:

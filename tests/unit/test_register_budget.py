@@ -226,3 +226,98 @@ def test_a_challenged_attempt_costs_two_requests_so_the_wire_stays_within_the_ra
     assert 45 <= len(sent) <= 104  # ~10/s, not 20/s
     for start in [x / 10 for x in range(0, 90)]:
         assert len([x for x in sent if start <= x < start + 1.0]) <= 10 + 2
+
+
+# ------------------------------------------------------------------------------------------ the worker's side
+
+
+class _Agent:
+    def __init__(self):
+        from sipfleet_agent.worker.pacing import PaceClient
+
+        self.accounts: dict = {}
+        self.stopping = False
+        self.pace = PaceClient(self)
+        self.sent: list = []
+        self.pace.hook = self.sent.append
+
+
+class _Acc:
+    def __init__(self):
+        self.calls = 0
+
+    def setRegistration(self, on: bool) -> None:  # noqa: N802 - pjsua2's name
+        self.calls += 1
+
+
+def _runtime(agent: _Agent, rate: float | None, name: str = "alice"):
+    from sipfleet.api.models import AgentAccount
+    from sipfleet_agent.config import ResolvedAccount
+    from sipfleet_agent.status import AgentRef
+    from sipfleet_agent.worker.accounts import AccountRuntime
+
+    spec = AgentAccount.model_validate({"name": name, "aor": f"sip:{name}@lab", "registrar": "sip:r.lab",
+                                        "credentials": {"username": name, "passwordFile": "/x"},
+                                        "registerRate": rate})
+    rt = AccountRuntime(ResolvedAccount(spec, creds=None), AgentRef(name="a"))
+    rt.acc = _Acc()
+    agent.accounts[rt.key] = rt
+    return rt
+
+
+def test_a_paced_account_asks_once_and_registers_on_go():
+    from sipfleet_agent import protocol as p
+    from sipfleet_agent.worker.pacing import CREATE
+
+    a = _Agent()
+    rt = _runtime(a, 0.5)
+    a.pace.send(rt, CREATE)
+    a.pace.send(rt)  # asked already: no second Want
+    assert a.sent == [p.Want(None, "alice")] and rt.acc.calls == 0
+    a.pace.go(rt.key)
+    assert rt.acc.calls == 1
+    a.pace.go(rt.key)  # a Go nobody asked for: nothing sent, and the supervisor hears so
+    assert rt.acc.calls == 1 and a.sent[-1] == p.Answered(None, "alice", None, None, 1)
+
+
+def test_a_retry_that_finds_the_account_registered_again_sends_nothing():
+    from sipfleet_agent import protocol as p
+
+    a = _Agent()
+    rt = _runtime(a, 0.5)
+    a.pace.send(rt)
+    rt.status.set_registration(state="Registered")  # e.g. pjsua's own refresh was answered meanwhile
+    a.pace.go(rt.key)
+    assert rt.acc.calls == 0 and a.sent[-1] == p.Answered(None, "alice", None, None, 1)
+
+
+def test_an_unpaced_account_registers_at_once_and_tells_nothing():
+    a = _Agent()
+    rt = _runtime(a, None)
+    a.pace.send(rt)
+    a.pace.answered(rt, 200)
+    assert rt.acc.calls == 1 and a.sent == []
+    b = _Agent()
+    b.pace.hook = None  # no supervisor to ask (a worker run on its own)
+    rt2 = _runtime(b, 0.5)
+    b.pace.send(rt2)
+    assert rt2.acc.calls == 1
+
+
+def test_a_recreation_waits_for_its_turn_and_its_new_client_registers_on_add():
+    from sipfleet_agent import protocol as p
+    from sipfleet_agent.worker.pacing import RETRY
+
+    a = _Agent()
+    rt = _runtime(a, 0.5)
+    a.pace.send(rt, RETRY)
+    turn = a.pace.turn(rt)  # a re-register while a retry waits: the one Want now stands for the re-creation
+    wait = next(turn)
+    assert a.sent == [p.Want(None, "alice")] and not wait.pred()
+    rt.busy = True
+    a.pace.go(rt.key)
+    assert wait.pred() and rt.acc.calls == 0  # let go: no REGISTER of the old client
+    assert a.pace.take_grant(rt) and not a.pace.take_grant(rt)  # once: create_account registers on add
+    a.pace.unregistered(rt)
+    a.pace.answered(rt, 200)
+    assert a.sent[-1] == p.Answered(None, "alice", 200, None, 2)  # the REGISTER and the un-REGISTER

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
+
+from prometheus_client.core import Metric
 
 from sipfleet.api.budget import registrar_key
 
@@ -22,10 +24,14 @@ from ..logs import log
 from .paceplan import PacePlan
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
+RATE = "sipfleet_agent_register_budget_rate"
+WAITING = "sipfleet_agent_register_budget_waiting"
+UNANSWERED = "sipfleet_agent_registrar_unanswered"
 
 
 class Pacing:
-    def __init__(self, probe_s: float, send: Callable[[tuple], None], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, probe_s: float, send: Callable[[tuple], None], clock: Callable[[], float] = time.monotonic,
+                 registry: Any = None):
         self.plan = PacePlan(probe_s)
         self.send = send
         self.clock = clock
@@ -34,6 +40,8 @@ class Pacing:
         self._down: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="pacing", daemon=True)
         self._thread.start()
+        if registry is not None:
+            registry.register(self)
 
     def configure(self, accounts: Iterable[ResolvedAccount]) -> None:
         paced = {a.key: (registrar_key(a.spec.registrar), a.spec.register_rate) for a in accounts
@@ -63,6 +71,18 @@ class Pacing:
     def snapshot(self) -> dict:
         with self._cv:
             return self.plan.snapshot()
+
+    def collect(self):  # noqa: ANN201 - prometheus_client collector protocol
+        snap = self.snapshot()
+        fams = [Metric(RATE, "REGISTER requests per second this agent may send to the registrar (its accounts' "
+                       "shares of the operator's budget)", "gauge"),
+                Metric(WAITING, "Accounts whose REGISTER waits for the budget or for the agent's probe", "gauge"),
+                Metric(UNANSWERED, "1 while the registrar does not answer: the agent's accounts wait behind one "
+                       "probe REGISTER per registrarProbeSeconds", "gauge")]
+        for lane, s in sorted(snap.items()):
+            for fam, value in zip(fams, (s["rate"], s["waiting"], 1.0 if s["down"] else 0.0)):
+                fam.add_sample(fam.name, {"registrar": lane}, float(value))
+        return fams
 
     def stop(self) -> None:
         with self._cv:

@@ -97,7 +97,7 @@ class Supervisor:
         self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._last_tick = clock()
-        self.pacing = Pacing(settings.registrar_probe_seconds, self._go)
+        self.pacing = Pacing(settings.registrar_probe_seconds, self._go, registry=self.registry)
 
     # ------------------------------------------------------------------ API for edges
 

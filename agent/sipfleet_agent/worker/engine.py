@@ -277,7 +277,7 @@ class Agent:
                                    expires_seconds=None, expires_at=None, failure_reason=None,
                                    next_attempt_at=None, next_attempt_reason=None,
                                    redirected_to=rt.registrar_override)
-        paced = self.pace.paced(rt)
+        paced = self.pace.paced(rt) and not self.pace.take_grant(rt)
         err = self.pjaccounts.create(rt, self.global_proxy, self.transport_ids, register=not paced)
         if err is None and paced:
             self.pace.send(rt, CREATE)
@@ -301,7 +301,7 @@ class Agent:
         log(LOG, logging.INFO, "account removed", account=rt.name)
         rt.removed = True
         self.accounts.pop(rt.key, None)
-        self.pace.pending.pop(rt.key, None)
+        self.pace.forget(rt)
         self._debouncer.forget(rt.key)
         self.loop.cancel(rt.retry_timer)
         self.loop.cancel(rt.heal_timer)
@@ -309,11 +309,16 @@ class Agent:
         self.leaving.remove(rt)
 
     def recreate(self, rt: AccountRuntime) -> TaskGen:
-        """shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
+        """(paced: its turn,) shutdown, drop, wait for the un-REGISTER's final response (short timeout), create again."""
         rt.busy = True
         try:
             self.loop.cancel(rt.retry_timer)
+            if self.pace.paced(rt):
+                yield from self.pace.turn(rt)
+                if rt.removed or self.stopping:
+                    return
             if self.drop_account(rt):
+                self.pace.unregistered(rt)
                 yield Wait(min(UNREGISTER_WAIT_S, self.settings.unregister_timeout_seconds), lambda: rt.meter.unreg_done)
             rt.meter.retiring = False
             if rt.removed or self.stopping:
