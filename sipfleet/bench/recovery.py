@@ -6,7 +6,10 @@ cluster and SIP lab (bench/fleet.py's Env). Then the registrar R is blackholed (
 out of R dropped, so the proxy P gets no answer and says 408 after its transaction timer) for ``--outage`` seconds,
 and every account is asked to re-register at its start, so each must send a REGISTER while R is gone: through the
 agents' debug hook (``POST /debug/reregister``, one call per agent pod, all at once), since the user's way (an
-annotation per account) takes ~60 s for 1,000 accounts on 2 cores, longer than the outage. R is healed, and the bench watches until every account holds a grant given after the heal.
+annotation per account) takes ~60 s for 1,000 accounts on 2 cores, longer than the outage. ``--ask reregister``
+(the default) is the user's re-register: an un-REGISTER, then a REGISTER from a new registration client;
+``--ask refresh`` is a refresh of the current client (what a registrar going away shortly before every account's
+refresh would see; ``POST /debug/refresh``). R is healed, and the bench watches until every account holds a grant given after the heal.
 
 Printed: the time from the heal until every account was Registered again by a grant of R after the heal (from
 status: ``expiresAt - expiresSeconds``, the grant's time on the agent's clock, which is this machine's), its p50;
@@ -42,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outage", type=float, default=30, help="seconds R is blackholed (default 30)")
     p.add_argument("--limit", type=float, default=0,
                    help="the operator's registrar-wide REGISTER budget per second (0: none)")
+    p.add_argument("--ask", choices=("reregister", "refresh"), default="reregister",
+                   help="what every account is asked to do at the outage's start (default reregister)")
     p.add_argument("--cluster", default="bench", help="local cluster name (started if not running)")
     p.add_argument("--state-dir", help="that cluster's state directory (default: sipfleet's state root)")
     p.add_argument("--timeout", type=float, default=1200, help="give up waiting for a phase after this long")
@@ -76,12 +81,12 @@ def user_of(uri: str) -> str:
     return rest.split("@", 1)[0] if "@" in rest else ""
 
 
-def _reregister_all(env: Env) -> tuple[int, float]:
-    """Every agent pod's accounts asked to re-register at once (debug hook); (pods, seconds it took)."""
+def _ask_all(env: Env, what: str) -> tuple[int, float]:
+    """Every agent pod's accounts asked to re-register or refresh at once (debug hook); (pods, seconds it took)."""
     ips = [p.status.pod_ip for p in agent_pods(env) if p.status.pod_ip]
 
     def one(ip: str) -> None:
-        req = urllib.request.Request(f"http://{ip}:{AGENT_HTTP_PORT}/debug/reregister", data=b"", method="POST")
+        req = urllib.request.Request(f"http://{ip}:{AGENT_HTTP_PORT}/debug/{what}", data=b"", method="POST")
         with urllib.request.urlopen(req, timeout=30) as r:
             r.read()
 
@@ -112,8 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         t_out = time.time()
         env.lab.inject("R", "partition")
         try:
-            pods, took = _reregister_all(env)
-            print(f"R blackholed; the {len(names)} accounts of {pods} agent pods asked to re-register ({took:.1f} s)",
+            pods, took = _ask_all(env, args.ask)
+            print(f"R blackholed; the {len(names)} accounts of {pods} agent pods asked to {args.ask} ({took:.1f} s)",
                   flush=True)
             time.sleep(max(0.0, args.outage - (time.time() - t_out)))
         finally:
@@ -136,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         done = sorted(grants.values())
         print(json.dumps({
             "benchmark": "recovery", "accounts": len(names), "outage_s": round(t_heal - t_out, 1),
-            "limit_per_s": args.limit or None,
+            "limit_per_s": args.limit or None, "asked": args.ask,
             "all_registered_after_heal_s": round(done[-1], 2) if len(done) == len(names) else None,
             "registered_after_heal_p50_s": round(percentile(done, 50), 2) if done else None,
             "re_registered": len(done), "seen_by_watch": len(seen),
