@@ -24,6 +24,7 @@ import logging
 from pydantic import ValidationError
 
 from sipfleet.api import models as m
+from sipfleet.api.budget import registrar_key
 
 from . import builders as b
 from . import placement as pl
@@ -44,7 +45,6 @@ class Children:
     def __init__(self, state: State):
         self.state = state
         self.client = state.client
-        self._rates: dict[str, float] | None = None  # the REGISTER budget's shares follow_budget saw last
         self._tasks: set[asyncio.Task] = set()
 
     def stop(self) -> None:
@@ -143,7 +143,8 @@ class Children:
         if deployed is None:  # not applied by this process yet: the size class the cluster has
             deployed = fetched["Deployment"] = await self.client.get("Deployment", agent.namespace, agent_name)
         size = b.size_to_apply(agent, st.settings, deployed)
-        children = b.build_children(agent, hosted, st.settings, size, st.register_rates())
+        rates = st.register_rates()
+        children = b.build_children(agent, hosted, st.settings, size, rates)
         names = frozenset(agent.accounts)
         now = asyncio.get_running_loop().time()
         if rec.first_pass_at is None:
@@ -177,19 +178,17 @@ class Children:
             await self.client.apply(child)
             self._applied(rec, child, d)
         rec.hosted_names = names
+        rec.rates = {r: rates.get(r) for r in {registrar_key(h.spec.registrar) for h in hosted}}
 
     async def follow_budget(self) -> None:
-        """The REGISTER budget's shares changed (a registrar's account count crossed a step, sipfleet.api.budget):
-        one pass for each agent hosting an account of such a registrar, whose assignment carries the share. The
-        first call only looks (every pass uses the shares of its moment anyway)."""
+        """The REGISTER budget's shares changed since an agent's last pass (a registrar's account count crossed a
+        step, sipfleet.api.budget): one pass for that agent, whose assignment carries the shares. An agent this
+        process has not passed yet gets the shares of its moment at its first pass."""
         st = self.state
-        rates, seen = st.register_rates(), self._rates
-        self._rates = rates
-        if seen is None:
-            return
-        changed = {r for r in set(rates) | set(seen) if rates.get(r) != seen.get(r)}
-        for name, agent in list(st.fleet.items()) if changed else []:
-            if any(st.registrar_of.get((agent.namespace, n)) in changed for n in agent.accounts):
+        rates = st.register_rates()
+        for name in list(st.fleet):
+            seen = st.agents[name].rates if name in st.agents else None
+            if seen is not None and any(rates.get(r) != v for r, v in seen.items()):
                 await self.sync_agent(name)
 
     def _pass_later(self, agent_name: str, delay: float) -> None:

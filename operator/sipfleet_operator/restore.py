@@ -43,6 +43,8 @@ class Restore:
         results = [stored.read_configmap(cm) for cm in cms]
         agents = [r for r in results if isinstance(r, stored.StoredAgent)]
         rec = pl.reconstruct(a.entry() for a in agents)
+        for a in agents:  # the budget's shares as they were: the accounts' watch events then change nothing
+            st.seed_registrars(a.namespace, a.registrars)
         for a in agents:
             if a.recovered:
                 log.warning("assignment ConfigMap %s/%s was incomplete: %s (it is rewritten)", a.namespace, a.name,

@@ -59,6 +59,7 @@ class AgentRecord:
     first_pass_at: float | None = None  # loop time of its first pass (while it has no Deployment)
     last_join_at: float | None = None  # loop time an account last joined it
     deploy_timer: asyncio.TimerHandle | None = None  # the pass that creates its deferred first Deployment
+    rates: dict[str, float | None] | None = None  # REGISTER budget shares of its registrars at its last pass
 
     def forget_children(self) -> None:
         self.applied.clear()
@@ -66,6 +67,7 @@ class AgentRecord:
         self.deployed = None
         self.seen_pod, self.pod_seen = None, False
         self.first_pass_at = self.last_join_at = None
+        self.rates = None
         if self.deploy_timer is not None:
             self.deploy_timer.cancel()
             self.deploy_timer = None
@@ -148,6 +150,13 @@ class State:
         if new is not None:
             self.registrar_of[key] = new
             self.per_registrar[new] = self.per_registrar.get(new, 0) + 1
+
+    def seed_registrars(self, ns: str, pairs) -> None:  # noqa: ANN001 - (account name, registrar URI) pairs
+        """At start, from the assignments: the accounts they host, counted per registrar before their bodies come
+        (a pass made while they come in one by one would otherwise hand out the shares of a smaller fleet)."""
+        for name, registrar in pairs:
+            if (ns, name) not in self.registrar_of:
+                self._count_registrar((ns, name), registrar)
 
     def register_rates(self) -> dict[str, float]:
         """Registrar key -> each of its accounts' share of the REGISTER budget ({}: no budget)."""

@@ -44,6 +44,8 @@ class StoredAgent:
     recovered: str | None = None
     #: (account, worker key) as the assignment says, sorted by account (empty when read from ownerReferences)
     shapes: tuple[tuple[str, WorkerKey], ...] = ()
+    #: (account, registrar URI) as the assignment says: the REGISTER budget's counts before the accounts arrive
+    registrars: tuple[tuple[str, str], ...] = ()
 
     def entry(self) -> tuple[str, GroupKey, tuple[str, ...], dict[str, WorkerKey]]:
         """The form :func:`placement.reconstruct` takes."""
@@ -172,4 +174,6 @@ def read_configmap(cm: Any) -> StoredAgent | Unreadable:
     if entries is None:
         names = owners
         recovered.append(f"accounts taken from ownerReferences ({assignment_problem})")
-    return StoredAgent(ns, name, key, tuple(names), "; ".join(recovered) or None, _shapes(entries or []))
+    registrars = tuple(sorted({e["name"]: e["registrar"] for e in entries or []
+                               if isinstance(e.get("registrar"), str)}.items()))
+    return StoredAgent(ns, name, key, tuple(names), "; ".join(recovered) or None, _shapes(entries or []), registrars)

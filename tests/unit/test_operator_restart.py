@@ -33,8 +33,8 @@ FLEET = {  # name: (namespace, route, mode, dedicated)
 }
 
 
-def settings() -> Settings:
-    return Settings(namespaces=("ns-a", "ns-b"), metrics_port=0, liveness_endpoint=None)
+def settings(**extra) -> Settings:
+    return Settings(namespaces=("ns-a", "ns-b"), metrics_port=0, liveness_endpoint=None, **extra)
 
 
 def account(name: str) -> dict:
@@ -54,11 +54,12 @@ def populated() -> MemoryApi:
     return api
 
 
-async def first_run(api: MemoryApi) -> dict[str, list[str]]:
-    eng = Engine(settings(), client=api)
+async def first_run(api: MemoryApi, **extra) -> dict[str, list[str]]:
+    eng = Engine(settings(**extra), client=api)
     await eng.load()
     for obj in api.of_kind("SipAccount"):
         await eng.reconcile_account(obj)
+    await eng.children.follow_budget()  # the shares handed out while the fleet grew, made current
     await eng.stop()
     return assignments(api)
 
@@ -69,8 +70,8 @@ def assignments(api: MemoryApi) -> dict[str, list[str]]:
             for cm in api.of_kind("ConfigMap")}
 
 
-async def restart(api: MemoryApi) -> Engine:
-    eng = Engine(settings(), client=api)
+async def restart(api: MemoryApi, **extra) -> Engine:
+    eng = Engine(settings(**extra), client=api)
     await eng.load()
     for obj in api.of_kind("SipAccount"):
         if eng.loader.is_loaded(obj["metadata"]["namespace"]):
@@ -78,13 +79,17 @@ async def restart(api: MemoryApi) -> Engine:
     return eng
 
 
-def test_restart_changes_nothing_and_writes_nothing():
+@pytest.mark.parametrize("extra", [{}, {"register_rate_limit": 7.0}], ids=["no-budget", "budget"])
+def test_restart_changes_nothing_and_writes_nothing(extra):
     async def go():
         api = populated()
-        before = await first_run(api)
+        before = await first_run(api, **extra)
         assert len(before) == 4  # alice+bob+dave+erin (three workers), carol | frank, gina
+        if extra:  # 7 accounts of one registrar: 1/s each, in every assignment
+            assert {a.get("registerRate") for cm in api.of_kind("ConfigMap")
+                    for a in json.loads(cm["data"][b.ASSIGNMENT_KEY])["accounts"]} == {1.0}
         api.writes.clear()
-        eng = await restart(api)
+        eng = await restart(api, **extra)
         assert assignments(api) == before
         assert api.writes == [], api.writes  # not one write for an unchanged fleet
         # and the restarted engine places a new account next to the others without a new agent
