@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sipfleet.api import models as m
@@ -45,7 +45,7 @@ class StoredAgent:
     #: (account, worker key) as the assignment says, sorted by account (empty when read from ownerReferences)
     shapes: tuple[tuple[str, WorkerKey], ...] = ()
     #: (account, registrar URI) as the assignment says: the REGISTER budget's counts before the accounts arrive
-    registrars: tuple[tuple[str, str], ...] = ()
+    registrars: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def entry(self) -> tuple[str, GroupKey, tuple[str, ...], dict[str, WorkerKey]]:
         """The form :func:`placement.reconstruct` takes."""
