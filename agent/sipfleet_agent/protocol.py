@@ -135,10 +135,12 @@ class Answer:
 
 @dataclasses.dataclass(frozen=True)
 class Want:
-    """A paced account (``register_rate``) has a REGISTER of the agent's own to send: it waits for a :class:`Go`."""
+    """A paced account (``register_rate``) has a REGISTER of the agent's own to send: it waits for a :class:`Go`.
+    ``requests``: the REGISTER requests the attempt is expected to take (its budget charge)."""
 
     namespace: str | None
     name: str
+    requests: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

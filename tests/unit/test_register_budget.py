@@ -215,7 +215,7 @@ def test_a_challenged_attempt_costs_two_requests_so_the_wire_stays_within_the_ra
     keys = [("ns", f"k{i}") for i in range(100)]
     p = plan(0.1, keys)  # 10 REGISTER requests/s
     for k in keys:
-        p.want(k, 0.0)
+        p.want(k, 0.0, 2)
     sent: list[float] = []  # each attempt: two requests (the 401 comes back 5 ms later)
     t = 0.0
     while t < 10.0:
@@ -273,7 +273,7 @@ def test_a_paced_account_asks_once_and_registers_on_go():
     rt = _runtime(a, 0.5)
     a.pace.send(rt, CREATE)
     a.pace.send(rt)  # asked already: no second Want
-    assert a.sent == [p.Want(None, "alice")] and rt.acc.calls == 0
+    assert a.sent == [p.Want(None, "alice", 2)] and rt.acc.calls == 0  # 2: a challenge expected
     a.pace.go(rt.key)
     assert rt.acc.calls == 1
     a.pace.go(rt.key)  # a Go nobody asked for: nothing sent, and the supervisor hears so
@@ -306,18 +306,30 @@ def test_an_unpaced_account_registers_at_once_and_tells_nothing():
 
 def test_a_recreation_waits_for_its_turn_and_its_new_client_registers_on_add():
     from sipfleet_agent import protocol as p
-    from sipfleet_agent.worker.pacing import RETRY
+    from sipfleet_agent.worker.pacing import RECREATE, RETRY
 
     a = _Agent()
     rt = _runtime(a, 0.5)
     a.pace.send(rt, RETRY)
     turn = a.pace.turn(rt)  # a re-register while a retry waits: the one Want now stands for the re-creation
     wait = next(turn)
-    assert a.sent == [p.Want(None, "alice")] and not wait.pred()
+    assert a.sent == [p.Want(None, "alice", 2)] and not wait.pred()
     rt.busy = True
     a.pace.go(rt.key)
     assert wait.pred() and rt.acc.calls == 0  # let go: no REGISTER of the old client
     assert a.pace.take_grant(rt) and not a.pace.take_grant(rt)  # once: create_account registers on add
     a.pace.unregistered(rt)
-    a.pace.answered(rt, 200)
-    assert a.sent[-1] == p.Answered(None, "alice", 200, None, 2)  # the REGISTER and the un-REGISTER
+    a.pace.answered(rt, 200)  # not challenged (no Authorization on it): 1, and the un-REGISTER (2 expected)
+    assert a.sent[-1] == p.Answered(None, "alice", 200, None, 3)
+    a.pace.send(rt, RECREATE)  # the registrar did not challenge: a re-creation is expected to take 2
+    assert a.sent[-1] == p.Want(None, "alice", 2)
+
+
+def test_an_attempt_charged_too_little_is_set_right_by_its_answer():
+    p = plan(0.25)  # 1 request/s
+    p.want(A, 0.0, 1)
+    p.want(B, 0.0, 1)
+    assert p.due(0.0) == [A]
+    p.answered(A, 200, 0.1, requests=4)  # it took 4 (an un-REGISTER and a REGISTER, each challenged)
+    assert p.due(1.0) == [] and p.next_at(1.0) == pytest.approx(4.0)  # the 3 owed are paid first
+    assert p.due(4.0) == [B]

@@ -3,9 +3,10 @@ and its probe of a registrar that does not answer. Pure: no I/O, time passed in.
 
 Promise: the accounts of one registrar (a *lane*) wait in the order they asked (:meth:`PacePlan.want`). A lane lets
 them go at its rate (the sum of its accounts' ``register_rate``, in REGISTER requests per second) from a bucket
-one attempt deep: no burst. An attempt costs the REGISTER requests the lane's last answered attempt took (2 when the
-registrar challenges: the first REGISTER and the one with credentials), charged when it is let go and set right
-when its answer says what it took; so in any second a lane's REGISTERs stay within about ``rate + 2``. A lane is *down* after a path failure (:data:`PATH_FAILURES`: no answer,
+one attempt deep: no burst. An attempt costs the REGISTER requests its worker expects (2 when the registrar
+challenges: the first REGISTER and the one with credentials; twice that for a re-creation, whose un-REGISTER
+comes first), charged when it is let go and set right when its answer says what it took; so in any second a
+lane starts REGISTER transactions within about ``rate`` plus one attempt. A lane is *down* after a path failure (:data:`PATH_FAILURES`: no answer,
 408, 500, 502, 503, 504) or when a REGISTER it let go has had no final answer for :data:`SUSPECT_S` (a registrar
 that answers takes milliseconds, a challenge included). While down it lets one account go per ``probe_s`` (the
 probe, whether or not the last one was answered yet; never before a Retry-After the registrar gave) and holds the
@@ -34,11 +35,10 @@ EPS = 1e-9  # a token refilled to 0.9999999999 is a token
 class Lane:
     rate: float
     tokens: float = 1.0
-    cost: float = 1.0  # REGISTER requests the last answered attempt took
     stamp: float | None = None
     down_since: float | None = None
     next_probe: float = 0.0
-    waiting: dict = dataclasses.field(default_factory=dict)  # key -> since; insertion order is the queue
+    waiting: dict = dataclasses.field(default_factory=dict)  # key -> (since, cost); insertion order is the queue
     inflight: dict = dataclasses.field(default_factory=dict)  # key -> (let go at, tokens charged)
 
     def refill(self, now: float) -> None:
@@ -101,10 +101,11 @@ class PacePlan:
     def paced(self, key: Key) -> bool:
         return key in self.lane_of
 
-    def want(self, key: Key, now: float) -> None:
+    def want(self, key: Key, now: float, cost: int = 1) -> None:
+        """``key`` waits to start an attempt of ``cost`` REGISTER requests."""
         lane = self.lanes.get(self.lane_of.get(key, ""))
         if lane is not None and key not in lane.waiting:
-            lane.waiting[key] = now
+            lane.waiting[key] = (now, float(max(1, cost)))
 
     def answered(self, key: Key, code: int | None, now: float, retry_after: int | None = None,
                  requests: int = 1) -> None:
@@ -119,7 +120,6 @@ class PacePlan:
             lane.tokens = min(1.0, lane.tokens + went[1] - (0 if code is None else max(1, requests)))
         if code is None:
             return
-        lane.cost = float(max(1, requests))
         if code in PATH_FAILURES:
             if lane.down_since is None:
                 lane.down_since, lane.next_probe = now, now + self.probe_s
@@ -146,9 +146,9 @@ class PacePlan:
                         break  # one probe every probe_s (however long the last one takes to be answered)
                     lane.next_probe = now + self.probe_s
                 key = next(iter(lane.waiting))
-                del lane.waiting[key]
-                lane.tokens -= lane.cost
-                lane.inflight[key] = (now, lane.cost)
+                _, cost = lane.waiting.pop(key)
+                lane.tokens -= cost
+                lane.inflight[key] = (now, cost)
                 out.append(key)
         return out
 

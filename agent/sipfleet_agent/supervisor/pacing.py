@@ -57,7 +57,7 @@ class Pacing:
         with self._cv:
             unpaced = isinstance(msg, p.Want) and not self.plan.paced(key)
             if isinstance(msg, p.Want) and not unpaced:
-                self.plan.want(key, self.clock())
+                self.plan.want(key, self.clock(), msg.requests)
             elif isinstance(msg, p.Answered):
                 self.plan.answered(key, msg.code, self.clock(), msg.retry_after, msg.requests)
             self._cv.notify()

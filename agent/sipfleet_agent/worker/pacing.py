@@ -37,6 +37,7 @@ class PaceClient:
         self.pending: dict[tuple, str] = {}  # key -> CREATE / RETRY / RECREATE, asked and not yet let go
         self.granted: set[tuple] = set()  # re-creations let go: their new client registers on add
         self.extra: dict[tuple, int] = {}  # requests the attempt took besides its REGISTERs (its un-REGISTER)
+        self.challenges: dict[tuple, bool] = {}  # whether the account's last granted REGISTER was challenged
 
     def paced(self, rt: AccountRuntime) -> bool:
         return self.hook is not None and rt.res.spec.register_rate is not None
@@ -51,7 +52,7 @@ class PaceClient:
                 self.pending[rt.key] = why
             return
         self.pending[rt.key] = why
-        self.hook(p.Want(rt.key[0], rt.key[1]))  # type: ignore[misc]
+        self.hook(p.Want(rt.key[0], rt.key[1], self._per_request(rt) * (2 if why == RECREATE else 1)))  # type: ignore[misc]
 
     def turn(self, rt: AccountRuntime):  # noqa: ANN201 - a task generator (eventloop.TaskGen)
         """A re-creation's turn: ask, and wait until let go (``take_grant`` then says so once)."""
@@ -67,11 +68,11 @@ class PaceClient:
     def unregistered(self, rt: AccountRuntime) -> None:
         """A re-creation sent an un-REGISTER: it counts to the attempt (2 requests when the registrar challenges)."""
         if self.paced(rt):
-            self.extra[rt.key] = 2 if self._challenged(rt) else 1
+            self.extra[rt.key] = self._per_request(rt)
 
     def forget(self, rt: AccountRuntime) -> None:
         """The account left the worker (a Go for it finds nothing)."""
-        for d in (self.pending, self.extra):
+        for d in (self.pending, self.extra, self.challenges):
             d.pop(rt.key, None)
         self.granted.discard(rt.key)
 
@@ -90,12 +91,17 @@ class PaceClient:
     def answered(self, rt: AccountRuntime, code: int, retry_after: int | None = None) -> None:
         """A final answer: the supervisor learns the registrar answers, and what an attempt costs (the REGISTER
         it answers carried credentials: a challenge came first, 2 requests)."""
-        if self.paced(rt):
-            self._tell(rt.key, code, retry_after, (2 if self._challenged(rt) else 1) + self.extra.pop(rt.key, 0))
+        if not self.paced(rt):
+            return
+        challenged = rt.last_register is not None and rt.last_register[0].authorized
+        if 200 <= code < 300:
+            self.challenges[rt.key] = challenged
+        self._tell(rt.key, code, retry_after, (2 if challenged else 1) + self.extra.pop(rt.key, 0))
 
-    @staticmethod
-    def _challenged(rt: AccountRuntime) -> bool:
-        return rt.last_register is not None and rt.last_register[0].authorized
+    def _per_request(self, rt: AccountRuntime) -> int:
+        """REGISTER requests one REGISTER takes at this account's registrar: 2 when it challenged the last one it
+        granted (or none was granted yet: the usual registrar challenges)."""
+        return 2 if self.challenges.get(rt.key, True) else 1
 
     def register_now(self, rt: AccountRuntime) -> None:
         if rt.acc is None or rt.removed or self.a.stopping:
