@@ -5,14 +5,16 @@ Promise: the accounts of one registrar (a *lane*) wait in the order they asked (
 them go at its rate (the sum of its accounts' ``register_rate``, in REGISTER requests per second) from a bucket
 one attempt deep: no burst. An attempt costs the REGISTER requests its worker expects (2 when the registrar
 challenges: the first REGISTER and the one with credentials; twice that for a re-creation, whose un-REGISTER
-comes first), charged when it is let go and set right when its answer says what it took; so in any second a
-lane starts REGISTER transactions within about ``rate`` plus one attempt. A lane is *down* after a path failure (:data:`PATH_FAILURES`: no answer,
-408, 500, 502, 503, 504) or when a REGISTER it let go has had no final answer for :data:`SUSPECT_S` (a registrar
-that answers takes milliseconds, a challenge included). While down it lets one account go per ``probe_s`` (the
-probe, whether or not the last one was answered yet; never before a Retry-After the registrar gave) and holds the
-rest; the first answer that is not a path
-failure, to any REGISTER of the lane's accounts, opens it again, and the waiting accounts follow at the lane's rate.
-A REGISTER let go and never answered (its account went away) stops counting after :data:`INFLIGHT_MAX_S`.
+comes first), charged when it is let go and set right when its answer says what it took; so in any second a lane
+starts REGISTER transactions within about ``rate`` plus one attempt.
+
+A lane is *down* after a path failure (:data:`PATH_FAILURES`: no answer, 408, 500, 502, 503, 504) or when a
+REGISTER it let go has had no final answer for :data:`SUSPECT_S` (a registrar that answers takes milliseconds, a
+challenge included). While down it lets one account go per ``probe_s`` (the probe, whether or not the last one
+was answered yet; never before a Retry-After the registrar gave) and holds the rest; the first answer that is not
+a path failure, to any REGISTER of the lane's accounts, opens it again, and the waiting accounts follow at the
+lane's rate. A REGISTER let go and never answered (its account went away) stops counting after
+:data:`INFLIGHT_MAX_S`.
 """
 
 from __future__ import annotations
