@@ -2,7 +2,8 @@
 operator and its agents during a demo-like run, and every dashboard query and every alert expression is run
 against it.
 
-The run: the chart installed in a namespace of its own (namespaced mode, the agents' debug hooks on), alice
+The run: the chart installed in a namespace of its own (namespaced mode, the agents' debug hooks on, a REGISTER
+budget of 50/s: its gauges have series), alice
 (prevent) and dave (routeMode account, selfHeal off: the operator's ladder repairs) Registered at the real SIP
 lab; Prometheus discovers the operator through the endpoints of the chart's metrics Service and the agent pods
 through the API (``kubernetes_sd_configs``, as a ServiceMonitor and the chart's PodMonitor would), scrapes every
@@ -57,7 +58,7 @@ NEEDS_FAULT = {
 def fleet(cluster, k8s, helm_bin, lab, tmp_path):
     with namespaced_release(cluster, k8s, helm_bin, RELEASE, tmp_path, "--set",
                             "extraEnv[0].name=SIPFLEET_AGENT_DEBUG_HOOKS", "--set-string",
-                            "extraEnv[0].value=true") as ns:
+                            "extraEnv[0].value=true", "--set", "agent.registerRateLimit=50") as ns:
         yield SipAccounts(k8s, cluster, ns)
 
 
