@@ -119,10 +119,10 @@ class State:
             return
         if "managedFields" in meta(body):
             body = {**body, "metadata": {k: v for k, v in meta(body).items() if k != "managedFields"}}
-        self._count_registrar((ns, name), (body.get("spec") or {}).get("registrar"))
         rec = self.accounts.get((ns, name))
         if rec is None:
             self.accounts[(ns, name)] = AccountRecord(body)
+            self._count_registrar((ns, name), (body.get("spec") or {}).get("registrar"))
             return
         old = rec.body
         if meta(old).get("uid") == meta(body).get("uid"):
@@ -132,6 +132,7 @@ class State:
             except (TypeError, ValueError):
                 pass
         rec.body = body
+        self._count_registrar((ns, name), (body.get("spec") or {}).get("registrar"))
 
     def forget(self, ns: str, name: str) -> None:
         self.accounts.pop((ns, name), None)

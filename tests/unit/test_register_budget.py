@@ -59,6 +59,11 @@ def test_state_counts_accounts_per_registrar_and_gives_each_its_share():
     st.remember(_body("a0", "sip:r.lab:5060;transport=tcp"))  # a new version, same registrar: counted once
     assert st.per_registrar == {"r.lab:5060": 4, "other.lab": 1}
     assert st.register_rates() == {"r.lab:5060": per_account_rate(10, 4), "other.lab": per_account_rate(10, 1)}
+    newer, stale = _body("a3", "sip:r.lab:5060"), _body("a3", "sip:stale.lab")
+    newer["metadata"]["resourceVersion"], stale["metadata"]["resourceVersion"] = "2", "0"
+    st.remember(newer)
+    st.remember(stale)  # a late watch event of an older version: neither kept nor counted
+    assert st.per_registrar == {"r.lab:5060": 4, "other.lab": 1}
     st.remember(_body("a1", "sip:other.lab"))  # moved to another registrar
     st.forget("ns", "a2")
     assert st.per_registrar == {"r.lab:5060": 2, "other.lab": 2}
