@@ -22,7 +22,6 @@ registrar-wide REGISTER budget (``SIPFLEET_REGISTER_RATE_LIMIT``; 0: none).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import time
 import urllib.request
@@ -30,7 +29,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-from sipfleet.kubectl.fmt import percentile
+from sipfleet.kubectl.fmt import parse_time, percentile
 
 from .faults_fleet import agent_pods
 from .fleet import Env, _ready
@@ -54,20 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _epoch(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 def grant_time(obj: dict) -> float | None:
     """When the account's current grant was given (epoch s), from ``expiresAt - expiresSeconds``; None unless
     Registered with both."""
     reg = (obj.get("status") or {}).get("registration") or {}
-    at, secs = _epoch(reg.get("expiresAt")), reg.get("expiresSeconds")
+    at, secs = parse_time(reg.get("expiresAt")), reg.get("expiresSeconds")
     if reg.get("state") != "Registered" or at is None or not isinstance(secs, int):
         return None
-    return at - secs
+    return at.timestamp() - secs
 
 
 def per_second(times: list[float], origin: float) -> Counter:

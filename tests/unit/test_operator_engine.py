@@ -551,28 +551,25 @@ def test_a_namespace_being_deleted_is_forgotten_and_its_late_events_place_nothin
 def test_the_register_budget_reaches_every_agent_and_follows_the_fleet_size():
     """SIPFLEET_REGISTER_RATE_LIMIT 8/s: one account gets 8/s; when a second joins, the first agent's assignment
     gets the new share (follow_budget) and the two shares stay within the limit."""
-    def shares() -> dict[str, float]:
+    def shares(f: Fixture) -> dict[str, float]:
         return {a["name"]: a.get("registerRate") for cm in f.api.of_kind("ConfigMap", NS)
                 for a in json.loads(cm["data"][b.ASSIGNMENT_KEY])["accounts"]}
 
     async def go():
-        nonlocal f
         f = Fixture("alice", settings={"register_rate_limit": 8.0, "accounts_per_agent": 1})
         await f.eng.load()
         await f.eng.reconcile_account(f.body("alice"))
-        await f.eng.children.follow_budget()  # the first look only notes the shares
-        assert shares() == {"alice": 8.0}
+        assert shares(f) == {"alice": 8.0}
         f.api.put(account("bob"))
         await f.eng.reconcile_account(f.body("bob"))
-        assert shares() == {"alice": 8.0, "bob": 4.0}  # alice's agent got no pass yet
+        assert shares(f) == {"alice": 8.0, "bob": 4.0}  # alice's agent got no pass yet
         f.api.writes.clear()
         await f.eng.children.follow_budget()
-        assert shares() == {"alice": 4.0, "bob": 4.0}
+        assert shares(f) == {"alice": 4.0, "bob": 4.0}
         assert [w[1] for w in f.writes("apply")] == ["ConfigMap"]  # only alice's assignment
         f.api.writes.clear()
         await f.eng.children.follow_budget()
         assert f.api.writes == []  # nothing changed: nothing written
         await f.eng.stop()
 
-    f = None
     run(go())
