@@ -8,7 +8,7 @@ inside :class:`Apply` (``WireAccount.password``, ``WireAccount.tls``), are never
 Supervisor -> worker: :class:`Init` (first, once), :class:`Apply`, :class:`Request`, :class:`Stop`, :class:`Go`.
 Worker -> supervisor: :class:`Hello` (endpoint started), :class:`Heartbeat`, :class:`Status`, :class:`Reply`,
 :class:`Rejected` (the last message of a worker that ends itself with :data:`REJECTED_EXIT_CODE`), :class:`Want` and
-:class:`Answered` (REGISTER pacing: supervisor/pacing.py).
+:class:`Answered` (REGISTER pacing: supervisor/pacing.py), :class:`PathFailed` (failover: supervisor/failover.py).
 """
 
 from __future__ import annotations
@@ -164,11 +164,25 @@ class Answered:
     requests: int = 1
 
 
-Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer, Want, Go, Answered]
+@dataclasses.dataclass(frozen=True)
+class PathFailed:
+    """The first hop of the worker's route failed for this account (failover, supervisor/failover.py): ``cause`` a
+    :data:`sipfleet.api.reasons.PATH_FAILURE_REASONS` constant, ``route`` the route the worker sends through,
+    ``detail`` what pjsip said (for status and events)."""
+
+    namespace: str | None
+    name: str
+    route: list[str]
+    cause: str
+    detail: str = ""
+
+
+Message = Union[Init, Apply, Request, Stop, Hello, Heartbeat, Status, Reply, Rejected, Answer, Want, Go, Answered,
+                PathFailed]
 TYPES: dict[str, type] = {
     "init": Init, "apply": Apply, "request": Request, "stop": Stop,
     "hello": Hello, "heartbeat": Heartbeat, "status": Status, "reply": Reply, "rejected": Rejected, "answer": Answer,
-    "want": Want, "go": Go, "answered": Answered,
+    "want": Want, "go": Go, "answered": Answered, "path-failed": PathFailed,
 }
 NAMES = {cls: name for name, cls in TYPES.items()}
 

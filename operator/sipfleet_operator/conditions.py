@@ -8,7 +8,8 @@ idempotent and the operator patches only when something really changed.
   the scheduler cannot place it (too big for every node, say), so the account says why, not just "starting".
 * ``Registered``: what the agent measured (``status.registration``) - but only while the agent that wrote it
   is alive; otherwise Unknown / AgentNotReporting (a stale "Registered" must not survive its agent).
-* ``RouteInSync``: the agent's measured ``status.route.inSync``.
+* ``RouteInSync``: the agent's measured ``status.route.inSync`` (reason ``FailedOver`` while in sync with a fallback
+  route: ``status.route.active``).
 * ``RouteFlapping``: the route drifted more than ``spec.drift.flapThreshold`` times within ``flapWindowSeconds``
   (the ladder's verdict, ``status.ladder.flapping``); informational, Ready does not depend on it (a flapping route
   that self-heals registers through the desired route nearly all of the time; the ladder escalates and, if that
@@ -159,6 +160,11 @@ def _route(i: Inputs, registered: C) -> C:
         return C(ct.ROUTE_IN_SYNC, "Unknown", ct.NOT_OBSERVED, "no REGISTER observed by the current agent yet")
     if route.in_sync:
         hop = f" via {route.first_hop}" if route.first_hop else ""
+        active = route.active
+        if active is not None and active.index > 0:
+            why = f": {active.message}" if active.message else ""
+            return C(ct.ROUTE_IN_SYNC, "True", ct.FAILED_OVER,
+                     f"REGISTER sent{hop} along fallback route {active.index} ({', '.join(active.route)}){why}")
         return C(ct.ROUTE_IN_SYNC, "True", ct.IN_SYNC, f"REGISTER sent{hop} along the desired route")
     eff = ", ".join(route.effective) or "(none)"
     return C(ct.ROUTE_IN_SYNC, "False", ct.ROUTE_DRIFT, f"effective route {eff} differs from desired {', '.join(route.desired)}")

@@ -94,8 +94,10 @@ class AgentAccount(SipIdentity):
     def worker_key(self) -> tuple:
         """Accounts can share a pjsua2 worker process only when this key is equal: prevent mode's global outbound
         proxy and the transports (with their TLS settings) are per process. (transport, route, routeMode), plus the
-        TLS settings' key for a tls account that has them."""
-        return (self.transport, tuple(self.route), self.route_mode) + tls_key(self.transport, self.tls)
+        TLS settings' key for a tls account that has them, plus the fallback routes and failover settings of an
+        account that has fallback routes: such accounts fail over together (they share the first hop that fails)."""
+        return (self.transport, tuple(self.route), self.route_mode) + tls_key(self.transport, self.tls) + \
+            failover_key(self)
 
 
 class AgentSettings(ApiModel):
@@ -146,6 +148,14 @@ class AgentAssignment(ApiModel):
 def tls_key(transport: str, tls: AgentTls | None) -> tuple:
     """The TLS part of a worker key: empty unless a tls account has TLS settings (so other keys are as before)."""
     return (("tls",) + tls.worker_key(),) if transport == "tls" and tls is not None else ()
+
+
+def failover_key(a: "AgentAccount") -> tuple:
+    """The failover part of a worker key: empty without fallback routes (so other keys are as before)."""
+    if not a.fallback_routes:
+        return ()
+    return (("fallbacks", tuple(tuple(r) for r in a.fallback_routes), a.failover.probe_interval_seconds,
+             a.failover.return_after_probes),)
 
 
 def workers_needed(accounts: list[AgentAccount]) -> int:

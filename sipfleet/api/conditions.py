@@ -32,6 +32,8 @@ REGISTRATION_FAILED = "RegistrationFailed"  # a failure without a more precise r
 #: RouteInSync
 NOT_OBSERVED = "NotObserved"
 IN_SYNC = "InSync"
+#: in sync with a fallback route (spec.fallbackRoutes): the account failed over, the wire matches the active route
+FAILED_OVER = keys.EVENT_FAILED_OVER
 ROUTE_DRIFT = "RouteDrift"
 #: RouteFlapping
 FLAPPING = keys.REASON_FLAPPING

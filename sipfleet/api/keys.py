@@ -50,6 +50,10 @@ REASON_FLAPPING = "Flapping"
 REASON_STABLE = "Stable"
 #: the agent's aggregated event for its own repairs: one Event per account and burst, its count raised per self-heal
 EVENT_ROUTE_SELF_HEALED = "RouteSelfHealed"
+#: the agent's events of failover (spec.fallbackRoutes): the account left its active route for the next one, and came
+#: back to the primary once it answered again (agent/sipfleet_agent/supervisor/failover.py)
+EVENT_FAILED_OVER = "FailedOver"
+EVENT_FAILED_BACK = "FailedBack"
 #: the ladder restarts (or waits to restart) the agent pod of an account that stays drifted
 EVENT_RESTARTING_AGENT = "RestartingAgent"
 #: the ladder gave up for now on an account's route and backs off (its Degraded condition says the same)

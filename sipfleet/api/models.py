@@ -19,9 +19,9 @@ from .base import (GROUP, VERSION, KIND, PLURAL, API_VERSION, MAX_ACCOUNTS_PER_W
     LOOSE_ROUTE_PATTERN, DNS_LABEL_PATTERN, SECRET_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, ApiModel, SipUri, Transport,
     RouteMode, is_sip_uri)
 from .spec import (CredentialsRef, RegistrationSettings, IncomingCallPolicy, DriftSettings, AgentPlacement,
-    TlsMinVersion, TlsCaRef, TlsClientCertificateRef, TlsSettings, SipIdentity, SipAccountSpec)
+    TlsMinVersion, TlsCaRef, TlsClientCertificateRef, TlsSettings, FailoverSettings, SipIdentity, SipAccountSpec)
 from .status import (ConditionType, Condition, RegistrationState, RegistrationStatus, SentRequest, RepairMethod,
-    RepairTrigger, RepairRecord, RouteStatus, AgentRef, LadderStatus, TlsStatus, SipAccountStatus)
+    RepairTrigger, RepairRecord, ActiveRoute, RouteStatus, AgentRef, LadderStatus, TlsStatus, SipAccountStatus)
 from .assignment import (AgentCredentials, AgentTls, AgentAccount, AgentSettings, AgentAssignment, tls_key,
     workers_needed)
 
@@ -31,8 +31,8 @@ __all__ = [
     "REALM_PATTERN", "LOOSE_ROUTE_PATTERN", "DNS_LABEL_PATTERN", "SECRET_KEY_PATTERN", "DNS_SUBDOMAIN_PATTERN",
     "ApiModel", "SipUri", "Transport", "RouteMode", "is_sip_uri", "CredentialsRef", "RegistrationSettings",
     "IncomingCallPolicy", "DriftSettings", "AgentPlacement", "TlsMinVersion", "TlsCaRef", "TlsClientCertificateRef",
-    "TlsSettings", "SipIdentity", "SipAccountSpec", "ConditionType", "Condition", "RegistrationState",
-    "RegistrationStatus", "SentRequest", "RepairMethod", "RepairTrigger", "RepairRecord", "RouteStatus", "AgentRef",
+    "TlsSettings", "FailoverSettings", "SipIdentity", "SipAccountSpec", "ConditionType", "Condition", "RegistrationState",
+    "RegistrationStatus", "SentRequest", "RepairMethod", "RepairTrigger", "RepairRecord", "ActiveRoute", "RouteStatus", "AgentRef",
     "LadderStatus", "TlsStatus", "SipAccountStatus", "AgentCredentials", "AgentTls", "AgentAccount", "AgentSettings",
     "AgentAssignment", "tls_key", "workers_needed",
 ]

@@ -73,6 +73,18 @@ DEAD_FLOW = "DeadFlow"
 #: answer, after the agent's probe REGISTER is answered (agent/supervisor/paceplan.py). No time is known ahead.
 PACED = "Paced"
 
+# Failover (spec.fallbackRoutes; agent/sipfleet_agent/supervisor/failoverplan.py): why a route is active
+# (``status.route.active.reason``).
+
+#: the active route is the primary one (spec.route)
+PRIMARY = "Primary"
+#: the previous route's first hop did not answer a REGISTER (pjsip's own timeout: no response came back)
+FIRST_HOP_UNANSWERED = "FirstHopUnanswered"
+#: a REGISTER could not be sent to the previous route's first hop (connection refused, transport error)
+FIRST_HOP_UNREACHABLE = "FirstHopUnreachable"
+#: (DEAD_FLOW, above) the previous route's first hop left the worker's dead-flow probes unanswered
+PATH_FAILURE_REASONS = (FIRST_HOP_UNANSWERED, FIRST_HOP_UNREACHABLE, DEAD_FLOW)
+
 NEXT_ATTEMPT_REASONS = (AUTH_FAILED, PERMANENT_FAILURE, BACKOFF, RETRY_AFTER, TRANSPORT_LOST, REDIRECT, DEAD_FLOW,
                         PACED)
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -222,6 +222,34 @@ class TlsSettings(ApiModel):
         return self
 
 
+Route = Annotated[list[SipUri], Field(min_length=1, max_length=4)]
+
+
+def _checked_route(route: list[str], where: str) -> list[str]:
+    if len(set(route)) != len(route):
+        raise ValueError(f"{where} entries must be unique")
+    for r in route:
+        if not re.search(LOOSE_ROUTE_PATTERN, r):
+            raise ValueError(f"{where} entry {r!r} is not a loose-routing URI (with ;lr): strict routing is not supported")
+    return route
+
+
+class FailoverSettings(ApiModel):
+    """How an account with fallbackRoutes leaves its primary route and comes back (docs/registration-policy.md,
+    "Failover and return"). The agent fails over when the active route's first hop fails: a REGISTER with no answer
+    from it (timeout, transport error) or its dead-flow probes unanswered; it comes back when the primary answers
+    OPTIONS returnAfterProbes times in a row."""
+
+    probe_interval_seconds: int = Field(
+        10, ge=1, le=3600,
+        description=("While on a fallback route: an OPTIONS through the primary route (to its first hop) every this "
+                     "many seconds; one unanswered within min(this, 4) seconds starts the count again."))
+    return_after_probes: int = Field(
+        3, ge=1, le=100,
+        description=("Answers in a row from the primary route's first hop before the account returns to it: the "
+                     "hysteresis that keeps a flapping proxy from moving the account back and forth."))
+
+
 class SipIdentity(ApiModel):
     """The SIP side of an account: who registers where, through which route, with which timers and call policy.
     Declared once, here: the SipAccount spec is a ``SipIdentity`` plus what the operator needs (credentials as a
@@ -239,6 +267,16 @@ class SipIdentity(ApiModel):
         description="Ordered outbound proxy route; the first entry is the first hop. Use ;lr URIs.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    fallback_routes: list[Route] = Field(
+        default_factory=list,
+        max_length=3,
+        description=("Ordered alternative routes (each like route: ;lr URIs, the first entry the first hop). When the "
+                     "active route's first hop fails the account registers through the next one; while it is not on "
+                     "the primary (route) the primary is probed with OPTIONS and the account returns to it "
+                     "(failover). status.route.active says which route is active and why."),
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     transport: Transport = Field("udp", description="Transport used towards the first hop.")
     route_mode: RouteMode = Field(
         "prevent",
@@ -253,12 +291,19 @@ class SipIdentity(ApiModel):
     @field_validator("route")
     @classmethod
     def _route_unique(cls, route: list[str]) -> list[str]:
-        if len(set(route)) != len(route):
-            raise ValueError("route entries must be unique")
-        for r in route:
-            if not re.search(LOOSE_ROUTE_PATTERN, r):
-                raise ValueError(f"route entry {r!r} is not a loose-routing URI (with ;lr): strict routing is not supported")
-        return route
+        return _checked_route(route, "route")
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> "SipIdentity":
+        if self.fallback_routes and not self.route:
+            raise ValueError("fallbackRoutes need a primary route")
+        seen = [tuple(self.route)]
+        for i, fr in enumerate(self.fallback_routes):
+            if tuple(fr) in seen:
+                raise ValueError(f"fallbackRoutes[{i}] repeats the route or an earlier fallback route")
+            seen.append(tuple(fr))
+            _checked_route(fr, f"fallbackRoutes[{i}]")
+        return self
 
 
 class SipAccountSpec(SipIdentity):
@@ -273,6 +318,32 @@ class SipAccountSpec(SipIdentity):
                     "(self.registrar.startsWith('sips:') || self.registrar.contains(';transport=tls')))",
                     "message": "transport tls needs a sips: or ;transport=tls route (or registrar when the route is empty)",
                     "fieldPath": ".transport",
+                },
+                {
+                    "rule": "self.transport != 'tls' || self.fallbackRoutes.all(fr, "
+                    "fr.all(r, r.startsWith('sips:') || r.contains(';transport=tls')))",
+                    "message": "transport tls needs sips: or ;transport=tls fallback routes",
+                    "fieldPath": ".fallbackRoutes",
+                },
+                {
+                    "rule": "self.transport == 'tls' || self.fallbackRoutes.all(fr, fr.all(r, !r.startsWith('sips:')))",
+                    "message": "sips: URIs need transport tls",
+                    "fieldPath": ".fallbackRoutes",
+                },
+                {
+                    "rule": "self.fallbackRoutes.size() == 0 || self.route.size() > 0",
+                    "message": "fallbackRoutes need a primary route",
+                    "fieldPath": ".fallbackRoutes",
+                },
+                {
+                    "rule": "!self.fallbackRoutes.exists(fr, fr == self.route)",
+                    "message": "a fallback route must differ from route",
+                    "fieldPath": ".fallbackRoutes",
+                },
+                {
+                    "rule": f"self.fallbackRoutes.all(fr, fr.all(r, r.matches('{LOOSE_ROUTE_PATTERN}')))",
+                    "message": "every fallback route entry must be a loose-routing URI (with ;lr)",
+                    "fieldPath": ".fallbackRoutes",
                 },
                 {
                     "rule": "self.transport == 'tls' || (!self.registrar.startsWith('sips:') "

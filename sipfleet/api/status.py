@@ -76,6 +76,20 @@ class RepairRecord(ApiModel):
     result: Literal["repaired", "failed", "in-progress"] = "in-progress"
 
 
+class ActiveRoute(ApiModel):
+    """Written by the agent for an account with fallback routes: which route it registers through and why."""
+
+    index: int = Field(0, ge=0, le=3, description="0: the primary (spec.route); n: spec.fallbackRoutes[n-1].")
+    route: list[str] = Field(default_factory=list, description="The active route's URIs.")
+    reason: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64,
+        description=("Why this route is active: Primary, or what failed on the previous one (FirstHopUnanswered, "
+                     "FirstHopUnreachable, DeadFlow; sipfleet.api.reasons)."))
+    message: str | None = Field(None, max_length=1024, description="What happened, for people.")
+    since: str | None = Field(None, description="When this route became active.")
+    failovers: int = Field(0, ge=0, description="Failovers of this account since its agent took it.")
+
+
 class RouteStatus(ApiModel):
     """Desired and effective route. Written by the agent; ``effective`` is measured, never copied from config."""
 
@@ -94,6 +108,8 @@ class RouteStatus(ApiModel):
     drift_count: int = Field(0, ge=0, description="Drifts the hosting agent measured since it took the account.")
     self_heal_count: int = Field(0, ge=0, description="Drifts the hosting agent repaired on its own (self-heal).")
     last_repair: RepairRecord | None = None
+    active: ActiveRoute | None = Field(
+        None, description="Accounts with fallbackRoutes: the route meant to be active; desired and inSync are about it.")
     repair_history: list[RepairRecord] = Field(default_factory=list, max_length=10)
 
 

@@ -6,13 +6,14 @@ exits unasked or misses heartbeats for ``settings.heartbeat_timeout_seconds`` is
 ``WorkerRestarted``) name the cause. A worker that ended itself after refusing a registrar's answer
 (:class:`~sipfleet_agent.protocol.Rejected`) gets that account quarantined (:mod:`.quarantine`: in no worker for a
 growing back-off, its status Failed with the worker's reason, a Warning event with that reason), and is restarted
-with its other accounts only; once released, an account with strikes runs in a worker of its own. :meth:`stop` tells every worker to un-REGISTER and exit, waits at most
-``grace_s`` and kills what is left. No pjsua2 here. Status and events go to an :class:`Edge`.
+with its other accounts only; once released, an account with strikes runs in a worker of its own. Accounts with
+fallback routes run with the route :mod:`.failover` says is active (a move is a replan). :meth:`stop` tells every
+worker to un-REGISTER and exit, waits at most ``grace_s`` and kills what is left. No pjsua2 here. Status and
+events go to an :class:`Edge`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -30,13 +31,15 @@ from ..logs import log
 from ..status import now_iso, self_heals_between
 from .launch import default_launcher
 from .messages import self_heal_message, snapshot_document, wire
-from .backoff import RestartPolicy, RestartState, hung, on_failure
+from .backoff import RestartPolicy, hung, on_failure
 from .metricsagg import AccountStates, WorkerMetrics
 from .pacing import Pacing
-from .plan import WorkerSlot, diff, plan_workers
+from .failover import Failover
+from .plan import diff, plan_workers
+from .replies import Replies
 from .attribution import suspect
 from .quarantine import Entry, QuarantinePolicy, forget, held, isolate, on_reject, status_message
-from .workerproc import WorkerProc, describe_exit
+from .workerproc import Slot, WorkerProc, describe_exit
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
 TICK_S = 0.1
@@ -45,20 +48,6 @@ TICK_S = 0.1
 class Edge(Protocol):
     def status(self, key: tuple, name: str, doc: dict) -> None: ...
     def event(self, key: tuple, name: str, type_: str, reason: str, message: str, count: int = 1) -> None: ...
-
-
-class Slot:
-    """One worker id: the accounts it should host and its current process (None while backing off)."""
-
-    def __init__(self, slot: WorkerSlot):
-        self.plan = slot
-        self.proc: WorkerProc | None = None
-        self.restart = RestartState()
-        self.restart_at: float | None = None
-        self.sent: tuple | None = None  # what the last Apply carried
-        self.apply_id = 0
-        self.applied_id = -1
-        self.sip_port = 0  # the last worker's, for its successor
 
 
 class Supervisor:
@@ -90,14 +79,14 @@ class Supervisor:
         self.docs: dict[tuple, dict] = {}
         self.exit_code = 0
         self._lock = threading.RLock()
-        self._ids = itertools.count(1)
-        self._replies: dict[int, tuple[threading.Event, list]] = {}
+        self.replies = Replies()
         self._stop_requested: int | None = None
         self._stopping = False
         self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._last_tick = clock()
         self.pacing = Pacing(settings.registrar_probe_seconds, self._go, registry=self.registry)
+        self.failover = Failover(edge, settings.sip_address, registry=self.registry, clock=clock)
 
     # ------------------------------------------------------------------ API for edges
 
@@ -108,6 +97,7 @@ class Supervisor:
     def apply(self, accounts: list[ResolvedAccount]) -> list[tuple]:
         """Host exactly ``accounts``; returns the keys that fit in no worker (their status says so)."""
         self.pacing.configure(accounts)  # before the workers hear of them: their first Want is paced
+        self.failover.configure(accounts)
         with self._lock:
             if self._stopping:
                 return []
@@ -126,7 +116,7 @@ class Supervisor:
             prev = {wid: s.plan for wid, s in self.slots.items()}
 
             def wanted(isolated: set) -> dict:
-                return {k: (a.worker_key() + (("alone",) + k if k in isolated else ()))
+                return {k: (self.failover.effective(a).worker_key() + (("alone",) + k if k in isolated else ()))
                         for k, a in self.accounts.items() if k not in self._held}
 
             new = plan_workers(prev, wanted(alone), max_workers=MAX_WORKERS_PER_AGENT,
@@ -159,26 +149,7 @@ class Supervisor:
         with self._lock:
             targets = [s.proc for s in self.slots.values() if s.proc is not None and s.proc.hello is not None
                        and (account is None or any(a[1] == account for a in s.plan.accounts))]
-            waits = []
-            for proc in targets:
-                rid = next(self._ids)
-                ev, box = threading.Event(), []
-                self._replies[rid] = (ev, box)
-                if proc.send(p.Request(rid, op, account)):
-                    waits.append((proc, rid, ev, box))
-                else:
-                    self._replies.pop(rid, None)
-        deadline = time.monotonic() + timeout
-        results = []
-        for proc, rid, ev, box in waits:
-            ev.wait(max(0.0, deadline - time.monotonic()))
-            self._replies.pop(rid, None)
-            if box and box[0].ok:
-                results.append((proc, box[0].result))
-            elif box:
-                raise RuntimeError(f"worker {proc.id}: {box[0].error}")
-            else:
-                raise TimeoutError(f"worker {proc.id} did not answer {op}")
+        results = self.replies.ask(targets, op, account, timeout)
         if op in ("snapshot", "metrics"):
             return results
         return sum(int(r or 0) for _, r in results)
@@ -239,12 +210,12 @@ class Supervisor:
     def _send_apply(self, slot: Slot) -> None:
         if slot.proc is None:
             return
-        res = [self.accounts[k] for k in sorted(slot.plan.accounts, key=lambda k: (k[0] or "", k[1]))]
+        res = [self.failover.effective(self.accounts[k]) for k in sorted(slot.plan.accounts, key=lambda k: (k[0] or "", k[1]))]
         sig = tuple((r.key, r.recreate_key(), r.spec.model_dump_json()) for r in res)
         if sig == slot.sent:
             return
         slot.sent = sig
-        slot.apply_id = next(self._ids)
+        slot.apply_id = self.replies.next_id()
         slot.proc.send(p.Apply(slot.apply_id, [wire(r) for r in res]))
 
     def _retire(self, slot: Slot) -> None:
@@ -259,17 +230,20 @@ class Supervisor:
     def _on_message(self, proc: WorkerProc, msg: p.Message) -> None:
         if isinstance(msg, (p.Want, p.Answered)):
             self.pacing.on_message(msg)
+        elif isinstance(msg, p.PathFailed):
+            self._moved(self.failover.on_path_failed(msg))
         elif isinstance(msg, p.Status):
             key = (msg.namespace, msg.name)
             with self._lock:
                 slot = self.slots.get(proc.id)
                 mine = slot is not None and slot.proc is proc and key in slot.plan.accounts
             if mine or (self._stopping and key in self.accounts):
-                healed = self_heals_between(self.docs.get(key), msg.doc)
-                self.docs[key] = msg.doc
-                self.edge.status(key, msg.name, msg.doc)
+                doc = self.failover.annotate(key, msg.doc)
+                healed = self_heals_between(self.docs.get(key), doc)
+                self.docs[key] = doc
+                self.edge.status(key, msg.name, doc)
                 if healed > 0:
-                    self.edge.event(key, msg.name, "Normal", EVENT_ROUTE_SELF_HEALED, self_heal_message(msg.doc), healed)
+                    self.edge.event(key, msg.name, "Normal", EVENT_ROUTE_SELF_HEALED, self_heal_message(doc), healed)
         elif isinstance(msg, p.Reply):
             with self._lock:
                 slot = self.slots.get(proc.id)
@@ -277,16 +251,20 @@ class Supervisor:
                     slot.applied_id = msg.id
                     if not msg.ok:
                         LOG.error("worker %s: apply failed: %s", proc.id, msg.error)
-                waiter = self._replies.get(msg.id)
-            if waiter is not None:
-                waiter[1].append(msg)
-                waiter[0].set()
+            self.replies.on_reply(msg)
         elif isinstance(msg, p.Hello):
             with self._lock:
                 slot = self.slots.get(proc.id)
                 if slot is not None and slot.proc is proc:
                     slot.sip_port = msg.sip_port
             log(LOG, logging.INFO, "worker ready", worker=proc.id, pid=msg.pid, sip_port=msg.sip_port)
+
+    def _moved(self, keys: list[tuple]) -> None:
+        """Failover moved these accounts to another route: to workers of that route (whose first report, measured
+        on the new route, carries the new ``route.active``; the old worker's reports are no longer taken)."""
+        if keys:
+            with self._lock:
+                self._replan()
 
     def _go(self, key: tuple) -> None:  # pacing lets key's REGISTER go; a worker gone: its successor asks again
         with self._lock:
@@ -347,6 +325,7 @@ class Supervisor:
                     proc.kill()
             if held(self.quarantine, now) != self._held:
                 self._replan()  # a quarantine ended
+        self._moved(self.failover.tick())
         for slot, proc, rc in ended:
             proc.join_reader(1.0)  # its last messages (a Rejected, statuses) first: the reader takes the lock
             with self._lock:

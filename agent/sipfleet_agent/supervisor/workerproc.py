@@ -1,4 +1,5 @@
-"""One worker child process as the supervisor sees it: its pipes, PID, heartbeat and how it ended.
+"""One worker child process as the supervisor sees it: its pipes, PID, heartbeat and how it ended; and the
+:class:`Slot`, a worker id with the accounts it should host and its current process.
 
 Promise: :meth:`WorkerProc.start` has a launcher (:mod:`.launch`) start the worker with one socket to it and
 nothing else of the supervisor's state; every message the worker writes reaches ``on_message`` (from a reader
@@ -16,7 +17,9 @@ import time
 from typing import Any, Callable
 
 from .. import protocol as p
+from .backoff import RestartState
 from .launch import UNKNOWN, ExecLauncher, Handle
+from .plan import WorkerSlot
 
 LOG = logging.getLogger("sipfleet_agent.supervisor")
 
@@ -136,3 +139,17 @@ class WorkerProc:
     def join_reader(self, timeout: float = 2.0) -> None:
         if self._reader is not None:
             self._reader.join(timeout)
+
+
+class Slot:
+    """One worker id: the accounts it should host and its current process (None while backing off)."""
+
+    def __init__(self, slot: WorkerSlot):
+        self.plan = slot
+        self.proc: WorkerProc | None = None
+        self.restart = RestartState()
+        self.restart_at: float | None = None
+        self.sent: tuple | None = None  # what the last Apply carried
+        self.apply_id = 0
+        self.applied_id = -1
+        self.sip_port = 0  # the last worker's, for its successor

@@ -1,6 +1,6 @@
 """UDP dead-flow probing of one worker (event thread only): OPTIONS through its accounts' route, decided by
 :mod:`.probeplan`; a dead path re-registers the worker's UDP accounts at once (``nextAttemptReason: DeadFlow``)
-instead of at their next refresh. Off unless ``settings.udpDeadFlowSeconds`` is set.
+instead of at their next refresh, and is a path failure the supervisor may fail over on. Off unless ``settings.udpDeadFlowSeconds`` is set.
 
 The probe is sent from a registered UDP account with ``Account.sendRequest`` (pjsua's route set and outbound
 proxy: the path REGISTERs take), to that account's registrar URI; ``onSendRequest`` reports its end: a received
@@ -52,6 +52,9 @@ class FlowProbe:
                 bound_s=self.bound)
             self.a.metrics.dead_flows.inc()
             self.a.retrier.on_transport_lost("udp", reason=reasons.DEAD_FLOW)
+            for acc in list(self.a.accounts.values()):
+                if acc.acc is not None and acc.res.spec.transport == "udp":
+                    self.a.retrier.path_failed(acc, reasons.DEAD_FLOW, f"no answer to OPTIONS for {self.bound:g} s")
         elif d.send and rt is not None:
             self._send(rt)
         self.a.loop.call_later(probeplan.interval(self.bound), self._tick)

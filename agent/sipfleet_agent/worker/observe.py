@@ -2,18 +2,23 @@
 drift, repairs; RX 2xx to REGISTER -> :mod:`.responseguard`, a refused answer ends the worker before pjsua sees it,
 an answer cut at the UDP receive buffer makes its ``onRegState`` a failure unless its grant survived the cut),
 ``onRegState`` (-> :mod:`.regstate` -> registration status; a failure -> :mod:`.retrier`, the agent's own retry
-timer, pjsua's is off) and transport loss (-> the retrier's first retry). Runs on the worker's event thread only.
+timer, pjsua's is off; no answer from the first hop at all -> a path failure the supervisor may fail over on) and
+transport loss (-> the retrier's first retry). Runs on the worker's event thread only.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import os
 import time
 from typing import Any
 
 import pjsua2 as pj
+
+from sipfleet.api import reasons
+from sipfleet.api.budget import PATH_FAILURE_CODES
 
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
@@ -26,6 +31,9 @@ LOG = logging.getLogger("sipfleet_agent")
 PJ_LOG = logging.getLogger("sipfleet_agent.pjsip")
 #: a failure this long after pjsip dropped an answer is that answer's timeout (Timer F is 32 s)
 DROPPED_MEMORY_S = 64.0
+#: pjsip's status for the OS error ETIMEDOUT (PJ_ERRNO_START_SYS + errno): a TCP/TLS connection the kernel closed
+#: after TCP_USER_TIMEOUT (worker/deadflow.py), i.e. the peer acknowledged nothing
+ETIMEDOUT_STATUS = 120000 + errno.ETIMEDOUT
 
 
 class Observer:
@@ -43,6 +51,8 @@ class Observer:
             log(LOG, logging.WARNING, "transport disconnected; re-registering after firstRetryIntervalSeconds",
                 error=last_error, transport=transport)
             self.a.retrier.on_transport_lost(transport if transport in ("tcp", "tls") else "")
+            if last_error == ETIMEDOUT_STATUS and transport in ("tcp", "tls"):
+                self.a.retrier.on_transport_timeout(transport, f"{transport} connection to the first hop timed out")
 
     def on_log(self, level: int, msg: str) -> None:
         if msg.startswith("TX "):
@@ -220,6 +230,11 @@ class Observer:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()
             nxt = self.a.retrier.on_failure(rt, code, whole)
+            if not whole and code in PATH_FAILURE_CODES and not (
+                    rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S):
+                # no answer came back from the first hop (pjsip's own 408, or a transport error)
+                self.a.retrier.path_failed(rt, reasons.FIRST_HOP_UNANSWERED if code == 408
+                                           else reasons.FIRST_HOP_UNREACHABLE, f"{code} {reason}".strip())
             if reg and reg.get("failure_reason"):  # a dropped answer says more than the policy's class
                 nxt.pop("failure_reason", None)
             reg = {**(reg or {}), **nxt}

@@ -22,6 +22,7 @@ from typing import Any
 from sipfleet.api import reasons
 from sipfleet.api.budget import PATH_FAILURE_CODES
 
+from .. import protocol as p
 from ..logs import log
 from . import retrypolicy
 from .accounts import AccountRuntime
@@ -91,6 +92,20 @@ class Retrier:
             self._schedule(rt, d)
             rt.status.set_registration(next_attempt_at=d.at_iso(), next_attempt_reason=d.next_reason)
             self.a.mark(rt)
+
+    def path_failed(self, rt: AccountRuntime, cause: str, detail: str) -> None:
+        """The first hop of this worker's route failed for ``rt``: the supervisor decides on failover (an account
+        without fallback routes: nothing happens there). Told through the pipe to the supervisor, if any."""
+        hook = self.a.pace.hook
+        if hook is not None and not rt.removed and not self.a.stopping:
+            hook(p.PathFailed(rt.key[0], rt.key[1], list(rt.res.spec.route), cause, detail[:512]))
+
+    def on_transport_timeout(self, transport: str, detail: str) -> None:
+        """A TCP/TLS connection ended because the peer acknowledged nothing (the dead-flow bound): a path failure
+        of every account of that transport."""
+        for rt in list(self.a.accounts.values()):
+            if rt.acc is not None and not rt.removed and rt.res.spec.transport == transport:
+                self.path_failed(rt, reasons.DEAD_FLOW, detail)
 
     # ---------------------------------------------------------------- timer
 
