@@ -52,12 +52,14 @@ def operator_families() -> dict[str, str]:
 def agent_families() -> dict[str, str]:
     from sipfleet_agent.metrics import Metrics
     from sipfleet_agent.supervisor.metricsagg import AccountStates
+    from sipfleet_agent.supervisor.failover import Failover
     from sipfleet_agent.supervisor.pacing import Pacing
 
     pacing = Pacing(5.0, lambda key: None)
     pacing.plan.configure({("ns", "alice"): ("r.lab", 1.0)})
     try:
-        return _families([Metrics().registry, AccountStates(lambda: [("alice", None)]), pacing])
+        return _families([Metrics().registry, AccountStates(lambda: [("alice", None)]), pacing,
+                          Failover(None, "127.0.0.1")])
     finally:
         pacing.stop()
 
