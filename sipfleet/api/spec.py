@@ -320,28 +320,30 @@ class SipAccountSpec(SipIdentity):
                     "fieldPath": ".transport",
                 },
                 {
-                    "rule": "self.transport != 'tls' || self.fallbackRoutes.all(fr, "
+                    "rule": "self.transport != 'tls' || !has(self.fallbackRoutes) || self.fallbackRoutes.all(fr, "
                     "fr.all(r, r.startsWith('sips:') || r.contains(';transport=tls')))",
                     "message": "transport tls needs sips: or ;transport=tls fallback routes",
                     "fieldPath": ".fallbackRoutes",
                 },
                 {
-                    "rule": "self.transport == 'tls' || self.fallbackRoutes.all(fr, fr.all(r, !r.startsWith('sips:')))",
+                    "rule": "self.transport == 'tls' || !has(self.fallbackRoutes) || "
+                    "self.fallbackRoutes.all(fr, fr.all(r, !r.startsWith('sips:')))",
                     "message": "sips: URIs need transport tls",
                     "fieldPath": ".fallbackRoutes",
                 },
                 {
-                    "rule": "self.fallbackRoutes.size() == 0 || self.route.size() > 0",
+                    "rule": "!has(self.fallbackRoutes) || self.fallbackRoutes.size() == 0 || "
+                    "(has(self.route) && self.route.size() > 0)",
                     "message": "fallbackRoutes need a primary route",
                     "fieldPath": ".fallbackRoutes",
                 },
                 {
-                    "rule": "!self.fallbackRoutes.exists(fr, fr == self.route)",
+                    "rule": "!has(self.fallbackRoutes) || !has(self.route) || !self.fallbackRoutes.exists(fr, fr == self.route)",
                     "message": "a fallback route must differ from route",
                     "fieldPath": ".fallbackRoutes",
                 },
                 {
-                    "rule": f"self.fallbackRoutes.all(fr, fr.all(r, r.matches('{LOOSE_ROUTE_PATTERN}')))",
+                    "rule": f"!has(self.fallbackRoutes) || self.fallbackRoutes.all(fr, fr.all(r, r.matches('{LOOSE_ROUTE_PATTERN}')))",
                     "message": "every fallback route entry must be a loose-routing URI (with ;lr)",
                     "fieldPath": ".fallbackRoutes",
                 },

@@ -122,6 +122,26 @@ def test_cel_rule_tls_needs_a_tls_route(objs, namespace):
                                  registrar="sips:127.0.20.2", tls={"caRef": {"name": "ca"}}))
 
 
+def test_cel_rules_of_fallback_routes(objs, namespace):
+    """Fallback routes are checked at admission, each refusal naming the field; an account without them (the
+    field absent) passes every one of their rules."""
+    create(objs, namespace, body("fb-none"))
+    create(objs, namespace, body("fb-ok", fallbackRoutes=[["sip:127.0.20.3;lr"], ["sip:127.0.20.4;lr", "sip:127.0.20.5;lr"]],
+                                 failover={"probeIntervalSeconds": 5, "returnAfterProbes": 2}))
+    for name, spec, says in (
+            ("fb-same", {"fallbackRoutes": [["sip:127.0.20.1;lr"]]}, "a fallback route must differ from route"),
+            ("fb-strict", {"fallbackRoutes": [["sip:127.0.20.3"]]}, "must be a loose-routing URI"),
+            ("fb-noroute", {"route": [], "routeMode": "account", "fallbackRoutes": [["sip:127.0.20.3;lr"]]},
+             "fallbackRoutes need a primary route"),
+            ("fb-sips", {"fallbackRoutes": [["sips:127.0.20.3;lr"]]}, "sips: URIs need transport tls"),
+            ("fb-tls", {"transport": "tls", "route": ["sips:127.0.20.1;lr"], "registrar": "sips:127.0.20.2",
+                        "tls": {"caRef": {"name": "ca"}}, "fallbackRoutes": [["sip:127.0.20.3;lr"]]},
+             "transport tls needs sips: or ;transport=tls fallback routes")):
+        exc = rejected(objs, namespace, body(name, **spec))
+        msg = error_message(exc)
+        assert exc.status == 422 and says in msg and "spec.fallbackRoutes" in msg, msg
+
+
 def test_cel_rule_on_update_is_enforced(objs, namespace):
     create(objs, namespace, body("upd"))
     with pytest.raises(ApiException) as info:
