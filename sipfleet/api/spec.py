@@ -109,6 +109,14 @@ class RegistrationSettings(ApiModel):
                      "RedirectRefused, back-off)."),
     )
     max_redirects: int = Field(3, ge=1, le=10, description="Redirects followed in a row before refusing.")
+    outbound: bool = Field(
+        False,
+        description=("RFC 5626 outbound: REGISTER with Supported: outbound and a Contact with reg-id and a stable "
+                     "+sip.instance. A registrar that offers outbound answers with a Flow-Timer: the agent keeps the "
+                     "flow alive at that interval (a CRLF CRLF ping) and watches it (UDP: OPTIONS probes; TCP/TLS: "
+                     "the pings must be acknowledged within deadFlowSeconds), so a dead flow re-registers at once. "
+                     "Off by default: it changes the Contact, and some registrars mishandle it."),
+    )
 
 
 class IncomingCallPolicy(ApiModel):

@@ -46,6 +46,9 @@ class RegistrationStatus(ApiModel):
         description=("Why the next attempt comes then: Backoff, RetryAfter, AuthFailed, PermanentFailure, "
                      "TransportLost, Redirect (sipfleet.api.reasons)."))
     failures: int | None = Field(None, ge=0, description="Consecutive failed attempts (the back-off's n).")
+    flow_timer_seconds: int | None = Field(
+        None, ge=0, description=("RFC 5626: the Flow-Timer of the last 2xx (the registrar offers outbound, "
+                                 "spec.registration.outbound): the flow is kept alive and watched at that interval."))
     redirected_to: str | None = Field(
         None, max_length=256, description="The registrar URI a followed 3xx sent the REGISTER to.")
 

@@ -2,7 +2,8 @@
 through P with E as their fallback route (``spec.fallbackRoutes``), against the lab; P then partitioned (every packet
 in and out of its netns dropped, nftables), later healed.
 
-Checked on the wire: while P is cut off the worker's dead-flow probes (``udpDeadFlowSeconds``) go unanswered, the
+Checked on the wire, over UDP and TCP: while P is cut off the worker's dead-flow detection (UDP: its OPTIONS probes,
+``udpDeadFlowSeconds``, go unanswered; TCP: the kernel closes the connection after ``deadFlowSeconds``), the
 supervisor moves every account to a worker whose route is E (prevent mode: its global outbound proxy; account
 mode: the account's proxy) and E receives their REGISTERs with ``Route: <E;lr>``; status says ``route.active``
 index 1, reason DeadFlow, and the route in sync (a failover is not drift). While failed over the supervisor probes P
@@ -19,6 +20,7 @@ import time
 import pytest
 
 from sipfleet.kubectl.fmt import parse_time
+from sipfleet_agent.siplog import normalize_uri
 from tests.fixtures.agent import registers
 
 pytestmark = pytest.mark.lab
@@ -26,6 +28,11 @@ pytestmark = pytest.mark.lab
 BOUND_S = 3  # udpDeadFlowSeconds: a probe every second, dead after 3 s unanswered
 PROBE_S = 1
 RETURN_AFTER = 3
+
+
+def _same(route: list[str], expected: list[str]) -> bool:
+    """Routes equal as URIs (pjsip puts ;transport before ;lr)."""
+    return [normalize_uri(u) for u in route] == [normalize_uri(u) for u in expected]
 
 
 def _active(agent, user: str) -> dict:
@@ -38,21 +45,24 @@ def _on(agent, user: str, index: int, timeout: float) -> dict:
         and s["route"].get("active", {}).get("index") == index, timeout, f"registered on route {index}")
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_answers(clean_lab, agent_factory,
-                                                                                       agent_account):
+                                                                                       agent_account, transport):
     lab = clean_lab
-    p_uri, e_uri = lab.proxy_uri(), lab.edge_uri()
+    p_uri, e_uri = lab.proxy_uri(transport), lab.edge_uri(transport)
     failover = {"probeIntervalSeconds": PROBE_S, "returnAfterProbes": RETURN_AFTER}
     accs, users = [], []
     for prefix, mode in (("fop", "prevent"), ("fop", "prevent"), ("foa", "account")):
-        acc, user = agent_account(prefix, routeMode=mode, route=[p_uri], fallbackRoutes=[[e_uri]], failover=failover)
+        acc, user = agent_account(prefix, routeMode=mode, route=[p_uri], fallbackRoutes=[[e_uri]], failover=failover,
+                                  transport=transport)
         accs.append(acc)
         users.append(user)
-    agent = agent_factory(accs, expires=None, settings={"udpDeadFlowSeconds": BOUND_S})
+    # UDP: the worker's OPTIONS probes; TCP: the kernel closes the connection nothing acknowledges (ETIMEDOUT)
+    agent = agent_factory(accs, expires=None, settings={"udpDeadFlowSeconds": BOUND_S, "deadFlowSeconds": BOUND_S})
     for u in users:
         st = _on(agent, u, 0, 60)
         assert st["route"]["active"]["reason"] == "Primary" and st["route"]["active"]["route"] == [p_uri]
-        assert st["route"]["effective"] == [p_uri]
+        assert _same(st["route"]["effective"], [p_uri])
     assert all(registers(lab, u, node="P") for u in users)
     assert not any(registers(lab, u, node="E") for u in users)
 
@@ -64,10 +74,10 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
             st = _on(agent, u, 1, 60)
             assert st["route"]["active"]["reason"] == "DeadFlow", st["route"]["active"]
             assert st["route"]["active"]["route"] == [e_uri]
-            assert st["route"]["effective"] == [e_uri] and st["route"]["desired"][:1] == [e_uri]
+            assert _same(st["route"]["effective"], [e_uri]) and _same(st["route"]["desired"][:1], [e_uri])
         via_e = {u: registers(lab, u, node="E", since=t_cut) for u in users}
         assert all(via_e.values()), via_e
-        assert all(r.route[:1] == [e_uri] for rs in via_e.values() for r in rs), via_e
+        assert all(_same(r.route[:1], [e_uri]) for rs in via_e.values() for r in rs), via_e
         over = min(r.at for rs in via_e.values() for r in rs) - t_cut
         over_all = max(min(r.at for r in rs) for rs in via_e.values()) - t_cut
         assert "failed over" in agent.stderr_text()
@@ -82,7 +92,7 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
     for u in users:
         st = _on(agent, u, 0, 60)
         assert st["route"]["active"]["reason"] == "Primary" and st["route"]["active"]["failovers"] == 1
-        assert st["route"]["effective"] == [p_uri]
+        assert _same(st["route"]["effective"], [p_uri])
     # the return was decided when status says (P also gets the retransmissions, left from the outage, of
     # transactions the workers begun then): RETURN_AFTER probes reached P between the heal and that moment
     decided = parse_time(_active(agent, users[0])["since"]).timestamp()
@@ -100,7 +110,7 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
     assert f'sipfleet_agent_failovers_total{{direction="back"}} {float(len(users))}' in text
     assert "sipfleet_agent_accounts_on_fallback 0.0" in text
     assert 'sipfleet_agent_primary_probes_total{result="answered"}' in text
-    print(json.dumps({"failover_first_register_via_E_s": round(over, 2), "failover_all_accounts_s": round(over_all, 2),
+    print(json.dumps({"transport": transport, "failover_first_register_via_E_s": round(over, 2), "failover_all_accounts_s": round(over_all, 2),
                       "return_first_register_via_P_s": round(back, 2),
                       "probes_at_P_before_return": len(answered_before)}))
     assert agent.stop() == 0

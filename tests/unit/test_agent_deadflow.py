@@ -64,3 +64,28 @@ def test_any_answer_keeps_the_path_alive_and_nothing_is_watched_without_a_regist
     idle = pp.tick(st, now=17.0, bound=6, can_probe=False)
     assert idle == pp.Decision(pp.ProbeState(), False, False)
     assert pp.interval(6) == 2 and pp.interval(1) == 1
+
+
+def test_a_flow_timer_is_read_from_a_2xx_and_bounds_the_flow():
+    ok = "SIP/2.0 200 OK\r\nRequire: outbound\r\nFlow-Timer: 25\r\nContent-Length: 0\r\n\r\n"
+    assert pp.flow_timer(ok) == 25
+    assert pp.flow_timer(ok.replace("Flow-Timer", "flow-timer")) == 25
+    for none in ("", "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", ok.replace("25", "soon"),
+                 ok.replace("25", "0"), ok.replace("25", "-5")):
+        assert pp.flow_timer(none) is None, none
+    # RFC 5626: a ping at least every Flow-Timer seconds, 10 s for its pong
+    assert pp.flow_bound(25) == 35.0 and pp.interval(pp.flow_bound(25)) <= 25
+    assert pp.interval(pp.flow_bound(5)) <= 5
+
+
+def test_the_outbound_instance_is_stable_per_account():
+    from sipfleet.api.models import AgentAccount
+    from sipfleet_agent.worker.accounts import instance_id
+
+    def acc(name, ns="a"):
+        return AgentAccount.model_validate({"name": name, "namespace": ns, "aor": "sip:x@y.org", "registrar": "sip:y.org",
+                                            "routeMode": "account", "credentials": {"secretName": "s"}})
+
+    assert instance_id(acc("x")) == instance_id(acc("x"))
+    assert instance_id(acc("x")).startswith("<urn:uuid:") and instance_id(acc("x")).endswith(">")
+    assert len({instance_id(acc("x")), instance_id(acc("y")), instance_id(acc("x", "b"))}) == 3

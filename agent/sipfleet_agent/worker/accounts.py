@@ -10,6 +10,7 @@ slot); it says whether an un-REGISTER went out.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import pjsua2 as pj
@@ -54,6 +55,7 @@ class AccountRuntime:
         self.truncated_answer: Any = None  # responseguard.Truncated: the last answer cut at pjsip's UDP buffer
         self.grant_seq = 0  # 2xx grants seen, so a lapse timer knows whether a newer grant came
         self.reg_attempt: Any = None  # regattempts.Pending: the registration attempt waiting for its final answer
+        self.flow_timer: int | None = None  # RFC 5626 Flow-Timer of the last 2xx (the registrar offers outbound)
         self.status = AccountStatus(mode=res.spec.route_mode, desired=list(res.spec.route), agent=agent)
 
     @property
@@ -115,12 +117,24 @@ def account_config(rt: AccountRuntime, settings: AgentSettings, global_proxy: li
     if spec.transport not in transport_ids:
         raise ValueError(f"transport {spec.transport} is not available in this agent")
     cfg.sipConfig.transportId = transport_ids[spec.transport]
-    cfg.natConfig.sipOutboundUse = 0
+    if spec.registration.outbound:  # RFC 5626: reg-id, a +sip.instance that survives restarts, a CRLF CRLF ping
+        cfg.natConfig.sipOutboundUse = 1
+        cfg.natConfig.sipOutboundInstanceId = instance_id(spec)
+        cfg.natConfig.sipOutboundRegId = "1"
+        cfg.natConfig.udpKaData = "\r\n\r\n"
+    else:
+        cfg.natConfig.sipOutboundUse = 0
     cfg.natConfig.viaRewriteUse = 0
     cfg.natConfig.sdpNatRewriteUse = 0
     cfg.mediaConfig.transportConfig.boundAddress = settings.sip_address
     cfg.mediaConfig.transportConfig.publicAddress = settings.sip_address
     return cfg
+
+
+def instance_id(spec: Any) -> str:
+    """The account's RFC 5626 ``+sip.instance``: a UUID of its namespace, name and AoR, the same in every agent and
+    after every restart (a registrar replaces the flow of the same instance instead of adding a binding)."""
+    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'sipfleet:{spec.namespace}/{spec.name}/{spec.aor}')}>"
 
 
 class AccountSet:

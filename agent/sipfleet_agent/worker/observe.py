@@ -23,7 +23,7 @@ from sipfleet.api.budget import PATH_FAILURE_CODES
 from ..logs import log
 from ..siplog import TxRequest, parse_rx_response, parse_tx_request, scrub, service_route_from_message
 from ..status import now_iso
-from . import refreshplan, regattempts, regstate, responseguard
+from . import probeplan, refreshplan, regattempts, regstate, responseguard
 from .accounts import AccountRuntime
 from .routemeter import aor_key
 
@@ -242,6 +242,9 @@ class Observer:
             clear = self.a.retrier.on_success(rt)
             if reg is not None or st.registration.next_attempt_at is not None or st.registration.failures is not None:
                 reg = {**(reg or {}), **clear}
+            rt.flow_timer = probeplan.flow_timer(whole)  # pjsua keeps the flow alive at it; .flowprobe watches it
+            if rt.flow_timer != st.registration.flow_timer_seconds:
+                reg = {**(reg or {}), "flow_timer_seconds": rt.flow_timer}
         if reg:
             st.set_registration(**reg)
         if st.registration.state != before:

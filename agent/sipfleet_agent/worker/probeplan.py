@@ -6,15 +6,23 @@ accounts share their route and transport: one probe speaks for all of them). Any
 proves the path; none for ``bound`` seconds after the first unanswered probe makes it dead. A dead path is
 reported once; probing rests until the re-REGISTER it causes has its outcome (``HOLD_S``: pjsip's Timer F, the
 longest a REGISTER over UDP waits for its answer), then starts over: the retries are the retrier's.
+
+RFC 5626: a registrar that offers outbound says in its 2xx how often the flow must be kept alive
+(:func:`flow_timer`); such a flow is watched whether or not probing is on, with the bound :func:`flow_bound` (a
+ping at least every Flow-Timer seconds, and the RFC's 10 s for its answer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from ..siplog import header_values
+
 #: after a dead path: no probe and no verdict for this long (pjsip's Timer F, 64 * T1 = 32 s), so one dead path
 #: causes one re-REGISTER, not one per bound while that REGISTER is still in flight
 HOLD_S = 32.0
+#: RFC 5626 4.4.1: a flow whose ping got no pong within 10 s has failed
+PONG_WAIT_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,3 +61,19 @@ def tick(st: ProbeState, *, now: float, bound: float, can_probe: bool) -> Decisi
 def answered(st: ProbeState) -> ProbeState:
     """Any final answer to a probe: the path lives."""
     return dataclasses.replace(st, unanswered_since=None)
+
+
+def flow_timer(whole_msg: str) -> int | None:
+    """The ``Flow-Timer`` seconds of a 2xx to REGISTER (``prm.rdata.wholeMsg``), None without one."""
+    if not whole_msg:
+        return None
+    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")]
+    values = header_values(lines[1:], {"flow-timer"}).get("flow-timer") or []
+    head = values[0].strip() if values else ""
+    return int(head) if head.isdigit() and 0 < int(head) <= 86400 else None
+
+
+def flow_bound(flow_timer_s: int) -> float:
+    """The dead-flow bound of a flow with this Flow-Timer: probes every third of it (at most every Flow-Timer
+    seconds once it is 5 s or more), dead after it without an answer."""
+    return float(flow_timer_s) + PONG_WAIT_S
