@@ -2,8 +2,9 @@
 through P with E as their fallback route (``spec.fallbackRoutes``), against the lab; P then partitioned (every packet
 in and out of its netns dropped, nftables), later healed.
 
-Checked on the wire, over UDP and TCP: while P is cut off the worker's dead-flow detection (UDP: its OPTIONS probes,
-``udpDeadFlowSeconds``, go unanswered; TCP: the kernel closes the connection after ``deadFlowSeconds``), the
+Checked on the wire, over UDP, TCP and TLS: while P is cut off the worker's dead-flow detection (UDP: its OPTIONS
+probes, ``udpDeadFlowSeconds``, go unanswered; TCP and TLS: the kernel closes the connection after
+``deadFlowSeconds``), the
 supervisor moves every account to a worker whose route is E (prevent mode: its global outbound proxy; account
 mode: the account's proxy) and E receives their REGISTERs with ``Route: <E;lr>``; status says ``route.active``
 index 1, reason DeadFlow, and the route in sync (a failover is not drift). While failed over the supervisor probes P
@@ -45,16 +46,18 @@ def _on(agent, user: str, index: int, timeout: float) -> dict:
         and s["route"].get("active", {}).get("index") == index, timeout, f"registered on route {index}")
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_answers(clean_lab, agent_factory,
                                                                                        agent_account, transport):
     lab = clean_lab
     p_uri, e_uri = lab.proxy_uri(transport), lab.edge_uri(transport)
     failover = {"probeIntervalSeconds": PROBE_S, "returnAfterProbes": RETURN_AFTER}
+    # TLS: verified against the lab's CA, the supervisor's probe of P included
+    tls = {"tls": {"caFile": str(lab.tls.ca_crt)}} if transport == "tls" else {}
     accs, users = [], []
     for prefix, mode in (("fop", "prevent"), ("fop", "prevent"), ("foa", "account")):
         acc, user = agent_account(prefix, routeMode=mode, route=[p_uri], fallbackRoutes=[[e_uri]], failover=failover,
-                                  transport=transport)
+                                  transport=transport, **tls)
         accs.append(acc)
         users.append(user)
     # UDP: the worker's OPTIONS probes; TCP: the kernel closes the connection nothing acknowledges (ETIMEDOUT)

@@ -103,6 +103,7 @@ def _udp(dest, family, local_address, registrar, route, token, deadline) -> int 
 
 def _stream(dest, family, local_address, registrar, route, transport, token, deadline, name, tls) -> int | None:  # noqa: ANN001
     raw = socket.socket(family, socket.SOCK_STREAM)
+    s: socket.socket | None = None
     try:
         raw.bind((local_address, 0))
         raw.settimeout(max(0.05, deadline - time.monotonic()))
@@ -110,12 +111,15 @@ def _stream(dest, family, local_address, registrar, route, transport, token, dea
             raw.connect(dest)
         except OSError:
             return None  # refused, unreachable, timed out: no answer
+        local = raw.getsockname()[:2]  # before a TLS wrap, which takes the socket over
         s = _wrap(raw, name, tls) if transport == "tls" else raw
         if s is None:
             return None
         s.settimeout(max(0.05, deadline - time.monotonic()))
-        s.sendall(options_request(registrar=registrar, route=route, transport=transport,
-                                  local=raw.getsockname()[:2], token=token))
+        try:
+            s.sendall(options_request(registrar=registrar, route=route, transport=transport, local=local, token=token))
+        except OSError:
+            return None
         data = b""
         while time.monotonic() < deadline:
             s.settimeout(max(0.05, deadline - time.monotonic()))
@@ -131,6 +135,8 @@ def _stream(dest, family, local_address, registrar, route, transport, token, dea
                 return code
         return None
     finally:
+        if s is not None and s is not raw:
+            s.close()  # the TLS socket (it took the raw one over)
         raw.close()
 
 
