@@ -3,7 +3,7 @@
 instead of at their next refresh, and is a path failure the supervisor may fail over on.
 The bound is ``settings.udpDeadFlowSeconds`` (0: off), or shorter where a registrar offering RFC 5626 outbound
 gave a registered UDP account a Flow-Timer (:func:`.probeplan.flow_bound`): such a flow is watched even while
-probing is off. Off unless ``settings.udpDeadFlowSeconds`` is set.
+probing is off. With neither, nothing is probed.
 
 The probe is sent from a registered UDP account with ``Account.sendRequest`` (pjsua's route set and outbound
 proxy: the path REGISTERs take), to that account's registrar URI; ``onSendRequest`` reports its end: a received
