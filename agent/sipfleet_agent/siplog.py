@@ -232,10 +232,15 @@ def service_route_values(values: list[str]) -> list[str]:
     return out
 
 
+def message_headers(whole_msg: str, wanted: set[str]) -> dict[str, list[str]]:
+    """Header values by lower-case name of a whole SIP message (e.g. ``prm.rdata.wholeMsg``; "" has none)."""
+    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")]
+    return _headers(lines[1:], wanted)
+
+
 def service_route_from_message(whole_msg: str) -> list[str]:
     """Service-Route URIs (in order) of a whole SIP message (e.g. ``prm.rdata.wholeMsg``)."""
-    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")]
-    return service_route_values(_headers(lines[1:], {"service-route"}).get("service-route", []))
+    return service_route_values(message_headers(whole_msg, {"service-route"}).get("service-route", []))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,17 +332,20 @@ def routes_equal(a: list[str] | tuple[str, ...], b: list[str] | tuple[str, ...],
     return all(normalize_uri(x, transport) == normalize_uri(y, transport) for x, y in zip(a, b))
 
 
-def uri_hostport(uri: str, transport: str | None = None) -> tuple[str, int] | None:
-    """(host, port) a URI points at when its host is an IP literal, else ``None``."""
+def uri_target(uri: str, transport: str | None = None) -> tuple[str, int] | None:
+    """(host, port) a URI points at, the port defaulted by scheme and transport (5061 for sips or TLS, else 5060);
+    ``None`` for what is not a SIP URI. The host may be a name."""
     u = parse_uri(uri)
     if u is None:
         return None
-    host = u.host.strip("[]")
-    if not _is_ip(host):
-        return None
     t = (u.param("transport") or transport or "udp").lower()
-    port = u.port or (5061 if (u.scheme == "sips" or t == "tls") else 5060)
-    return host, port
+    return u.host.strip("[]"), u.port or (5061 if (u.scheme == "sips" or t == "tls") else 5060)
+
+
+def uri_hostport(uri: str, transport: str | None = None) -> tuple[str, int] | None:
+    """(host, port) a URI points at when its host is an IP literal, else ``None``."""
+    target = uri_target(uri, transport)
+    return target if target is not None and _is_ip(target[0]) else None
 
 
 def _is_ip(host: str) -> bool:

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from sipfleet.kubectl.fmt import parse_time
-from sipfleet_agent.siplog import normalize_uri
+from sipfleet_agent.siplog import routes_equal  # as URIs: pjsip puts ;transport before ;lr
 from tests.fixtures.agent import registers
 
 pytestmark = pytest.mark.lab
@@ -29,11 +29,6 @@ pytestmark = pytest.mark.lab
 BOUND_S = 3  # udpDeadFlowSeconds: a probe every second, dead after 3 s unanswered
 PROBE_S = 1
 RETURN_AFTER = 3
-
-
-def _same(route: list[str], expected: list[str]) -> bool:
-    """Routes equal as URIs (pjsip puts ;transport before ;lr)."""
-    return [normalize_uri(u) for u in route] == [normalize_uri(u) for u in expected]
 
 
 def _active(agent, user: str) -> dict:
@@ -65,7 +60,7 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
     for u in users:
         st = _on(agent, u, 0, 60)
         assert st["route"]["active"]["reason"] == "Primary" and st["route"]["active"]["route"] == [p_uri]
-        assert _same(st["route"]["effective"], [p_uri])
+        assert routes_equal(st["route"]["effective"], [p_uri])
     assert all(registers(lab, u, node="P") for u in users)
     assert not any(registers(lab, u, node="E") for u in users)
 
@@ -77,10 +72,10 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
             st = _on(agent, u, 1, 60)
             assert st["route"]["active"]["reason"] == "DeadFlow", st["route"]["active"]
             assert st["route"]["active"]["route"] == [e_uri]
-            assert _same(st["route"]["effective"], [e_uri]) and _same(st["route"]["desired"][:1], [e_uri])
+            assert routes_equal(st["route"]["effective"], [e_uri]) and routes_equal(st["route"]["desired"][:1], [e_uri])
         via_e = {u: registers(lab, u, node="E", since=t_cut) for u in users}
         assert all(via_e.values()), via_e
-        assert all(_same(r.route[:1], [e_uri]) for rs in via_e.values() for r in rs), via_e
+        assert all(routes_equal(r.route[:1], [e_uri]) for rs in via_e.values() for r in rs), via_e
         over = min(r.at for rs in via_e.values() for r in rs) - t_cut
         over_all = max(min(r.at for r in rs) for rs in via_e.values()) - t_cut
         assert "failed over" in agent.stderr_text()
@@ -95,7 +90,7 @@ def test_accounts_fail_over_to_the_fallback_route_and_return_once_the_primary_an
     for u in users:
         st = _on(agent, u, 0, 60)
         assert st["route"]["active"]["reason"] == "Primary" and st["route"]["active"]["failovers"] == 1
-        assert _same(st["route"]["effective"], [p_uri])
+        assert routes_equal(st["route"]["effective"], [p_uri])
     # the return was decided when status says (P also gets the retransmissions, left from the outage, of
     # transactions the workers begun then): RETURN_AFTER probes reached P between the heal and that moment
     decided = parse_time(_active(agent, users[0])["since"]).timestamp()

@@ -151,7 +151,7 @@ def test_a_refused_connection_is_no_answer_and_other_calls_answers_do_not_count(
     assert routeprobe.final_status(b"SIP/2.0 200 OK\r\nCall-ID: sipfleet-probe-abc\r\n\r\n", "abc") == 200
     assert routeprobe.final_status(b"SIP/2.0 200 OK\r\nCall-ID: sipfleet-probe-zzz\r\n\r\n", "abc") is None
     assert routeprobe.final_status(b"SIP/2.0 100 Trying\r\nCall-ID: sipfleet-probe-abc\r\n\r\n", "abc") is None
-    assert routeprobe.first_hop(["sips:p.example.org;lr"], "tls") == ("p.example.org", 5061, "p.example.org")
+    assert routeprobe.first_hop(["sips:p.example.org;lr"], "tls") == ("p.example.org", 5061)
     assert routeprobe.first_hop(["sip:[fd00::1]:5070;lr"], "udp")[:2] == ("fd00::1", 5070)
 
 

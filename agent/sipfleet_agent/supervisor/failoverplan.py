@@ -35,7 +35,6 @@ class State:
     active: int = 0
     reason: str = reasons.PRIMARY
     message: str = ""
-    since: float | None = None  # when ``active`` became active (None: since the agent took the group)
     answers: int = 0  # the primary's probes answered in a row
     next_probe: float | None = None
     probing: bool = False  # a probe is in flight
@@ -55,7 +54,7 @@ def on_path_failure(g: Group, st: State, *, route: tuple[str, ...], cause: str, 
     nxt = st.active + 1
     what = "the primary route" if st.active == 0 else f"fallback route {st.active}"
     message = f"{what} ({', '.join(route)}) failed: {cause}" + (f" ({detail})" if detail else "")
-    return Change(State(active=nxt, reason=cause, message=message[:1024], since=now, answers=0,
+    return Change(State(active=nxt, reason=cause, message=message[:1024], answers=0,
                         next_probe=now + g.interval, probing=False, failovers=st.failovers + 1), OVER)
 
 
@@ -74,7 +73,7 @@ def on_probe(g: Group, st: State, *, answered: bool, now: float) -> Change:
     answers = st.answers + 1 if answered else 0
     if answers >= g.return_after:
         message = f"the primary route ({', '.join(g.routes[0])}) answered {answers} probes in a row"
-        return Change(State(active=0, reason=reasons.PRIMARY, message=message, since=now,
+        return Change(State(active=0, reason=reasons.PRIMARY, message=message,
                             failovers=st.failovers), BACK)
     return Change(dataclasses.replace(st, answers=answers, probing=False, next_probe=now + g.interval))
 

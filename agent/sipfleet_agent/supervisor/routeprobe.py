@@ -17,20 +17,18 @@ import ssl
 import time
 from typing import Any
 
-from ..siplog import parse_uri
+from ..siplog import uri_target
 
 T1 = 0.5
 MAX_RESPONSE = 65535
 
 
-def first_hop(route: list[str], transport: str) -> tuple[str, int, str]:
-    """(host, port, hostname for TLS) of the route's first entry; the port defaults to 5060 (5061 for TLS)."""
-    u = parse_uri(route[0])
-    if u is None:
+def first_hop(route: list[str], transport: str) -> tuple[str, int]:
+    """(host, port) of the route's first entry (the host is also the name TLS verifies)."""
+    target = uri_target(route[0], transport)
+    if target is None:
         raise ValueError(f"not a SIP URI: {route[0]!r}")
-    host = u.host.strip("[]")
-    tls = transport == "tls" or u.scheme == "sips"
-    return host, u.port or (5061 if tls else 5060), host
+    return target
 
 
 def options_request(*, registrar: str, route: list[str], transport: str, local: tuple[str, int], token: str) -> bytes:
@@ -68,14 +66,14 @@ def final_status(data: bytes, token: str) -> int | None:
 def probe(*, route: list[str], registrar: str, transport: str, local_address: str, timeout: float,
           tls: Any = None) -> int | None:
     """Send one OPTIONS through ``route``; the final status it got within ``timeout`` seconds, None without one."""
-    host, port, name = first_hop(route, transport)
+    host, port = first_hop(route, transport)
     token = os.urandom(6).hex()
     family = socket.AF_INET6 if ":" in local_address else socket.AF_INET
     dest = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)[0][4]
     deadline = time.monotonic() + timeout
     if transport == "udp":
         return _udp(dest, family, local_address, registrar, route, token, deadline)
-    return _stream(dest, family, local_address, registrar, route, transport, token, deadline, name, tls)
+    return _stream(dest, family, local_address, registrar, route, transport, token, deadline, host, tls)
 
 
 def _udp(dest, family, local_address, registrar, route, token, deadline) -> int | None:  # noqa: ANN001

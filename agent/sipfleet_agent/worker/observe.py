@@ -216,8 +216,8 @@ class Observer:
         if out.route:
             st.set_route(**out.route)
         reg = out.registration
-        if (reg and out.failed and cut is None and rt.dropped_answer
-                and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S):
+        dropped = rt.dropped_answer is not None and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S
+        if reg and out.failed and cut is None and dropped:
             # the timeout of a REGISTER whose answer pjsip dropped: the answer is the news, not the 408
             reg = {**reg, "reason": f"{reason}: {rt.dropped_answer[0]}"[:1024],
                    "failure_reason": rt.dropped_answer[3]}
@@ -230,8 +230,7 @@ class Observer:
             rt.last_failure_mono = time.monotonic()
             self.a.metrics.registration_failures.labels(code=str(code)).inc()
             nxt = self.a.retrier.on_failure(rt, code, whole)
-            if not whole and code in PATH_FAILURE_CODES and not (
-                    rt.dropped_answer and time.monotonic() - rt.dropped_answer[1] < DROPPED_MEMORY_S):
+            if not whole and code in PATH_FAILURE_CODES and not dropped:
                 # no answer came back from the first hop (pjsip's own 408, or a transport error)
                 self.a.retrier.path_failed(rt, reasons.FIRST_HOP_UNANSWERED if code == 408
                                            else reasons.FIRST_HOP_UNREACHABLE, f"{code} {reason}".strip())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..siplog import header_values
+from ..siplog import message_headers
 
 #: after a dead path: no probe and no verdict for this long (pjsip's Timer F, 64 * T1 = 32 s), so one dead path
 #: causes one re-REGISTER, not one per bound while that REGISTER is still in flight
@@ -65,10 +65,7 @@ def answered(st: ProbeState) -> ProbeState:
 
 def flow_timer(whole_msg: str) -> int | None:
     """The ``Flow-Timer`` seconds of a 2xx to REGISTER (``prm.rdata.wholeMsg``), None without one."""
-    if not whole_msg:
-        return None
-    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")]
-    values = header_values(lines[1:], {"flow-timer"}).get("flow-timer") or []
+    values = message_headers(whole_msg, {"flow-timer"}).get("flow-timer") or []
     head = values[0].strip() if values else ""
     return int(head) if head.isdigit() and 0 < int(head) <= 86400 else None
 

@@ -29,7 +29,7 @@ from typing import Any
 from sipfleet.api import reasons
 from sipfleet.api.models import SIP_URI_PATTERN
 
-from ..siplog import addr_spec, header_values, split_header_values
+from ..siplog import addr_spec, message_headers, split_header_values
 
 AUTH_CODES = (401, 403, 407)
 RETRY_AFTER_CODES = (480, 500, 503)
@@ -168,8 +168,7 @@ def parse_answer(whole_msg: str) -> tuple[int | None, int | None, tuple[str, ...
     """(Retry-After seconds, Min-Expires, Contact URIs) of a SIP response's text (``prm.rdata.wholeMsg``)."""
     if not whole_msg:
         return None, None, ()
-    lines = [ln.rstrip("\r") for ln in whole_msg.split("\n")]
-    hdrs = header_values(lines[1:], {"retry-after", "min-expires", "contact"})
+    hdrs = message_headers(whole_msg, {"retry-after", "min-expires", "contact"})
     contacts: list[str] = []
     for v in hdrs.get("contact", []):
         contacts.extend(addr_spec(x) for x in split_header_values(v))
